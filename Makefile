@@ -1,0 +1,30 @@
+# `make demo` and `make test` each build .venv from scratch when it is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: install demo test test-fast clean
+
+$(VENV)/.installed: setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	# torch first and pinned: the pinned version resolves to the local CPU wheel; an open range pulls CUDA builds.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,deepspeed,plots]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) examples/demo.py
+
+test: install
+	$(PY) -m pytest -q tests
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests
+
+clean:
+	rm -rf $(VENV) .cache outputs *.egg-info

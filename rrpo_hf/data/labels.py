@@ -1,0 +1,111 @@
+"""Canonical emotion names and the one table that maps corpus-specific labels onto them.
+
+Every stage of rrpo-hf (reward model, testbed, DiffRO prompts, audio preparation) speaks the
+canonical names below. Corpora spell emotions in their own way (ESD ``Surprise``, IEMOCAP ``hap``
+and ``exc``, MER2023 ``worried``...); :data:`EMOTION_ALIASES` is the single place that maps them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+#: The six canonical emotions: neutral plus the paper's five (angry, happy, sad, surprised, fearful).
+CANONICAL_EMOTIONS: tuple[str, ...] = ("neutral", "happy", "angry", "sad", "surprised", "fearful")
+
+#: The five emotions of the RRPO paper's single-speaker Mandarin corpus.
+PAPER_EMOTIONS: tuple[str, ...] = ("angry", "happy", "sad", "surprised", "fearful")
+
+#: Further canonical names that some corpora bring.
+EXTRA_EMOTIONS: tuple[str, ...] = ("disgusted", "contempt", "frustrated", "other")
+
+#: Lower-cased corpus spelling -> canonical name.
+EMOTION_ALIASES: dict[str, str] = {
+    # canonical names map to themselves
+    **{name: name for name in CANONICAL_EMOTIONS + EXTRA_EMOTIONS},
+    # ESD (English / Chinese folders)
+    "surprise": "surprised",
+    # IEMOCAP codes
+    "neu": "neutral",
+    "hap": "happy",
+    "exc": "happy",
+    "ang": "angry",
+    "sad": "sad",
+    "fea": "fearful",
+    "sur": "surprised",
+    "dis": "disgusted",
+    "fru": "frustrated",
+    "xxx": "other",
+    "oth": "other",
+    # common spellings (CREMA-D, RAVDESS, MER2023, EmoV-DB, MSP-Podcast)
+    "calm": "neutral",
+    "happiness": "happy",
+    "joy": "happy",
+    "amused": "happy",
+    "anger": "angry",
+    "sadness": "sad",
+    "fear": "fearful",
+    "worried": "fearful",
+    "disgust": "disgusted",
+    "surprised": "surprised",
+    "neutrality": "neutral",
+    # Chinese labels used by CASIA / in-house Mandarin corpora
+    "中性": "neutral",
+    "高兴": "happy",
+    "开心": "happy",
+    "生气": "angry",
+    "愤怒": "angry",
+    "悲伤": "sad",
+    "伤心": "sad",
+    "惊讶": "surprised",
+    "害怕": "fearful",
+    "恐惧": "fearful",
+}
+
+
+class UnknownEmotionError(ValueError):
+    """Raised when a corpus label has no canonical emotion."""
+
+
+def normalize_emotion(label: str, extra_aliases: Mapping[str, str] | None = None) -> str:
+    """Return the canonical emotion name of a corpus label (case- and whitespace-insensitive)."""
+    if not isinstance(label, str):
+        raise UnknownEmotionError(f"Emotion labels must be strings, got {label!r} ({type(label).__name__}).")
+    key = label.strip().lower()
+    if extra_aliases:
+        lowered = {k.strip().lower(): v for k, v in extra_aliases.items()}
+        if key in lowered:
+            return lowered[key]
+    if key in EMOTION_ALIASES:
+        return EMOTION_ALIASES[key]
+    raise UnknownEmotionError(
+        f"Unknown emotion label {label!r}. Known labels: {sorted(set(EMOTION_ALIASES.values()))}. "
+        "Map it to a canonical name with `extra_aliases={'" + label + "': 'happy'}` (or extend "
+        "rrpo_hf.data.labels.EMOTION_ALIASES)."
+    )
+
+
+def normalize_emotions(labels: Iterable[str], extra_aliases: Mapping[str, str] | None = None) -> list[str]:
+    """Normalise many labels at once; the error lists *every* unmapped label, not just the first."""
+    labels = list(labels)
+    unknown = sorted({lab for lab in labels if _try_normalize(lab, extra_aliases) is None}, key=str)
+    if unknown:
+        raise UnknownEmotionError(
+            f"Unmapped emotion labels: {unknown}. Known labels: {sorted(set(EMOTION_ALIASES.values()))}. "
+            "Pass `extra_aliases={label: canonical_name}` for each of them."
+        )
+    return [normalize_emotion(lab, extra_aliases) for lab in labels]
+
+
+def _try_normalize(label, extra_aliases):
+    try:
+        return normalize_emotion(label, extra_aliases)
+    except UnknownEmotionError:
+        return None
+
+
+def emotion_label_maps(names: Iterable[str]) -> tuple[dict[int, str], dict[str, int]]:
+    """``(id2label, label2id)`` for a list of canonical names, in the given order."""
+    names = list(names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"Duplicate emotion names in {names}.")
+    return dict(enumerate(names)), {name: i for i, name in enumerate(names)}
