@@ -1,0 +1,24 @@
+"""Pure tensor functions, one per equation of the RRPO paper (no classes, no I/O).
+
+* Eq. 2 :func:`smooth_labels`, with :func:`soft_cross_entropy`;
+* Eq. 3 :func:`mixup_emotion_loss`;
+* Eq. 4 :func:`fgm_perturbation`;
+* Algorithm 1 :func:`sample_eam_plan` + :func:`apply_energy_adaptive_mixup`.
+
+The reward-model modules here import nothing but ``torch`` so they can ship inside a saved
+checkpoint (remote code); see ``RobustSERPreTrainedModel.save_pretrained``.
+"""
+
+from .adversarial import fgm_perturbation
+from .eam import EAM_PLAN_KEYS, apply_energy_adaptive_mixup, sample_eam_plan
+from .label_smoothing import mixup_emotion_loss, smooth_labels, soft_cross_entropy
+
+__all__ = [
+    "EAM_PLAN_KEYS",
+    "apply_energy_adaptive_mixup",
+    "fgm_perturbation",
+    "mixup_emotion_loss",
+    "sample_eam_plan",
+    "smooth_labels",
+    "soft_cross_entropy",
+]

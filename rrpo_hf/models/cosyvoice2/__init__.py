@@ -1,0 +1,46 @@
+"""CosyVoice2 speech LM: transformers model, llm.pt import/export, text tokenizer and instruct prompts."""
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_cosyvoice2 import COSYVOICE2_0_5B_BACKBONE, CosyVoice2LMConfig
+from .checkpoint import CosyVoiceCheckpointError, load_cosyvoice_checkpoint, save_cosyvoice_checkpoint
+from .modeling_cosyvoice2 import IGNORE_INDEX, CosyVoice2LM, CosyVoice2LMOutput, CosyVoice2PreTrainedModel
+from .prompts import (
+    EMOTION_INSTRUCTION_TEMPLATES,
+    EMOTION_NAMES_ZH,
+    build_emotion_instruction,
+    build_instruct_text,
+    instruction_words,
+)
+from .tokenization import (
+    COSYVOICE2_END_OF_PROMPT,
+    COSYVOICE2_EOS_TOKEN,
+    COSYVOICE2_SPECIAL_TOKENS,
+    build_tiny_cosyvoice2_tokenizer,
+    load_cosyvoice2_tokenizer,
+)
+
+AutoConfig.register(CosyVoice2LMConfig.model_type, CosyVoice2LMConfig, exist_ok=True)
+AutoModel.register(CosyVoice2LMConfig, CosyVoice2LM, exist_ok=True)
+
+__all__ = [
+    "COSYVOICE2_0_5B_BACKBONE",
+    "COSYVOICE2_END_OF_PROMPT",
+    "COSYVOICE2_EOS_TOKEN",
+    "COSYVOICE2_SPECIAL_TOKENS",
+    "EMOTION_INSTRUCTION_TEMPLATES",
+    "EMOTION_NAMES_ZH",
+    "build_emotion_instruction",
+    "build_instruct_text",
+    "build_tiny_cosyvoice2_tokenizer",
+    "instruction_words",
+    "load_cosyvoice2_tokenizer",
+    "load_cosyvoice_checkpoint",
+    "save_cosyvoice_checkpoint",
+    "CosyVoice2LM",
+    "CosyVoice2LMConfig",
+    "CosyVoice2LMOutput",
+    "CosyVoice2PreTrainedModel",
+    "CosyVoiceCheckpointError",
+    "IGNORE_INDEX",
+]

@@ -1,0 +1,116 @@
+"""Configuration of the CosyVoice2 speech language model (``Qwen2LM`` in FunAudioLLM/CosyVoice).
+
+The LM is a Qwen2 decoder stack that reads ``[sos, text tokens, task_id, speech tokens]`` and predicts
+speech tokens with its own head. The Qwen2 backbone keeps its own :class:`~transformers.Qwen2Config`
+(nested as ``llm_config``) so that it can be read from / written to the ``CosyVoice-BlankEN/config.json``
+of a CosyVoice2 release unchanged.
+"""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig, Qwen2Config
+from transformers.configuration_utils import SubConfigSpec
+
+#: The Qwen2 backbone of the released ``FunAudioLLM/CosyVoice2-0.5B`` (``CosyVoice-BlankEN/config.json``).
+COSYVOICE2_0_5B_BACKBONE: dict = {
+    "vocab_size": 151936,
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+    "tie_word_embeddings": True,
+    "use_sliding_window": False,
+    "max_window_layers": 21,
+    "bos_token_id": 151643,
+    "eos_token_id": 151643,
+}
+
+#: Rows of ``llm_embedding``: one learned vector for ``sos`` and one for ``task_id``.
+NUM_LLM_EMBEDDING_ROWS = 2
+
+
+class CosyVoice2LMConfig(PretrainedConfig):
+    r"""
+    Configuration of [`CosyVoice2LM`].
+
+    Defaults reproduce the released CosyVoice2-0.5B LM; tests and the testbed use tiny backbones and small
+    speech codebooks (e.g. ``speech_token_size=512``).
+
+    Args:
+        llm_config (`Qwen2Config` or `dict`, *optional*):
+            The Qwen2 backbone (text embedding, decoder layers, final norm). Defaults to the CosyVoice2-0.5B
+            backbone (hidden 896, 24 layers, 14 heads / 2 KV heads, vocab 151936).
+        speech_token_size (`int`, *optional*, defaults to 6561):
+            Size of the speech-token codebook (S3 tokenizer v2: 3^8 = 6561). Real speech ids are
+            ``0 .. speech_token_size - 1``.
+        num_special_speech_tokens (`int`, *optional*, defaults to 3):
+            Extra speech ids after the codebook: ``speech_token_size + 0`` = eos, ``+1`` = unused stop token,
+            ``+2`` = fill token (bistream). All of them stop generation.
+        sos_id (`int`, *optional*, defaults to 0):
+            Row of ``llm_embedding`` that starts every sequence.
+        task_id (`int`, *optional*, defaults to 1):
+            Row of ``llm_embedding`` that separates text from speech.
+    """
+
+    model_type = "cosyvoice2_lm"
+    sub_configs_defaults = {
+        "llm_config": SubConfigSpec(config_class=Qwen2Config, init_kwargs=dict(COSYVOICE2_0_5B_BACKBONE)),
+    }
+
+    llm_config: dict | Qwen2Config | None = None
+    speech_token_size: int = 6561
+    num_special_speech_tokens: int = 3
+    sos_id: int = 0
+    task_id: int = 1
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.speech_token_size < 1:
+            raise ValueError(f"`speech_token_size` must be positive, got {self.speech_token_size}.")
+        if self.num_special_speech_tokens < 1:
+            raise ValueError(
+                f"`num_special_speech_tokens` must be at least 1 (the eos id), got {self.num_special_speech_tokens}."
+            )
+        for name in ("sos_id", "task_id"):
+            value = getattr(self, name)
+            if not 0 <= value < NUM_LLM_EMBEDDING_ROWS:
+                raise ValueError(f"`{name}` indexes the {NUM_LLM_EMBEDDING_ROWS}-row `llm_embedding`; got {value}.")
+        if self.sos_id == self.task_id:
+            raise ValueError(f"`sos_id` and `task_id` must differ, both are {self.sos_id}.")
+
+    @property
+    def hidden_size(self) -> int:
+        return self.llm_config.hidden_size
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.llm_config.num_hidden_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.llm_config.num_attention_heads
+
+    @property
+    def text_vocab_size(self) -> int:
+        return self.llm_config.vocab_size
+
+    @property
+    def speech_vocab_size(self) -> int:
+        """Rows of ``speech_embedding`` / outputs of ``llm_decoder``: codebook + eos + extra stop ids."""
+        return self.speech_token_size + self.num_special_speech_tokens
+
+    @property
+    def speech_eos_id(self) -> int:
+        return self.speech_token_size
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Every id at or above the codebook ends an utterance (CosyVoice2 stops on 6561, 6562 and 6563)."""
+        return list(range(self.speech_token_size, self.speech_vocab_size))
+
+
+__all__ = ["CosyVoice2LMConfig", "COSYVOICE2_0_5B_BACKBONE"]

@@ -1,0 +1,442 @@
+"""RobustSER: the speech-emotion reward model of RRPO (stage 1), over discrete speech tokens.
+
+Forward path (paper Sec. 2.2): token embedding gives the low-level features F -> Energy-Adaptive
+Mixup when the batch carries a plan (Algorithm 1) -> Transformer encoder -> high-level embeddings
+h' -> masked attention pooling -> classifier. The loss is Eq. 3 over Eq. 2-smoothed targets.
+The head is exposed as :meth:`RobustSERForAudioClassification.classify` so an adversarial step
+(Eq. 4-5) evaluates ``classify(h' + delta)`` without a second encoder pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+# The equations live once, in rrpo_hf/ops. They are imported with absolute paths on purpose:
+# transformers' remote-code copier follows only same-folder `from .x import` lines (a `from ...ops`
+# line would make it look for a missing file), so `save_pretrained` below copies these modules
+# next to this file and rewrites these lines to `from .x import` in the saved copy.
+from rrpo_hf.ops.eam import EAM_PLAN_KEYS, apply_energy_adaptive_mixup
+from rrpo_hf.ops.label_smoothing import mixup_emotion_loss
+
+from .configuration_robust_ser import RobustSERConfig
+
+
+@dataclass
+class RobustSEROutput(ModelOutput):
+    r"""
+    Output of [`RobustSERForAudioClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            Eq. 3 loss: label-smoothed cross-entropy, interpolated with the partner label by `mixup_lambda`.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Emotion logits.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            The high-level embeddings h' (encoder output), the tensor the adversarial step perturbs.
+        attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            The mask used for h' (derived from the pad id when not given), to pass on to `classify`.
+        mixup_lambda (`torch.FloatTensor` of shape `(batch_size,)`):
+            Energy-adaptive mixing coefficients (all zero without an EAM plan).
+        partner_labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Labels of each sample's EAM partner (when both a plan and `labels` are given).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    attention_mask: torch.LongTensor | None = None
+    mixup_lambda: torch.FloatTensor | None = None
+    partner_labels: torch.LongTensor | None = None
+
+
+class RobustSERTokenEmbedding(nn.Embedding):
+    """Speech-token embedding (codebook + one zero padding row) that also embeds token *distributions*.
+
+    `probs @ weight[:vocab_size]` runs inside this module's own forward so that parameter-gathering hooks
+    (DeepSpeed ZeRO-3) fetch the weight for the differentiable DiffRO path too.
+    """
+
+    def __init__(self, config: RobustSERConfig):
+        super().__init__(config.vocab_size + 1, config.hidden_size, padding_idx=config.pad_token_id)
+        self.vocab_size = config.vocab_size
+
+    def forward(self, input_ids: torch.Tensor | None = None, input_token_probs: torch.Tensor | None = None) -> torch.Tensor:
+        if input_token_probs is None:
+            return super().forward(input_ids)
+        weight = self.weight[: self.vocab_size]
+        return torch.matmul(input_token_probs.to(weight.dtype), weight)
+
+
+class RobustSERSelfAttention(nn.Module):
+    """Multi-head self-attention through `F.scaled_dot_product_attention` with a key-padding mask."""
+
+    def __init__(self, config: RobustSERConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attention_dropout = config.attention_dropout
+
+    def forward(self, hidden_states: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        batch_size, length, hidden = hidden_states.shape
+        query, key, value = (
+            self.qkv_proj(hidden_states).view(batch_size, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        )
+        attended = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=key_padding_mask,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )
+        return self.out_proj(attended.transpose(1, 2).reshape(batch_size, length, hidden))
+
+
+class RobustSERFeedForward(nn.Module):
+    def __init__(self, config: RobustSERConfig):
+        super().__init__()
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.up_proj(hidden_states)))
+
+
+class RobustSEREncoderLayer(GradientCheckpointingLayer):
+    """Pre-LayerNorm Transformer block (stable without warm-up at the paper's small learning rate)."""
+
+    def __init__(self, config: RobustSERConfig):
+        super().__init__()
+        self.attention_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attention = RobustSERSelfAttention(config)
+        self.feed_forward_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = RobustSERFeedForward(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.dropout(
+            self.attention(self.attention_layer_norm(hidden_states), key_padding_mask)
+        )
+        return hidden_states + self.dropout(self.feed_forward(self.feed_forward_layer_norm(hidden_states)))
+
+
+class RobustSEREncoder(nn.Module):
+    """Adds learned positions to F (after EAM, so a mixed-in segment keeps the host's positions) and encodes."""
+
+    def __init__(self, config: RobustSERConfig):
+        super().__init__()
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.layers = nn.ModuleList([RobustSEREncoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+
+    def forward(self, features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(features.shape[1], device=features.device)
+        hidden_states = self.dropout(features + self.position_embeddings(positions)[None])
+        # (B, 1, 1, L) boolean: every query may attend to the valid keys of its own sample.
+        key_padding_mask = attention_mask.bool()[:, None, None, :]
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, key_padding_mask)
+        return self.final_layer_norm(hidden_states)
+
+
+class RobustSERPooling(nn.Module):
+    """Masked pooling of h' over frames: learned attention weights, or a plain mean."""
+
+    def __init__(self, config: RobustSERConfig):
+        super().__init__()
+        self.pooling = config.pooling
+        self.score = nn.Linear(config.hidden_size, 1) if config.pooling == "attention" else None
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        valid = attention_mask.bool()
+        if self.score is None:
+            weights = valid.to(hidden_states.dtype) / valid.sum(dim=1, keepdim=True).clamp_min(1).to(hidden_states.dtype)
+        else:
+            scores = self.score(hidden_states).squeeze(-1)
+            scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+            weights = torch.softmax(scores, dim=-1)
+        return torch.einsum("bl,bld->bd", weights, hidden_states)
+
+
+class RobustSERPreTrainedModel(PreTrainedModel):
+    config_class = RobustSERConfig
+    config: RobustSERConfig
+    base_model_prefix = "robust_ser"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["RobustSEREncoderLayer"]
+    # forward() averages its own loss; the Trainer must not rescale it by num_items_in_batch.
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    def save_pretrained(self, save_directory, is_main_process: bool = True, *, push_to_hub: bool = False, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the rrpo_hf.ops modules the saved code needs.
+
+        The folder then loads with `AutoModelForAudioClassification.from_pretrained(dir, trust_remote_code=True)`
+        in an environment without rrpo-hf. Pushing happens after the bundling, so the Hub copy is complete too.
+        """
+        hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
+        super().save_pretrained(save_directory, is_main_process=is_main_process, push_to_hub=False, **kwargs)
+        if self.is_remote_code() and self.should_save_on_this_rank(is_main_process):
+            bundle_remote_code_dependencies(save_directory, Path(sys.modules[type(self).__module__].__file__).name)
+        if push_to_hub and self.should_save_on_this_rank(is_main_process):
+            repo_id = hub_kwargs.pop("repo_id", os.fspath(save_directory).rstrip(os.sep).split(os.sep)[-1])
+            self.push_to_hub(
+                repo_id, token=kwargs.get("token"), max_shard_size=kwargs.get("max_shard_size", "50GB"), **hub_kwargs
+            )
+
+
+_HUB_KWARGS = ("repo_id", "commit_message", "commit_description", "create_pr", "private", "revision", "tags")
+_OPS_IMPORT = re.compile(r"^from rrpo_hf\.ops\.(\w+) import", flags=re.MULTILINE)
+_RRPO_IMPORT = re.compile(r"^\s*(from|import)\s+rrpo_hf\b", flags=re.MULTILINE)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+def bundle_remote_code_dependencies(save_directory, modeling_filename: str) -> list[Path]:
+    """Make a saved folder self-contained: copy each `rrpo_hf.ops.<name>` module the saved modeling file
+    imports (and their same-folder relative imports) next to it, and rewrite those imports to `from .<name>`.
+
+    A no-op for a modeling file that already uses relative imports (a model that was itself loaded as remote code).
+    """
+    import importlib
+
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    save_directory = Path(save_directory)
+    modeling_path = save_directory / modeling_filename
+    source = modeling_path.read_text(encoding="utf-8")
+    module_names = _OPS_IMPORT.findall(source)
+    written = []
+    for name in module_names:
+        module_file = Path(importlib.import_module(f"rrpo_hf.ops.{name}").__file__)
+        for needed in [module_file, *map(Path, get_relative_import_files(module_file))]:
+            text = needed.read_text(encoding="utf-8")
+            if _RRPO_IMPORT.search(text):
+                raise RuntimeError(
+                    f"{needed} imports rrpo_hf, so it cannot ship as remote code; ops modules may import only "
+                    "torch, math and each other (relatively)."
+                )
+            destination = save_directory / needed.name
+            _atomic_write_text(destination, text)
+            written.append(destination)
+    if module_names:
+        _atomic_write_text(modeling_path, _OPS_IMPORT.sub(lambda match: f"from .{match.group(1)} import", source))
+    return written
+
+
+class RobustSERForAudioClassification(RobustSERPreTrainedModel):
+    """Speech-emotion classifier over discrete speech tokens with the RRPO hybrid-regularised loss."""
+
+    def __init__(self, config: RobustSERConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.token_embedding = RobustSERTokenEmbedding(config)
+        self.encoder = RobustSEREncoder(config)
+        self.pooler = RobustSERPooling(config)
+        self.classifier_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.token_embedding
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.token_embedding = value
+
+    # ----------------------------------------------------------------------------------------------- stages
+    def embed_tokens(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_token_probs: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Low-level features F (B, L, D) from token ids or from token distributions (`probs @ E[:V]`).
+
+        Ids outside the codebook at valid frames raise; padded frames (mask 0) read the zero padding row.
+        """
+        if (input_ids is None) == (input_token_probs is None):
+            raise ValueError("embed_tokens takes exactly one of `input_ids` or `input_token_probs`.")
+        vocab_size = self.config.vocab_size
+        if input_ids is not None:
+            if input_ids.dim() != 2:
+                raise ValueError(f"`input_ids` must be (batch, length), got shape {tuple(input_ids.shape)}.")
+            valid = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+            out_of_codebook = valid & ((input_ids < 0) | (input_ids >= vocab_size))
+            if bool(out_of_codebook.any()):
+                sample, frame = out_of_codebook.nonzero()[0].tolist()
+                raise ValueError(
+                    f"token id {input_ids[sample, frame].item()} out of the codebook [0, {vocab_size}) at sample {sample}, "
+                    f"frame {frame}. Check the speech tokenizer / vocab_size (this model was configured with "
+                    f"vocab_size={vocab_size}) and that padded frames have attention_mask 0."
+                )
+            return self.token_embedding(input_ids=input_ids.masked_fill(~valid, self.config.pad_token_id))
+        if input_token_probs.dim() != 3 or input_token_probs.shape[-1] != vocab_size:
+            raise ValueError(
+                f"`input_token_probs` must be (batch, length, vocab_size={vocab_size}), got shape "
+                f"{tuple(input_token_probs.shape)}: vocab mismatch between the policy's speech vocabulary and the reward "
+                f"model's codebook. Slice the distribution to the {vocab_size} speech tokens (drop eos/special tokens)."
+            )
+        return self.token_embedding(input_token_probs=input_token_probs)
+
+    def encode(self, features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """F (B, L, D) -> high-level embeddings h' (B, L, D)."""
+        return self.encoder(features, attention_mask)
+
+    def classify(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The head: masked pooling of h' + classifier. `classify(h' + delta, mask)` is the adversarial logit."""
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
+        return self.classifier(self.classifier_dropout(self.pooler(hidden_states, attention_mask)))
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_token_probs: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        eam_partner: torch.LongTensor | None = None,
+        eam_mix_length: torch.LongTensor | None = None,
+        eam_start: torch.LongTensor | None = None,
+        eam_partner_start: torch.LongTensor | None = None,
+        eam_snr_db: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> RobustSEROutput | tuple:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            Speech tokens in `[0, vocab_size)`, padded with `pad_token_id`. Without `attention_mask`, the mask is
+            `input_ids != pad_token_id`.
+        input_token_probs (`torch.Tensor` of shape `(batch_size, sequence_length, vocab_size)`):
+            Token distributions (soft or straight-through one-hot): F = probs @ embedding; differentiable (DiffRO).
+        inputs_embeds (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            The low-level features F directly.
+        labels (`torch.LongTensor` of shape `(batch_size,)`):
+            Emotion ids; the loss is Eq. 3 with `config.label_smoothing`.
+        eam_partner, eam_mix_length, eam_start, eam_partner_start, eam_snr_db (`torch.Tensor` of shape `(batch_size,)`):
+            An Energy-Adaptive Mixup plan (see `rrpo_hf.ops.sample_eam_plan`); applied to F when given (all five).
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        inputs = {"input_ids": input_ids, "input_token_probs": input_token_probs, "inputs_embeds": inputs_embeds}
+        given = [name for name, value in inputs.items() if value is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "Pass exactly one of `input_ids` (B, L), `input_token_probs` (B, L, V) or `inputs_embeds` (B, L, D); "
+                f"got {given or 'none'}."
+            )
+        reference = inputs[given[0]]
+        batch_size, length = reference.shape[:2]
+        if attention_mask is None:
+            attention_mask = (
+                (input_ids != self.config.pad_token_id).long()
+                if input_ids is not None
+                else torch.ones(batch_size, length, dtype=torch.long, device=reference.device)
+            )
+        self._check_lengths(attention_mask, batch_size, length)
+
+        if inputs_embeds is not None:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+                raise ValueError(
+                    f"`inputs_embeds` must be (batch, length, hidden_size={self.config.hidden_size}), got "
+                    f"{tuple(inputs_embeds.shape)}."
+                )
+            features = inputs_embeds
+        else:
+            features = self.embed_tokens(
+                input_ids=input_ids, input_token_probs=input_token_probs, attention_mask=attention_mask
+            )
+        # Padded frames carry no signal, whatever the input path wrote there.
+        features = features * attention_mask.unsqueeze(-1).to(features.dtype)
+
+        plan = dict(zip(EAM_PLAN_KEYS, (eam_partner, eam_mix_length, eam_start, eam_partner_start, eam_snr_db)))
+        missing = [name for name, value in plan.items() if value is None]
+        partner_labels = None
+        if len(missing) < len(plan):
+            if missing:
+                raise ValueError(f"An EAM plan needs all of {list(EAM_PLAN_KEYS)}; missing {missing}.")
+            features, mixup_lambda = apply_energy_adaptive_mixup(features, attention_mask, **plan)
+            if labels is not None:
+                partner_labels = labels[plan["eam_partner"].to(labels.device).long()]
+        else:
+            mixup_lambda = torch.zeros(batch_size, device=features.device)
+
+        hidden_states = self.encode(features, attention_mask)
+        logits = self.classify(hidden_states, attention_mask)
+
+        loss = None
+        if labels is not None:
+            if labels.shape != (batch_size,):
+                raise ValueError(f"`labels` must have shape ({batch_size},), got {tuple(labels.shape)}.")
+            loss = mixup_emotion_loss(
+                logits,
+                labels,
+                partner_labels,
+                mixup_lambda if partner_labels is not None else None,
+                epsilon=self.config.label_smoothing,
+            )
+
+        output = RobustSEROutput(
+            loss=loss,
+            logits=logits,
+            last_hidden_state=hidden_states,
+            attention_mask=attention_mask,
+            mixup_lambda=mixup_lambda,
+            partner_labels=partner_labels,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _check_lengths(self, attention_mask: torch.Tensor, batch_size: int, length: int) -> None:
+        if attention_mask.shape != (batch_size, length):
+            raise ValueError(f"`attention_mask` must have shape ({batch_size}, {length}), got {tuple(attention_mask.shape)}.")
+        if length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"Sequence length {length} exceeds max_position_embeddings={self.config.max_position_embeddings} of this "
+                "reward model. Truncate the speech tokens (collator `max_length`) or use a config with larger "
+                "max_position_embeddings."
+            )
+        empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten()
+        if empty.numel():
+            raise ValueError(
+                f"Samples {empty.tolist()} are empty (no valid frame in attention_mask). Filter out utterances with no "
+                "speech tokens before batching."
+            )
+
+
+__all__ = [
+    "RobustSERTokenEmbedding",
+    "RobustSERForAudioClassification",
+    "RobustSEROutput",
+    "RobustSERPreTrainedModel",
+    "bundle_remote_code_dependencies",
+]
