@@ -23,7 +23,11 @@ setup(
     ],
     extras_require={
         "deepspeed": ["deepspeed>=0.16"],
-        "audio": ["soundfile", "soxr", "s3tokenizer"],
+        # DNSMOS (speechmos) imports librosa and onnxruntime without declaring them.
+        "audio": ["soundfile", "soxr", "speechmos", "librosa", "onnxruntime"],
+        # Kept apart from `audio`: s3tokenizer pulls a CUDA torchaudio build, which fails to import on
+        # CPU-only machines and makes transformers' `is_torchaudio_available()` report True regardless.
+        "s3": ["s3tokenizer"],
         "plots": ["matplotlib"],
         "dev": ["pytest", "pytest-timeout"],
     },
