@@ -1,3 +1,8 @@
+"""Dataset schema helpers: the canonical emotion table and the collators of each stage.
+
+The collators import torch; audio preparation lives in `rrpo_hf.data.audio` (imported on demand).
+"""
+
 from .labels import (
     CANONICAL_EMOTIONS,
     EMOTION_ALIASES,
@@ -7,3 +12,5 @@ from .labels import (
     normalize_emotion,
     normalize_emotions,
 )
+from .collators import DataCollatorForEnergyAdaptiveMixup, DataCollatorForSpeechEmotion
+from .speech_lm_collator import DataCollatorForCosyVoice2

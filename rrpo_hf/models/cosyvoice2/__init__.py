@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel
 
 from .configuration_cosyvoice2 import COSYVOICE2_0_5B_BACKBONE, CosyVoice2LMConfig
 from .checkpoint import CosyVoiceCheckpointError, load_cosyvoice_checkpoint, save_cosyvoice_checkpoint
+from .generation import count_target_text_tokens, generate_speech_tokens, ras_sampling, unwrap_for_generation
 from .modeling_cosyvoice2 import IGNORE_INDEX, CosyVoice2LM, CosyVoice2LMOutput, CosyVoice2PreTrainedModel
 from .prompts import (
     EMOTION_INSTRUCTION_TEMPLATES,
@@ -33,6 +34,10 @@ __all__ = [
     "build_emotion_instruction",
     "build_instruct_text",
     "build_tiny_cosyvoice2_tokenizer",
+    "count_target_text_tokens",
+    "generate_speech_tokens",
+    "ras_sampling",
+    "unwrap_for_generation",
     "instruction_words",
     "load_cosyvoice2_tokenizer",
     "load_cosyvoice_checkpoint",

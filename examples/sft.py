@@ -1,0 +1,346 @@
+"""Supervised fine-tuning of the CosyVoice2 LM on (instruction, text, speech tokens): the paper's "+SFT" baseline.
+
+A plain `transformers.Trainer` on `CosyVoice2LM` with `DataCollatorForCosyVoice2` (targets: speech tokens + eos,
+CosyVoice2's loss). With no arguments it trains a tiny policy from scratch on the built-in testbed (language
+`alpha`, instruct-emotion prompts) on CPU in one to two minutes, saves model + tokenizer to `outputs/sft_policy`,
+and prints the final eval loss and the lengths of a few generated samples:
+
+    accelerate launch examples/sft.py
+
+Several CPU processes (DDP or DeepSpeed) additionally need `--ddp_backend gloo`.
+
+The real model (LoRA or full fine-tuning of a `FunAudioLLM/CosyVoice2-0.5B` download) on GPUs:
+
+    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml examples/sft.py \
+        --config recipes/cosyvoice2-0.5b/sft_lora.yaml \
+        --model_name_or_path <CosyVoice2-0.5B dir> --dataset_name <dataset with text, speech_tokens, emotion>
+
+`--model_name_or_path` accepts a CosyVoice2 release dir (or its `llm.pt`; the text tokenizer is then read from
+`<dir>/CosyVoice-BlankEN` unless `--tokenizer_path` says otherwise) or a `save_pretrained` folder of this library.
+LoRA runs save the merged model (`--save_merged`, default) so that later stages load a plain `CosyVoice2LM`;
+`--export_cosyvoice` also writes an `llm.pt` that CosyVoice2 itself loads.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
+from transformers import AutoTokenizer, Trainer, TrainingArguments
+from trl import ModelConfig, ScriptArguments, TrlParser
+
+from rrpo_hf.data.speech_lm_collator import DataCollatorForCosyVoice2
+from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
+from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
+from rrpo_hf.models.cosyvoice2.prompts import instruction_words
+from rrpo_hf.models.cosyvoice2.tokenization import (
+    COSYVOICE2_END_OF_PROMPT,
+    build_tiny_cosyvoice2_tokenizer,
+    load_cosyvoice2_tokenizer,
+)
+
+#: LoRA targets: every projection of the Qwen2 backbone (the speech head and embeddings stay frozen).
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+# Defaults of this script (the CPU toy); recipes and flags override them.
+TOY_TRAINING_DEFAULTS = dict(
+    output_dir="outputs/sft_policy",
+    learning_rate=3e-3,
+    lr_scheduler_type="cosine",
+    warmup_steps=0.05,
+    weight_decay=0.01,
+    num_train_epochs=5,
+    per_device_train_batch_size=32,
+    per_device_eval_batch_size=32,
+    eval_strategy="no",
+    save_strategy="no",
+    logging_steps=10,
+    report_to="none",
+    use_cpu=True,
+    dataloader_num_workers=0,
+    remove_unused_columns=False,  # the collator needs text / emotion / speech_tokens
+    prediction_loss_only=True,  # eval needs the loss only; full logits are (B, S, 6564) per batch
+)
+
+
+@dataclass
+class SFTScriptArguments(ScriptArguments):
+    """Data, tokenizer, toy-model and output options. Without `dataset_name` the built-in testbed corpus is used."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub dataset name or a `save_to_disk` folder with `text`, `speech_tokens` and `emotion` or "
+            "`instruction` columns. Empty: the built-in testbed corpus."
+        },
+    )
+    tokenizer_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text tokenizer: a `CosyVoice-BlankEN` folder or a `save_pretrained` tokenizer folder. Default: "
+            "`<model dir>/CosyVoice-BlankEN` for a CosyVoice2 release, the model folder otherwise, or a tiny "
+            "word-level tokenizer over the testbed phonemes for the toy model."
+        },
+    )
+    instruction_template: str = field(
+        default="en", metadata={"help": "Emotion instruction template ('en' = DiffRO's, 'zh', or a format string)."}
+    )
+    use_instruction: bool = field(
+        default=True, metadata={"help": "Train instruct prompts (instruction<|endofprompt|>text); False: text only."}
+    )
+    max_text_length: int | None = field(default=None, metadata={"help": "Truncate text ids to this many tokens."})
+    testbed_language: str = field(default="alpha", metadata={"help": "Testbed language of the toy corpus."})
+    testbed_num_train: int = field(default=1200, metadata={"help": "Testbed training utterances."})
+    testbed_num_test: int = field(default=300, metadata={"help": "Testbed evaluation utterances."})
+    testbed_codebook_size: int = field(
+        default=512, metadata={"help": "Testbed speech codebook size (= the toy model's speech_token_size)."}
+    )
+    testbed_seed: int = field(default=0, metadata={"help": "Seed of the testbed corpus."})
+    tiny_hidden_size: int = field(default=64, metadata={"help": "Toy policy (no model_name_or_path): hidden size."})
+    tiny_num_hidden_layers: int = field(default=2, metadata={"help": "Toy policy: decoder layers."})
+    tiny_num_attention_heads: int = field(default=4, metadata={"help": "Toy policy: attention heads."})
+    tiny_num_key_value_heads: int = field(default=2, metadata={"help": "Toy policy: key/value heads (GQA)."})
+    tiny_intermediate_size: int = field(default=128, metadata={"help": "Toy policy: MLP size."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on at most this many rows of the test split."}
+    )
+    num_generation_samples: int = field(
+        default=4, metadata={"help": "After training, generate for this many eval prompts and print their lengths."}
+    )
+    save_merged: bool = field(
+        default=True, metadata={"help": "With LoRA, merge the adapter and save the full CosyVoice2LM (else the adapter)."}
+    )
+    export_cosyvoice: bool = field(
+        default=False, metadata={"help": "Also write `<output_dir>/llm.pt` in CosyVoice2's released format."}
+    )
+
+
+def load_sft_datasets(script_args: SFTScriptArguments) -> tuple[Dataset, Dataset | None, int | None]:
+    """(train, eval or None, speech codebook size of the testbed or None)."""
+    if script_args.dataset_name is None:
+        from rrpo_hf.testbed import make_emotion_corpus
+
+        corpus = make_emotion_corpus(
+            language=script_args.testbed_language,
+            num_train=script_args.testbed_num_train,
+            num_test=script_args.testbed_num_test,
+            codebook_size=script_args.testbed_codebook_size,
+            seed=script_args.testbed_seed,
+        )
+        codebook_size = script_args.testbed_codebook_size
+    else:
+        if os.path.isdir(script_args.dataset_name):
+            corpus = load_from_disk(script_args.dataset_name)
+        else:
+            corpus = load_dataset(script_args.dataset_name, script_args.dataset_config)
+        codebook_size = None
+    if isinstance(corpus, Dataset):
+        corpus = DatasetDict({script_args.dataset_train_split: corpus})
+    if script_args.dataset_train_split not in corpus:
+        raise ValueError(
+            f"{script_args.dataset_name or 'testbed'} has splits {list(corpus)}, not '{script_args.dataset_train_split}'. "
+            "Set --dataset_train_split."
+        )
+    train = corpus[script_args.dataset_train_split]
+    missing = {"text", "speech_tokens"} - set(train.column_names)
+    if missing:
+        raise ValueError(f"The training split lacks the columns {sorted(missing)} (has {train.column_names}).")
+    if script_args.use_instruction and not {"emotion", "instruction"} & set(train.column_names):
+        raise ValueError(
+            "Instruct training needs an `emotion` or `instruction` column; add one or pass --use_instruction false."
+        )
+    evaluation = corpus.get(script_args.dataset_test_split)
+    if evaluation is not None and script_args.max_eval_samples is not None:
+        evaluation = evaluation.select(range(min(script_args.max_eval_samples, len(evaluation))))
+    return train, evaluation, codebook_size
+
+
+def testbed_tokenizer_words(template: str) -> list[str]:
+    """Every phoneme of every testbed language (one tokenizer serves alpha and beta) and the instruction words."""
+    from rrpo_hf.testbed import TestbedConfig
+
+    phonemes = [p for spec in TestbedConfig().languages for p in spec.phonemes]
+    return phonemes + instruction_words(template)
+
+
+def is_cosyvoice_release(path: str) -> bool:
+    path = Path(path)
+    return path.suffix == ".pt" or (path / "llm.pt").is_file()
+
+
+def load_policy_and_tokenizer(script_args: SFTScriptArguments, model_args: ModelConfig, codebook_size: int | None):
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    name = model_args.model_name_or_path
+    if name is None:
+        tokenizer = (
+            AutoTokenizer.from_pretrained(script_args.tokenizer_path)
+            if script_args.tokenizer_path
+            else build_tiny_cosyvoice2_tokenizer(testbed_tokenizer_words(script_args.instruction_template))
+        )
+        if codebook_size is None:
+            raise ValueError("A fresh toy policy needs the testbed corpus (its codebook size); pass --model_name_or_path for other data.")
+        config = CosyVoice2LMConfig(
+            llm_config=dict(
+                vocab_size=len(tokenizer),
+                hidden_size=script_args.tiny_hidden_size,
+                intermediate_size=script_args.tiny_intermediate_size,
+                num_hidden_layers=script_args.tiny_num_hidden_layers,
+                num_attention_heads=script_args.tiny_num_attention_heads,
+                num_key_value_heads=script_args.tiny_num_key_value_heads,
+                max_position_embeddings=1024,
+                tie_word_embeddings=False,
+            ),
+            speech_token_size=codebook_size,
+        )
+        if model_args.attn_implementation:
+            config.llm_config._attn_implementation = model_args.attn_implementation
+        return CosyVoice2LM(config), tokenizer
+
+    if is_cosyvoice_release(name):
+        model = CosyVoice2LM.from_cosyvoice(name)
+        if dtype not in (None, "auto"):
+            model = model.to(dtype)
+        release_dir = Path(name).parent if name.endswith(".pt") else Path(name)
+        blank_en = script_args.tokenizer_path or str(release_dir / "CosyVoice-BlankEN")
+        tokenizer = (
+            load_cosyvoice2_tokenizer(blank_en)
+            if (Path(blank_en) / "vocab.json").is_file()
+            else AutoTokenizer.from_pretrained(blank_en)
+        )
+    else:
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        if model_args.attn_implementation:
+            kwargs["attn_implementation"] = model_args.attn_implementation
+        model = CosyVoice2LM.from_pretrained(name, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_path or name)
+    if len(tokenizer) > model.config.llm_config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's text embedding only {model.config.llm_config.vocab_size}; "
+            "they do not belong together."
+        )
+    return model, tokenizer
+
+
+def apply_lora(model: CosyVoice2LM, model_args: ModelConfig):
+    from peft import LoraConfig, get_peft_model
+
+    # No task_type: PEFT's CAUSAL_LM wrapper would rename our inputs to `input_ids`; the plain PeftModel passes them on.
+    lora_config = LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules or DEFAULT_LORA_TARGETS,
+        modules_to_save=model_args.lora_modules_to_save,
+        use_rslora=model_args.use_rslora,
+        use_dora=model_args.use_dora,
+        bias="none",
+    )
+    return get_peft_model(model, lora_config)
+
+
+def generation_report(trainer: Trainer, collator: DataCollatorForCosyVoice2, rows: Dataset, seed: int) -> list[dict]:
+    """Generate for `rows` with the trained policy (all ranks, ZeRO-3-safe) and compare lengths to the references."""
+    if len(rows) == 0:
+        return []
+    batch = collator([rows[i] for i in range(len(rows))])
+    device = trainer.accelerator.device
+    end_of_prompt = collator.tokenizer.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
+    with unwrap_for_generation(trainer.model_wrapped, trainer.accelerator) as policy:
+        tokens = generate_speech_tokens(
+            policy,
+            batch["text_ids"].to(device),
+            batch["text_attention_mask"].to(device),
+            prompt_end_token_id=end_of_prompt if collator.use_instruction else None,
+            seed=seed,
+        )
+    return [
+        {"text": rows[i]["text"], "reference_length": len(rows[i]["speech_tokens"]), "generated_length": len(t)}
+        for i, t in enumerate(tokens)
+    ]
+
+
+def save_policy(trainer: Trainer, script_args: SFTScriptArguments, output_dir: str) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload") and script_args.save_merged:
+        if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            raise ValueError("--save_merged needs full parameters; under ZeRO-3 save the adapter (--save_merged false).")
+        if trainer.is_world_process_zero():
+            # Merge a copy so the trainer's model keeps its adapter.
+            import copy
+
+            merged = copy.deepcopy(model).merge_and_unload()
+            merged.save_pretrained(output_dir)
+            trainer.processing_class.save_pretrained(output_dir)
+            if script_args.export_cosyvoice:
+                merged.save_cosyvoice(os.path.join(output_dir, "llm.pt"))
+        trainer.accelerator.wait_for_everyone()
+        return
+    trainer.save_model(output_dir)
+    if script_args.export_cosyvoice:
+        if hasattr(model, "merge_and_unload"):
+            raise ValueError("--export_cosyvoice writes a full llm.pt; combine it with --save_merged.")
+        if trainer.is_world_process_zero():
+            # Re-read the saved model: under ZeRO-3 the in-memory parameters are only shards.
+            CosyVoice2LM.from_pretrained(output_dir).save_cosyvoice(os.path.join(output_dir, "llm.pt"))
+        trainer.accelerator.wait_for_everyone()
+
+
+def main(script_args: SFTScriptArguments, training_args: TrainingArguments, model_args: ModelConfig) -> dict:
+    train_dataset, eval_dataset, codebook_size = load_sft_datasets(script_args)
+    model, tokenizer = load_policy_and_tokenizer(script_args, model_args, codebook_size)
+    if model_args.use_peft:
+        model = apply_lora(model, model_args)
+    base_config = model.config if not hasattr(model, "get_base_model") else model.get_base_model().config
+
+    emotion_feature = train_dataset.features.get("emotion")
+    collator = DataCollatorForCosyVoice2(
+        tokenizer,
+        instruction_template=script_args.instruction_template,
+        use_instruction=script_args.use_instruction,
+        max_text_length=script_args.max_text_length,
+        speech_token_size=base_config.speech_token_size,
+        emotion_names=emotion_feature if isinstance(emotion_feature, ClassLabel) else None,
+    )
+    trainer = Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
+    train_result = trainer.train()
+    metrics = {"train_loss": train_result.training_loss}
+    if eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+        trainer.save_metrics("eval", metrics)
+    save_policy(trainer, script_args, training_args.output_dir)
+
+    samples = []
+    if eval_dataset is not None and script_args.num_generation_samples > 0:
+        rows = eval_dataset.select(range(min(script_args.num_generation_samples, len(eval_dataset))))
+        samples = generation_report(trainer, collator, rows, seed=training_args.seed)
+    if trainer.is_world_process_zero():
+        print(f"\nSFT policy saved to {training_args.output_dir}")
+        if "eval_loss" in metrics:
+            print(f"final eval loss: {metrics['eval_loss']:.4f}")
+        for sample in samples:
+            print(
+                f"generated {sample['generated_length']:4d} tokens (reference {sample['reference_length']:4d}) "
+                f"for: {sample['text']}"
+            )
+    return {"metrics": metrics, "samples": samples, "trainer": trainer}
+
+
+def make_parser() -> TrlParser:
+    parser = TrlParser((SFTScriptArguments, TrainingArguments, ModelConfig))
+    parser.set_defaults(**TOY_TRAINING_DEFAULTS)
+    return parser
+
+
+if __name__ == "__main__":
+    script_args, training_args, model_args = make_parser().parse_args_and_config()
+    main(script_args, training_args, model_args)
