@@ -22,3 +22,16 @@ __all__ = [
     "smooth_labels",
     "soft_cross_entropy",
 ]
+
+# DiffRO / RRPO policy step.
+from .gumbel import gumbel_softmax_sample, sample_gumbel_noise, soft_token_embedding  # noqa: E402
+from .kl import masked_mean, token_entropy, token_level_kl  # noqa: E402
+
+__all__ += [
+    "gumbel_softmax_sample",
+    "masked_mean",
+    "sample_gumbel_noise",
+    "soft_token_embedding",
+    "token_entropy",
+    "token_level_kl",
+]

@@ -1,0 +1,244 @@
+"""RRPO (stage 2): differentiable reward optimisation of the CosyVoice2 LM against a frozen robust reward model.
+
+With no arguments it runs RRPO on the built-in testbed with the toy policy and reward model that the earlier
+examples saved, evaluates the policy before and after (reward model, testbed oracle), and writes the policy to
+`outputs/rrpo_policy`:
+
+    accelerate launch examples/sft.py        # -> outputs/sft_policy
+    accelerate launch examples/train_rm.py   # -> outputs/reward_model
+    accelerate launch examples/rrpo.py       # -> outputs/rrpo_policy
+
+The DiffRO baseline is one flag away (`--reward_adv_alpha 0`, see recipes/toy/diffro.yaml vs rrpo.yaml). The real
+model on GPUs:
+
+    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml examples/rrpo.py \
+        --config recipes/cosyvoice2-0.5b/rrpo_lora.yaml \
+        --model_name_or_path <SFT'd CosyVoice2 dir> --reward_model_path <robust RM> --dataset_name <dataset>
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from trl import ModelConfig, ScriptArguments, TrlParser
+
+from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, load_cosyvoice2_tokenizer
+from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
+
+#: LoRA targets: every projection of the Qwen2 backbone (ARCHITECTURE.md).
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+# Defaults of this script (the CPU toy); recipes and flags override them.
+TOY_TRAINING_DEFAULTS = dict(
+    output_dir="outputs/rrpo_policy",
+    learning_rate=1e-4,  # the toy policy is trained from scratch by sft.py; the paper fine-tunes at 1e-5
+    lr_scheduler_type="constant",
+    max_steps=60,
+    per_device_train_batch_size=16,
+    per_device_eval_batch_size=32,
+    max_new_tokens=120,
+    logging_steps=5,
+    eval_strategy="no",
+    save_strategy="no",
+    report_to="none",
+    use_cpu=True,
+    dataloader_num_workers=0,
+    seed=42,
+)
+
+
+@dataclass
+class RRPOScriptArguments(ScriptArguments):
+    """Data, reward model and output options. Without `dataset_name` the built-in testbed corpus is used."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub dataset or `save_to_disk` folder with `text`, `emotion` and (offline rollouts) "
+            "`speech_tokens`. Empty: the built-in testbed corpus."
+        },
+    )
+    reward_model_path: str = field(
+        default="outputs/reward_model", metadata={"help": "The frozen (robust) reward model: folder or Hub id."}
+    )
+    judge_model_path: str | None = field(
+        default=None,
+        metadata={"help": "An independent emotion classifier used only in evaluation (reward-hacking monitor)."},
+    )
+    tokenizer_path: str | None = field(
+        default=None,
+        metadata={"help": "Text tokenizer folder. Default: the policy folder, or CosyVoice-BlankEN of a release."},
+    )
+    testbed_language: str = field(default="alpha", metadata={"help": "Testbed language of the toy corpus."})
+    testbed_num_train: int = field(default=1200, metadata={"help": "Testbed training utterances."})
+    testbed_num_test: int = field(default=300, metadata={"help": "Testbed evaluation utterances."})
+    testbed_codebook_size: int = field(default=512, metadata={"help": "Testbed codebook (= the toy models')."})
+    testbed_seed: int = field(default=0, metadata={"help": "Seed of the testbed corpus (same as sft.py/train_rm.py)."})
+    max_eval_samples: int | None = field(default=64, metadata={"help": "Evaluate on at most this many test rows."})
+    evaluate_before_training: bool = field(
+        default=True, metadata={"help": "Also evaluate the starting policy, to show the change RRPO makes."}
+    )
+    save_merged: bool = field(
+        default=True, metadata={"help": "With LoRA, merge the adapter and save a plain CosyVoice2LM (else the adapter)."}
+    )
+    export_cosyvoice: bool = field(
+        default=False, metadata={"help": "Also write `<output_dir>/llm.pt` in CosyVoice2's released format."}
+    )
+
+
+def require_stage_output(path: str, what: str, command: str) -> None:
+    """Exit with the command to run when an earlier stage's local output is missing (Hub ids `org/name` pass)."""
+    if os.path.exists(path):
+        if os.path.isdir(path) and not any((Path(path) / name).is_file() for name in ("config.json", "llm.pt")):
+            sys.exit(f"{path} holds no {what} (no config.json). Re-run `{command}`.")
+        return
+    looks_local = path.startswith((".", "/", "~", "outputs")) or path.count("/") != 1
+    if looks_local:
+        sys.exit(f"No {what} at {path}. Run `{command}` first (or pass the {what}'s location).")
+
+
+def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | None, object | None]:
+    """(train, eval or None, testbed oracle or None)."""
+    if script_args.dataset_name is None:
+        from rrpo_hf.testbed import Oracle, TestbedConfig, make_emotion_corpus
+
+        corpus = make_emotion_corpus(
+            language=script_args.testbed_language,
+            num_train=script_args.testbed_num_train,
+            num_test=script_args.testbed_num_test,
+            codebook_size=script_args.testbed_codebook_size,
+            seed=script_args.testbed_seed,
+        )
+        oracle = Oracle(TestbedConfig(codebook_size=script_args.testbed_codebook_size))
+    else:
+        path = script_args.dataset_name
+        corpus = load_from_disk(path) if os.path.isdir(path) else load_dataset(path, script_args.dataset_config)
+        oracle = None
+    if isinstance(corpus, Dataset):
+        corpus = DatasetDict({script_args.dataset_train_split: corpus})
+    if script_args.dataset_train_split not in corpus:
+        raise ValueError(f"The dataset has splits {list(corpus)}, not '{script_args.dataset_train_split}'.")
+    evaluation = corpus.get(script_args.dataset_test_split)
+    if evaluation is not None and script_args.max_eval_samples is not None:
+        evaluation = evaluation.select(range(min(script_args.max_eval_samples, len(evaluation))))
+    return corpus[script_args.dataset_train_split], evaluation, oracle
+
+
+def load_policy(model_path: str, tokenizer_path: str | None, model_args: ModelConfig):
+    from transformers import AutoTokenizer
+
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    path = Path(model_path)
+    if path.suffix == ".pt" or (path / "llm.pt").is_file() and not (path / "config.json").is_file():
+        model = CosyVoice2LM.from_cosyvoice(model_path)
+        if dtype not in (None, "auto"):
+            model = model.to(dtype)
+        release_dir = path.parent if path.suffix == ".pt" else path
+        blank_en = Path(tokenizer_path or release_dir / "CosyVoice-BlankEN")
+        tokenizer = load_cosyvoice2_tokenizer(blank_en) if (blank_en / "vocab.json").is_file() else AutoTokenizer.from_pretrained(blank_en)
+        return model, tokenizer
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    return CosyVoice2LM.from_pretrained(model_path, **kwargs), AutoTokenizer.from_pretrained(tokenizer_path or model_path)
+
+
+def lora_config(model_args: ModelConfig):
+    from peft import LoraConfig
+
+    targets = model_args.lora_target_modules or DEFAULT_LORA_TARGETS
+    if isinstance(targets, str) and targets != "all-linear":
+        # A single module name from the command line; PEFT would read a bare string as a full-match regex.
+        targets = [targets]
+    # No task_type: PEFT's CAUSAL_LM wrapper would rename the policy's inputs to `input_ids`.
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=targets,
+        modules_to_save=model_args.lora_modules_to_save,
+        use_rslora=model_args.use_rslora,
+        use_dora=model_args.use_dora,
+        bias="none",
+    )
+
+
+def save_policy(trainer: DiffROTrainer, script_args: RRPOScriptArguments, output_dir: str) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.is_peft_model and script_args.save_merged:
+        if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            raise ValueError("--save_merged needs full parameters; under ZeRO-3 save the adapter (--save_merged false).")
+        if trainer.is_world_process_zero():
+            # Merge a copy so the trainer keeps its adapter (and the card describes the LoRA run).
+            merged = copy.deepcopy(model).merge_and_unload()
+            merged.save_pretrained(output_dir)
+            trainer.processing_class.save_pretrained(output_dir)
+            trainer._write_model_card(output_dir)
+        trainer.accelerator.wait_for_everyone()
+    else:
+        trainer.save_model(output_dir)
+    if script_args.export_cosyvoice:
+        trainer.export_cosyvoice(os.path.join(output_dir, "llm.pt"))
+
+
+def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_args: ModelConfig) -> DiffROTrainer:
+    model_path = model_args.model_name_or_path or "outputs/sft_policy"
+    require_stage_output(model_path, "SFT policy", "accelerate launch examples/sft.py")
+    require_stage_output(script_args.reward_model_path, "reward model", "accelerate launch examples/train_rm.py")
+    train_dataset, eval_dataset, oracle = load_datasets(script_args)
+    model, tokenizer = load_policy(model_path, script_args.tokenizer_path, model_args)
+
+    trainer = DiffROTrainer(
+        model=model,
+        reward_model=script_args.reward_model_path,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(model_args) if model_args.use_peft else None,
+        judge_model=script_args.judge_model_path,
+        oracle=oracle,
+    )
+    before = trainer.evaluate(metric_key_prefix="eval_before") if eval_dataset and script_args.evaluate_before_training else {}
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_metrics("train", train_result.metrics)
+    after = trainer.evaluate() if eval_dataset is not None else {}
+    if after:
+        trainer.save_metrics("eval", {**before, **after})
+    # Recorded so launch tests (and users) can see that every process joined the run.
+    trainer.save_metrics(
+        "run",
+        {"num_processes": trainer.accelerator.num_processes, "distributed_type": str(trainer.accelerator.distributed_type)},
+    )
+    save_policy(trainer, script_args, training_args.output_dir)
+
+    if trainer.is_world_process_zero():
+        print(f"\n{trainer.method_name} policy saved to {training_args.output_dir}")
+        if after:
+            print(f"{'metric':<28}{'before':>10}{'after':>10}")
+            for key, value in after.items():
+                if key.endswith(("_runtime", "_samples")):
+                    continue
+                name = key.removeprefix("eval_")
+                old = before.get(f"eval_before_{name}")
+                print(f"{name:<28}{'' if old is None else f'{old:.4f}':>10}{value:>10.4f}")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    return trainer
+
+
+def make_parser() -> TrlParser:
+    parser = TrlParser((RRPOScriptArguments, DiffROConfig, ModelConfig))
+    parser.set_defaults(**TOY_TRAINING_DEFAULTS)
+    return parser
+
+
+if __name__ == "__main__":
+    script_args, training_args, model_args = make_parser().parse_args_and_config()
+    main(script_args, training_args, model_args)
