@@ -33,7 +33,7 @@ from transformers import AutoTokenizer, Trainer, TrainingArguments
 from trl import ModelConfig, ScriptArguments, TrlParser
 
 from rrpo_hf.data.speech_lm_collator import DataCollatorForCosyVoice2
-from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
+from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, tiny_cosyvoice2_config
 from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
 from rrpo_hf.models.cosyvoice2.prompts import instruction_words
 from rrpo_hf.models.cosyvoice2.tokenization import (
@@ -182,18 +182,14 @@ def load_policy_and_tokenizer(script_args: SFTScriptArguments, model_args: Model
         )
         if codebook_size is None:
             raise ValueError("A fresh toy policy needs the testbed corpus (its codebook size); pass --model_name_or_path for other data.")
-        config = CosyVoice2LMConfig(
-            llm_config=dict(
-                vocab_size=len(tokenizer),
-                hidden_size=script_args.tiny_hidden_size,
-                intermediate_size=script_args.tiny_intermediate_size,
-                num_hidden_layers=script_args.tiny_num_hidden_layers,
-                num_attention_heads=script_args.tiny_num_attention_heads,
-                num_key_value_heads=script_args.tiny_num_key_value_heads,
-                max_position_embeddings=1024,
-                tie_word_embeddings=False,
-            ),
-            speech_token_size=codebook_size,
+        config = tiny_cosyvoice2_config(
+            tokenizer,
+            codebook_size,
+            hidden_size=script_args.tiny_hidden_size,
+            num_hidden_layers=script_args.tiny_num_hidden_layers,
+            num_attention_heads=script_args.tiny_num_attention_heads,
+            num_key_value_heads=script_args.tiny_num_key_value_heads,
+            intermediate_size=script_args.tiny_intermediate_size,
         )
         if model_args.attn_implementation:
             config.llm_config._attn_implementation = model_args.attn_implementation

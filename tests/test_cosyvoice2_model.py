@@ -209,3 +209,18 @@ def test_lora_adapter_disable_and_merged_export(model, tmp_path):
     reloaded = CosyVoice2LM.from_cosyvoice(str(tmp_path / "merged.pt"), llm_config=model.config.llm_config)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**inputs).logits, adapted, rtol=1e-4, atol=1e-5)
+
+
+def test_tiny_config_matches_its_tokenizer_so_trainer_alignment_changes_nothing():
+    from transformers.trainer_utils import align_special_tokens
+
+    from rrpo_hf.models.cosyvoice2 import build_tiny_cosyvoice2_tokenizer, tiny_cosyvoice2_config
+
+    tokenizer = build_tiny_cosyvoice2_tokenizer(["ka", "mi", "angry"])
+    config = tiny_cosyvoice2_config(tokenizer, speech_token_size=32, hidden_size=16, num_hidden_layers=1)
+    assert config.llm_config.vocab_size == len(tokenizer)
+    assert config.llm_config.eos_token_id == config.llm_config.pad_token_id == tokenizer.eos_token_id
+    model = CosyVoice2LM(config)
+    before = model.config.to_dict()
+    align_special_tokens(model, tokenizer)
+    assert model.config.to_dict() == before

@@ -13,3 +13,18 @@ __all__ = [
     "emotion_recognition_scores",
     "format_emotion_eval_table",
 ]
+
+# Reward-model robustness probes (issue 7): artifact sensitivity, token-substitution attack, h' attacks.
+from .robustness import (  # noqa: E402
+    artifact_sensitivity,
+    embedding_attack_accuracy,
+    insert_artifact_tokens,
+    token_substitution_attack,
+)
+
+__all__ += [
+    "artifact_sensitivity",
+    "embedding_attack_accuracy",
+    "insert_artifact_tokens",
+    "token_substitution_attack",
+]

@@ -640,7 +640,8 @@ class DiffROTrainer(Trainer):
         )
         totals = torch.zeros(len(columns), dtype=torch.float64)
         count = 0
-        for batch in tqdm(dataloader, desc="DiffRO evaluation", disable=not self.is_local_process_zero()):
+        show_progress = self.is_local_process_zero() and not self.args.disable_tqdm
+        for batch in tqdm(dataloader, desc="DiffRO evaluation", disable=not show_progress):
             batch = self._prepare_inputs(batch)
             tokens = self._generate(batch["text_ids"], batch["text_attention_mask"], generator)
             per_sample = self._score_samples(batch, tokens)

@@ -2,7 +2,7 @@
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_cosyvoice2 import COSYVOICE2_0_5B_BACKBONE, CosyVoice2LMConfig
+from .configuration_cosyvoice2 import COSYVOICE2_0_5B_BACKBONE, CosyVoice2LMConfig, tiny_cosyvoice2_config
 from .checkpoint import CosyVoiceCheckpointError, load_cosyvoice_checkpoint, save_cosyvoice_checkpoint
 from .generation import count_target_text_tokens, generate_speech_tokens, ras_sampling, unwrap_for_generation
 from .modeling_cosyvoice2 import IGNORE_INDEX, CosyVoice2LM, CosyVoice2LMOutput, CosyVoice2PreTrainedModel
@@ -37,6 +37,7 @@ __all__ = [
     "count_target_text_tokens",
     "generate_speech_tokens",
     "ras_sampling",
+    "tiny_cosyvoice2_config",
     "unwrap_for_generation",
     "instruction_words",
     "load_cosyvoice2_tokenizer",

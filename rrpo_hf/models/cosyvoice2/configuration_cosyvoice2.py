@@ -82,6 +82,11 @@ class CosyVoice2LMConfig(PretrainedConfig):
         if self.sos_id == self.task_id:
             raise ValueError(f"`sos_id` and `task_id` must differ, both are {self.sos_id}.")
 
+    def get_text_config(self, decoder=None, encoder=None) -> Qwen2Config:
+        """The Qwen2 backbone is the text model: transformers' utilities (e.g. `Trainer`'s special-token alignment)
+        then read and write the text ids there, not on this speech-LM config."""
+        return self.llm_config
+
     @property
     def hidden_size(self) -> int:
         return self.llm_config.hidden_size
@@ -113,4 +118,38 @@ class CosyVoice2LMConfig(PretrainedConfig):
         return list(range(self.speech_token_size, self.speech_vocab_size))
 
 
-__all__ = ["CosyVoice2LMConfig", "COSYVOICE2_0_5B_BACKBONE"]
+def tiny_cosyvoice2_config(
+    tokenizer,
+    speech_token_size: int,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int | None = None,
+    max_position_embeddings: int = 1024,
+) -> CosyVoice2LMConfig:
+    """A small from-scratch CosyVoice2 LM config sized to `tokenizer` (the testbed's toy policy).
+
+    The backbone's bos/eos/pad ids are the tokenizer's ``<|endoftext|>``, as in the release (where both are 151643):
+    otherwise `transformers.Trainer` "aligns" the released ids, which lie outside a tiny vocabulary, and warns.
+    """
+    end_of_text = tokenizer.eos_token_id
+    return CosyVoice2LMConfig(
+        llm_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size or 2 * hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            num_key_value_heads=num_key_value_heads,
+            max_position_embeddings=max_position_embeddings,
+            tie_word_embeddings=False,
+            bos_token_id=end_of_text,
+            eos_token_id=end_of_text,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_text,
+        ),
+        speech_token_size=speech_token_size,
+    )
+
+
+__all__ = ["CosyVoice2LMConfig", "COSYVOICE2_0_5B_BACKBONE", "tiny_cosyvoice2_config"]

@@ -1,0 +1,186 @@
+"""Reward-hacking study (issue 7): statistics, aggregation, configuration and a tiny seeded end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rrpo_hf.evaluation.study import (
+    POLICY_METHODS,
+    RM_VARIANTS,
+    TABLE1_COLUMNS,
+    TABLE2_DOMAINS,
+    RewardHackingStudyConfig,
+    aggregate,
+    format_mean_ci,
+    format_table1,
+    mean_confidence_interval,
+    run_study,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def test_confidence_interval_is_student_t():
+    mean, half = mean_confidence_interval([1.0, 2.0, 3.0], confidence=0.95)
+    # sd = 1, sem = 1/sqrt(3), t_{0.975, 2} = 4.302653
+    assert mean == pytest.approx(2.0)
+    assert half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    _, wider = mean_confidence_interval([1.0, 2.0, 3.0], confidence=0.99)
+    assert wider > half
+
+
+def test_confidence_interval_needs_two_finite_values():
+    mean, half = mean_confidence_interval([0.7])
+    assert mean == pytest.approx(0.7) and math.isnan(half)
+    mean, half = mean_confidence_interval([float("nan"), 1.0, 3.0])  # non-finite values are dropped
+    assert mean == pytest.approx(2.0) and math.isfinite(half)
+    assert all(math.isnan(v) for v in mean_confidence_interval([]))
+
+
+def test_format_mean_ci():
+    assert format_mean_ci(1.23456, 0.1, digits=2) == "1.23 ± 0.10"
+    assert format_mean_ci(1.0, float("nan"), digits=1) == "1.0"
+    assert format_mean_ci(float("nan"), float("nan")) == "n/a"
+
+
+# ------------------------------------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(rm_variants=["base", "+XYZ"]), "Unknown rm_variants"),
+        (dict(policy_methods=["PPO"]), "Unknown policy_methods"),
+        (dict(rm_variants=["base"], policy_methods=["RRPO"]), "needs the reward model '\\+Adv'"),
+        (dict(seeds=[]), "at least one seed"),
+        (dict(rollout="sometimes"), "rollout"),
+        (dict(confidence=1.0), "confidence"),
+    ],
+)
+def test_config_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RewardHackingStudyConfig(**kwargs)
+
+
+def test_study_recipe_parses_to_a_multi_seed_config():
+    from trl import TrlParser
+
+    (config,) = TrlParser((RewardHackingStudyConfig,)).parse_args_and_config(
+        args=["--config", str(REPO / "recipes/toy/study.yaml")]
+    )
+    assert len(config.seeds) >= 3
+    assert config.rm_variants == list(RM_VARIANTS)
+    assert config.policy_methods == list(POLICY_METHODS)
+    assert config.rollout == "online"
+
+
+# ------------------------------------------------------------------------------------------- aggregation
+
+
+def _fake_run(seed: int, diffro_naturalness: float) -> dict:
+    def point(step, reward, naturalness):
+        return {
+            "step": step,
+            "reward": reward,
+            "rm_accuracy": 0.5,
+            "oracle_emotion_score": 3.0,
+            "oracle_naturalness": naturalness,
+            "oracle_cer": 0.5,
+            "oracle_artifact_rate": 0.01 * step,
+        }
+
+    policies = {
+        method: {
+            "curve": [point(0, -1.0, 2.0), point(10, -0.5, final)],
+            "start": point(0, -1.0, 2.0),
+            "final": point(10, -0.5, final),
+        }
+        for method, final in (("DiffRO", diffro_naturalness), ("RRPO", 2.0))
+    }
+    table2 = {v: {d: {"wa": 0.9, "ua": 0.8} for d in TABLE2_DOMAINS} for v in RM_VARIANTS}
+    probes = {v: {"artifact_delta_p": 0.1 * seed} for v in RM_VARIANTS}
+    return {"seed": seed, "table2": table2, "probes": probes, "policies": policies}
+
+
+def test_aggregate_builds_both_tables_with_intervals():
+    config = RewardHackingStudyConfig(seeds=[0, 1, 2], policy_methods=["DiffRO", "RRPO"])
+    summary = aggregate(config, [_fake_run(0, 1.0), _fake_run(1, 1.5), _fake_run(2, 2.0)])
+    assert list(summary["table1"]) == ["+SFT", "+DiffRO", "+RRPO"]
+    diffro = summary["table1"]["+DiffRO"]
+    assert diffro["oracle_naturalness"]["mean"] == pytest.approx(1.5)
+    assert diffro["oracle_naturalness"]["ci"] == pytest.approx(4.302653 * 0.5 / math.sqrt(3), rel=1e-5)
+    assert diffro["reward_gain"]["mean"] == pytest.approx(0.5)
+    assert summary["table1"]["+RRPO"]["oracle_naturalness"]["ci"] == pytest.approx(0.0)
+    assert summary["table1"]["+SFT"]["oracle_naturalness"]["mean"] == pytest.approx(2.0)
+    assert summary["table2"]["+Adv"]["beta"]["wa"]["mean"] == pytest.approx(90.0)
+    assert summary["probes"]["base"]["artifact_delta_p"]["mean"] == pytest.approx(0.1)
+    table = format_table1(summary)
+    assert "| +DiffRO |" in table and "1.500 ±" in table
+
+
+# ------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_tiny_study_writes_report_json_and_plots(tmp_path):
+    config = RewardHackingStudyConfig(
+        output_dir=str(tmp_path / "study"),
+        seeds=[0],
+        num_train=96,
+        num_test=48,
+        policy_hidden_size=32,
+        sft_epochs=1,
+        rm_hidden_size=32,
+        rm_num_layers=1,
+        rm_epochs=1,
+        policy_steps=2,
+        eval_steps=1,
+        policy_batch_size=4,
+        max_new_tokens=24,
+        num_eval_prompts=4,
+        probe_num_utterances=12,
+        probe_substitutions=1,
+        probe_pgd_steps=2,
+    )
+    results = run_study(config, log=lambda message: None)
+    out = Path(config.output_dir)
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["seeds"] == [0]
+    summary = saved["summary"]
+    assert set(summary["table1"]) == {"+SFT"} | {f"+{method}" for method in POLICY_METHODS}
+    for row in summary["table1"].values():
+        for key in TABLE1_COLUMNS:
+            assert math.isfinite(row[key]["mean"]), (row, key)
+    assert set(summary["table2"]) == set(RM_VARIANTS)
+    for variant in RM_VARIANTS:
+        for domain in TABLE2_DOMAINS:
+            assert 0.0 <= summary["table2"][variant][domain]["wa"]["mean"] <= 100.0
+        assert {
+            "artifact_delta_p",
+            "substitution_attack_success",
+            "embedding_attack_accuracy@0.5",
+            "embedding_attack_accuracy@32",
+            "hidden_norm",
+        } <= set(summary["probes"][variant])
+        assert summary["probes"][variant]["hidden_norm"]["mean"] > 0
+    # a curve point at step 0 (the SFT policy) and after every eval_steps
+    curve = saved["per_seed"][0]["policies"]["DiffRO"]["curve"]
+    assert [point["step"] for point in curve] == [0, 1, 2]
+    assert np.isfinite([point["oracle_naturalness"] for point in curve]).all()
+
+    report = (out / "report.md").read_text()
+    for heading in ("Table 1 analogue", "Table 2 analogue", "Robustness probes", "| +RRPO |", "| +Adv |", "| clean |"):
+        assert heading in report
+    for method in ("diffro", "rrpo", "diffro-clean"):
+        png = out / f"curve_{method}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"curve_{method}.png" in report
+    assert results["plots"] and results["wall_time_s"] > 0
