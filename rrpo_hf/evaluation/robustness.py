@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..data.labels import UnknownEmotionError, normalize_emotion
 from ..ops.adversarial import fgm_perturbation
+from ..testbed.perturb import insert_tokens
 from .metrics import emotion_recognition_scores
 
 TokenSequences = Sequence[Sequence[int]]
@@ -207,17 +208,11 @@ def insert_artifact_tokens(
     """
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"`rate` must be in [0, 1] (inserted artifacts per original token), got {rate}.")
-    artifacts = np.asarray(artifact_token_ids, dtype=np.int64).reshape(-1)
-    if artifacts.size == 0:
+    if np.asarray(artifact_token_ids).size == 0:
         raise ValueError("`artifact_token_ids` is empty: pass at least one artifact token id.")
-    rng = np.random.default_rng(seed)
-    out = []
-    for tokens in speech_tokens:
-        tokens = np.asarray(tokens, dtype=np.int64)
-        num_inserted = math.ceil(rate * len(tokens))
-        positions = np.sort(rng.integers(0, len(tokens) + 1, size=num_inserted))
-        out.append(np.insert(tokens, positions, rng.choice(artifacts, size=num_inserted)).tolist())
-    return out
+    if len(speech_tokens) == 0:
+        return []
+    return insert_tokens([list(tokens) for tokens in speech_tokens], artifact_token_ids, rate, seed)
 
 
 def artifact_sensitivity(

@@ -13,7 +13,7 @@ Formulas: module docstrings of :mod:`.world` and :mod:`.oracle`, and ``docs/test
 
 from .corpus import corpus_features, make_emotion_corpus
 from .oracle import SCORE_KEYS, Oracle, OracleConfig, batched_levenshtein
-from .perturb import insert_artifacts, repeat_tokens, substitute_tokens
+from .perturb import insert_artifacts, insert_tokens, repeat_tokens, substitute_tokens
 from .world import (
     DEFAULT_LANGUAGES,
     EMOTION_PROSODY,
@@ -40,6 +40,7 @@ __all__ = [
     "corpus_features",
     "emotion_to_id",
     "insert_artifacts",
+    "insert_tokens",
     "make_emotion_corpus",
     "repeat_tokens",
     "substitute_tokens",

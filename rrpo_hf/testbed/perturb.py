@@ -45,17 +45,16 @@ def _check_rate(rate: float):
         raise ValueError(f"rate must be in [0, 1] (events per original token), got {rate}.")
 
 
-def insert_artifacts(
-    speech_tokens: Sequence[int] | Sequence[Sequence[int]],
-    rate: float,
-    world: EmotionWorld | TestbedConfig | None = None,
-    seed: int = 0,
+def insert_tokens(
+    speech_tokens: Sequence[int] | Sequence[Sequence[int]], token_ids: Sequence[int], rate: float, seed: int = 0
 ) -> list[int] | list[list[int]]:
-    """Insert ``ceil(rate * len)`` artifact tokens at uniformly random positions of each utterance."""
+    """Insert ``ceil(rate * len)`` ids drawn uniformly from ``token_ids`` at uniformly random positions of each
+    utterance (any id set: a testbed world's artifacts, or a real codebook's click tokens)."""
     _check_rate(rate)
-    world = _as_world(world)
+    token_ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+    if token_ids.size == 0:
+        raise ValueError("`token_ids` is empty: pass at least one token id to insert.")
     rng = np.random.default_rng(seed)
-    artifacts = world.artifact_token_ids
     single = _is_single(speech_tokens)
     batch = [speech_tokens] if single else speech_tokens
     out = []
@@ -63,8 +62,18 @@ def insert_artifacts(
         tokens = np.asarray(tokens, dtype=np.int64)
         n_insert = math.ceil(rate * len(tokens))
         positions = np.sort(rng.integers(0, len(tokens) + 1, size=n_insert))
-        out.append(np.insert(tokens, positions, rng.choice(artifacts, size=n_insert)).tolist())
+        out.append(np.insert(tokens, positions, rng.choice(token_ids, size=n_insert)).tolist())
     return out[0] if single else out
+
+
+def insert_artifacts(
+    speech_tokens: Sequence[int] | Sequence[Sequence[int]],
+    rate: float,
+    world: EmotionWorld | TestbedConfig | None = None,
+    seed: int = 0,
+) -> list[int] | list[list[int]]:
+    """Insert ``ceil(rate * len)`` of the world's artifact tokens at uniformly random positions of each utterance."""
+    return insert_tokens(speech_tokens, _as_world(world).artifact_token_ids, rate, seed)
 
 
 def substitute_tokens(
@@ -102,4 +111,4 @@ def repeat_tokens(
     return out[0] if single else out
 
 
-__all__ = ["insert_artifacts", "repeat_tokens", "substitute_tokens"]
+__all__ = ["insert_artifacts", "insert_tokens", "repeat_tokens", "substitute_tokens"]
