@@ -24,15 +24,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from trl import ModelConfig, ScriptArguments, TrlParser
 
-from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, load_cosyvoice2_tokenizer
+from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
-
-#: LoRA targets: every projection of the Qwen2 backbone (ARCHITECTURE.md).
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 # Defaults of this script (the CPU toy); recipes and flags override them.
 TOY_TRAINING_DEFAULTS = dict(
@@ -130,45 +126,6 @@ def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | 
     return corpus[script_args.dataset_train_split], evaluation, oracle
 
 
-def load_policy(model_path: str, tokenizer_path: str | None, model_args: ModelConfig):
-    from transformers import AutoTokenizer
-
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    path = Path(model_path)
-    if path.suffix == ".pt" or (path / "llm.pt").is_file() and not (path / "config.json").is_file():
-        model = CosyVoice2LM.from_cosyvoice(model_path)
-        if dtype not in (None, "auto"):
-            model = model.to(dtype)
-        release_dir = path.parent if path.suffix == ".pt" else path
-        blank_en = Path(tokenizer_path or release_dir / "CosyVoice-BlankEN")
-        tokenizer = load_cosyvoice2_tokenizer(blank_en) if (blank_en / "vocab.json").is_file() else AutoTokenizer.from_pretrained(blank_en)
-        return model, tokenizer
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    if model_args.attn_implementation:
-        kwargs["attn_implementation"] = model_args.attn_implementation
-    return CosyVoice2LM.from_pretrained(model_path, **kwargs), AutoTokenizer.from_pretrained(tokenizer_path or model_path)
-
-
-def lora_config(model_args: ModelConfig):
-    from peft import LoraConfig
-
-    targets = model_args.lora_target_modules or DEFAULT_LORA_TARGETS
-    if isinstance(targets, str) and targets != "all-linear":
-        # A single module name from the command line; PEFT would read a bare string as a full-match regex.
-        targets = [targets]
-    # No task_type: PEFT's CAUSAL_LM wrapper would rename the policy's inputs to `input_ids`.
-    return LoraConfig(
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=targets,
-        modules_to_save=model_args.lora_modules_to_save,
-        use_rslora=model_args.use_rslora,
-        use_dora=model_args.use_dora,
-        bias="none",
-    )
-
-
 def save_policy(trainer: DiffROTrainer, script_args: RRPOScriptArguments, output_dir: str) -> None:
     model = trainer.accelerator.unwrap_model(trainer.model)
     if trainer.is_peft_model and script_args.save_merged:
@@ -192,7 +149,9 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
     require_stage_output(model_path, "SFT policy", "accelerate launch examples/sft.py")
     require_stage_output(script_args.reward_model_path, "reward model", "accelerate launch examples/train_rm.py")
     train_dataset, eval_dataset, oracle = load_datasets(script_args)
-    model, tokenizer = load_policy(model_path, script_args.tokenizer_path, model_args)
+    model, tokenizer = load_cosyvoice2_lm_and_tokenizer(
+        model_path, script_args.tokenizer_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation
+    )
 
     trainer = DiffROTrainer(
         model=model,
@@ -201,7 +160,7 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=lora_config(model_args) if model_args.use_peft else None,
+        peft_config=lora_config_from_model_args(model_args) if model_args.use_peft else None,
         judge_model=script_args.judge_model_path,
         oracle=oracle,
     )

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 from trl import ModelConfig, ScriptArguments, TrlParser
@@ -35,15 +33,9 @@ from trl import ModelConfig, ScriptArguments, TrlParser
 from rrpo_hf.data.speech_lm_collator import DataCollatorForCosyVoice2
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, tiny_cosyvoice2_config
 from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
-from rrpo_hf.models.cosyvoice2.prompts import instruction_words
-from rrpo_hf.models.cosyvoice2.tokenization import (
-    COSYVOICE2_END_OF_PROMPT,
-    build_tiny_cosyvoice2_tokenizer,
-    load_cosyvoice2_tokenizer,
-)
-
-#: LoRA targets: every projection of the Qwen2 backbone (the speech head and embeddings stay frozen).
-DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
+from rrpo_hf.models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
+from rrpo_hf.testbed import build_testbed_tokenizer
 
 # Defaults of this script (the CPU toy); recipes and flags override them.
 TOY_TRAINING_DEFAULTS = dict(
@@ -158,27 +150,13 @@ def load_sft_datasets(script_args: SFTScriptArguments) -> tuple[Dataset, Dataset
     return train, evaluation, codebook_size
 
 
-def testbed_tokenizer_words(template: str) -> list[str]:
-    """Every phoneme of every testbed language (one tokenizer serves alpha and beta) and the instruction words."""
-    from rrpo_hf.testbed import TestbedConfig
-
-    phonemes = [p for spec in TestbedConfig().languages for p in spec.phonemes]
-    return phonemes + instruction_words(template)
-
-
-def is_cosyvoice_release(path: str) -> bool:
-    path = Path(path)
-    return path.suffix == ".pt" or (path / "llm.pt").is_file()
-
-
 def load_policy_and_tokenizer(script_args: SFTScriptArguments, model_args: ModelConfig, codebook_size: int | None):
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     name = model_args.model_name_or_path
     if name is None:
         tokenizer = (
             AutoTokenizer.from_pretrained(script_args.tokenizer_path)
             if script_args.tokenizer_path
-            else build_tiny_cosyvoice2_tokenizer(testbed_tokenizer_words(script_args.instruction_template))
+            else build_testbed_tokenizer(instruction_template=script_args.instruction_template)
         )
         if codebook_size is None:
             raise ValueError("A fresh toy policy needs the testbed corpus (its codebook size); pass --model_name_or_path for other data.")
@@ -195,46 +173,15 @@ def load_policy_and_tokenizer(script_args: SFTScriptArguments, model_args: Model
             config.llm_config._attn_implementation = model_args.attn_implementation
         return CosyVoice2LM(config), tokenizer
 
-    if is_cosyvoice_release(name):
-        model = CosyVoice2LM.from_cosyvoice(name)
-        if dtype not in (None, "auto"):
-            model = model.to(dtype)
-        release_dir = Path(name).parent if name.endswith(".pt") else Path(name)
-        blank_en = script_args.tokenizer_path or str(release_dir / "CosyVoice-BlankEN")
-        tokenizer = (
-            load_cosyvoice2_tokenizer(blank_en)
-            if (Path(blank_en) / "vocab.json").is_file()
-            else AutoTokenizer.from_pretrained(blank_en)
-        )
-    else:
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        if model_args.attn_implementation:
-            kwargs["attn_implementation"] = model_args.attn_implementation
-        model = CosyVoice2LM.from_pretrained(name, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_path or name)
-    if len(tokenizer) > model.config.llm_config.vocab_size:
-        raise ValueError(
-            f"The tokenizer has {len(tokenizer)} tokens but the model's text embedding only {model.config.llm_config.vocab_size}; "
-            "they do not belong together."
-        )
-    return model, tokenizer
+    return load_cosyvoice2_lm_and_tokenizer(
+        name, script_args.tokenizer_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation
+    )
 
 
 def apply_lora(model: CosyVoice2LM, model_args: ModelConfig):
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    # No task_type: PEFT's CAUSAL_LM wrapper would rename our inputs to `input_ids`; the plain PeftModel passes them on.
-    lora_config = LoraConfig(
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules or DEFAULT_LORA_TARGETS,
-        modules_to_save=model_args.lora_modules_to_save,
-        use_rslora=model_args.use_rslora,
-        use_dora=model_args.use_dora,
-        bias="none",
-    )
-    return get_peft_model(model, lora_config)
+    return get_peft_model(model, lora_config_from_model_args(model_args))
 
 
 def generation_report(trainer: Trainer, collator: DataCollatorForCosyVoice2, rows: Dataset, seed: int) -> list[dict]:

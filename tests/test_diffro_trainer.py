@@ -5,13 +5,12 @@ import os
 
 import pytest
 import torch
-from datasets import Dataset
 
 from rrpo_hf.data.labels import UnknownEmotionError, emotion_label_maps
-from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig, build_tiny_cosyvoice2_tokenizer, instruction_words
+from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 from rrpo_hf.ops import fgm_perturbation, mixup_emotion_loss, sample_gumbel_noise
-from rrpo_hf.testbed import Oracle, TestbedConfig, make_emotion_corpus
+from rrpo_hf.testbed import Oracle, TestbedConfig, build_testbed_tokenizer, make_emotion_corpus
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 
 CODEBOOK = 512
@@ -24,8 +23,7 @@ def corpus():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    phonemes = [p for spec in TestbedConfig().languages for p in spec.phonemes]
-    return build_tiny_cosyvoice2_tokenizer(phonemes + instruction_words("en"))
+    return build_testbed_tokenizer()
 
 
 def make_policy(tokenizer, seed=0, codebook=CODEBOOK):
@@ -194,8 +192,6 @@ def test_rrpo_loss_adds_the_adversarial_term(tmp_path, corpus, tokenizer):
 
 def _kl_of(trainer):
     batch = first_batch(trainer)
-    args = trainer.args
-    _, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
     lm_inputs = {k: batch[k] for k in ("text_ids", "text_attention_mask", "speech_ids", "speech_attention_mask")}
     from rrpo_hf.ops import token_level_kl
 

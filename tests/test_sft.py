@@ -171,8 +171,9 @@ def test_sft_script_lora_saves_merged_policy(tmp_path):
     script_args, training_args, model_args = sft.make_parser().parse_args_and_config(args)
     result = sft.main(script_args, training_args, model_args)
     peft_model = result["trainer"].model
-    assert peft_model.peft_config["default"].target_modules == set(sft.DEFAULT_LORA_TARGETS)
-    from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
+    from rrpo_hf.models.cosyvoice2 import DEFAULT_LORA_TARGETS, CosyVoice2LM
+
+    assert peft_model.peft_config["default"].target_modules == set(DEFAULT_LORA_TARGETS)
 
     merged = CosyVoice2LM.from_pretrained(tmp_path / "lora")  # a plain model, no adapter files
     assert not (tmp_path / "lora" / "adapter_config.json").exists()

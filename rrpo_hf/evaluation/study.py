@@ -241,14 +241,6 @@ def _silenced(trainer):
     return trainer
 
 
-def build_policy_tokenizer(world):
-    from ..models.cosyvoice2.prompts import instruction_words
-    from ..models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
-
-    phonemes = [p for spec in world.config.languages for p in spec.phonemes]
-    return build_tiny_cosyvoice2_tokenizer(phonemes + instruction_words("en"))
-
-
 def train_sft_policy(cfg: RewardHackingStudyConfig, train_dataset, world, seed: int, output_dir: str):
     """The "+SFT" policy: a tiny CosyVoice2LM trained from scratch on `train_dataset` (testbed speech whose rare
     artifacts, if any, are independent of the emotion: see `sft_artifact_rate`)."""
@@ -256,9 +248,10 @@ def train_sft_policy(cfg: RewardHackingStudyConfig, train_dataset, world, seed: 
 
     from ..data.speech_lm_collator import DataCollatorForCosyVoice2
     from ..models.cosyvoice2 import CosyVoice2LM, tiny_cosyvoice2_config
+    from ..testbed import build_testbed_tokenizer
 
     torch.manual_seed(seed)
-    tokenizer = build_policy_tokenizer(world)
+    tokenizer = build_testbed_tokenizer(world)
     config = tiny_cosyvoice2_config(
         tokenizer, cfg.codebook_size, hidden_size=cfg.policy_hidden_size, num_hidden_layers=cfg.policy_num_layers
     )

@@ -11,7 +11,7 @@
 Formulas: module docstrings of :mod:`.world` and :mod:`.oracle`, and ``docs/testbed.md``.
 """
 
-from .corpus import corpus_features, make_emotion_corpus
+from .corpus import build_testbed_tokenizer, corpus_features, make_emotion_corpus
 from .oracle import SCORE_KEYS, Oracle, OracleConfig, batched_levenshtein
 from .perturb import insert_artifacts, insert_tokens, repeat_tokens, substitute_tokens
 from .world import (
@@ -26,6 +26,7 @@ from .world import (
 )
 
 __all__ = [
+    "build_testbed_tokenizer",
     "DEFAULT_LANGUAGES",
     "EMOTION_PROSODY",
     "SCORE_KEYS",

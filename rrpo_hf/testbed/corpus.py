@@ -22,6 +22,17 @@ from .perturb import insert_artifacts
 from .world import EmotionWorld, TestbedConfig, emotion_to_id
 
 
+def build_testbed_tokenizer(world: EmotionWorld | TestbedConfig | None = None, instruction_template: str = "en"):
+    """A word-level CosyVoice2-style text tokenizer for testbed prompts: every phoneme of every language of
+    ``world`` (one tokenizer serves alpha and beta) and the words of the instructions of ``instruction_template``."""
+    from ..models.cosyvoice2.prompts import instruction_words
+    from ..models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
+
+    config = world.config if isinstance(world, EmotionWorld) else (world or TestbedConfig())
+    phonemes = [phoneme for spec in config.languages for phoneme in spec.phonemes]
+    return build_tiny_cosyvoice2_tokenizer(phonemes + instruction_words(instruction_template))
+
+
 def corpus_features() -> Features:
     """The ``datasets.Features`` of every testbed split."""
     return Features(

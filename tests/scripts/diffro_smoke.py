@@ -24,10 +24,8 @@ from pathlib import Path
 import torch
 
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
-from rrpo_hf.models.cosyvoice2.prompts import instruction_words
-from rrpo_hf.models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
-from rrpo_hf.testbed import TestbedConfig, make_emotion_corpus
+from rrpo_hf.testbed import build_testbed_tokenizer, make_emotion_corpus
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 
 
@@ -212,8 +210,7 @@ def check_resume(cli, tokenizer, dataset, root: Path) -> dict:
 def main():
     cli = parse_args()
     root = Path(cli.output_dir)
-    languages_words = [p for spec in TestbedConfig().languages for p in spec.phonemes]
-    tokenizer = build_tiny_cosyvoice2_tokenizer(languages_words + instruction_words("en"))
+    tokenizer = build_testbed_tokenizer()
     corpus = make_emotion_corpus(num_train=32, num_test=4, codebook_size=CODEBOOK_SIZE, seed=0)
     dataset = corpus["train"]
 

@@ -5,6 +5,12 @@ from transformers import AutoConfig, AutoModel
 from .configuration_cosyvoice2 import COSYVOICE2_0_5B_BACKBONE, CosyVoice2LMConfig, tiny_cosyvoice2_config
 from .checkpoint import CosyVoiceCheckpointError, load_cosyvoice_checkpoint, save_cosyvoice_checkpoint
 from .generation import count_target_text_tokens, generate_speech_tokens, ras_sampling, unwrap_for_generation
+from .loading import (
+    DEFAULT_LORA_TARGETS,
+    is_cosyvoice_release,
+    load_cosyvoice2_lm_and_tokenizer,
+    lora_config_from_model_args,
+)
 from .modeling_cosyvoice2 import IGNORE_INDEX, CosyVoice2LM, CosyVoice2LMOutput, CosyVoice2PreTrainedModel
 from .prompts import (
     EMOTION_INSTRUCTION_TEMPLATES,
@@ -25,6 +31,10 @@ AutoConfig.register(CosyVoice2LMConfig.model_type, CosyVoice2LMConfig, exist_ok=
 AutoModel.register(CosyVoice2LMConfig, CosyVoice2LM, exist_ok=True)
 
 __all__ = [
+    "DEFAULT_LORA_TARGETS",
+    "is_cosyvoice_release",
+    "load_cosyvoice2_lm_and_tokenizer",
+    "lora_config_from_model_args",
     "COSYVOICE2_0_5B_BACKBONE",
     "COSYVOICE2_END_OF_PROMPT",
     "COSYVOICE2_EOS_TOKEN",

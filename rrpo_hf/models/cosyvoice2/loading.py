@@ -1,0 +1,100 @@
+"""Loading a CosyVoice2 policy with its text tokenizer, and its LoRA configuration, as the example scripts need them.
+
+A policy is either a CosyVoice2 release (a model dir with ``llm.pt`` + ``CosyVoice-BlankEN/``, or the ``llm.pt``
+itself) or a ``save_pretrained`` folder of this library (``config.json`` + weights + tokenizer).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .checkpoint import COSYVOICE_BLANK_EN_DIRNAME
+from .modeling_cosyvoice2 import CosyVoice2LM
+from .tokenization import load_cosyvoice2_tokenizer
+
+#: LoRA targets: every projection of the Qwen2 backbone (the speech head and embeddings stay frozen).
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def is_cosyvoice_release(path: str | os.PathLike) -> bool:
+    """An ``llm.pt`` file, or a folder with ``llm.pt`` and no ``config.json`` (a ``save_pretrained`` folder that
+    also carries an exported ``llm.pt`` loads as the folder: it holds the tokenizer too)."""
+    path = Path(path)
+    return path.suffix == ".pt" or ((path / "llm.pt").is_file() and not (path / "config.json").is_file())
+
+
+def load_cosyvoice2_lm_and_tokenizer(
+    model_path: str | os.PathLike,
+    tokenizer_path: str | os.PathLike | None = None,
+    dtype: str | torch.dtype | None = None,
+    attn_implementation: str | None = None,
+):
+    """``(CosyVoice2LM, text tokenizer)`` from a release or a ``save_pretrained`` folder.
+
+    The tokenizer comes from ``tokenizer_path`` when given, else from the release's ``CosyVoice-BlankEN`` or the
+    folder itself. ``dtype`` is a torch dtype, its name (``"bfloat16"``) or ``"auto"``. Raises ``ValueError`` when
+    the tokenizer has more ids than the model's text embedding has rows.
+    """
+    from transformers import AutoTokenizer
+
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype)
+    model_path = Path(model_path)
+    if is_cosyvoice_release(model_path):
+        model = CosyVoice2LM.from_cosyvoice(model_path)
+        if dtype not in (None, "auto"):
+            model = model.to(dtype)
+        release_dir = model_path.parent if model_path.suffix == ".pt" else model_path
+        blank_en = Path(tokenizer_path or release_dir / COSYVOICE_BLANK_EN_DIRNAME)
+        tokenizer = (
+            load_cosyvoice2_tokenizer(blank_en)
+            if (blank_en / "vocab.json").is_file()
+            else AutoTokenizer.from_pretrained(blank_en)
+        )
+    else:
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        model = CosyVoice2LM.from_pretrained(str(model_path), **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or model_path))
+    if len(tokenizer) > model.config.llm_config.vocab_size:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's text embedding only "
+            f"{model.config.llm_config.vocab_size}; they do not belong together (check --tokenizer_path)."
+        )
+    return model, tokenizer
+
+
+def lora_config_from_model_args(model_args):
+    """A `peft.LoraConfig` for the CosyVoice2 backbone from TRL's `ModelConfig` (``--lora_r`` …).
+
+    Unlike `trl.get_peft_config` it sets no ``task_type``: PEFT's CAUSAL_LM wrapper would rename the policy's inputs
+    to ``input_ids``; the plain `PeftModel` passes them on.
+    """
+    from peft import LoraConfig
+
+    targets = model_args.lora_target_modules or DEFAULT_LORA_TARGETS
+    if isinstance(targets, str) and targets != "all-linear":
+        # A single module name from the command line; PEFT would read a bare string as a full-match regex.
+        targets = [targets]
+    return LoraConfig(
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=targets,
+        modules_to_save=model_args.lora_modules_to_save,
+        use_rslora=model_args.use_rslora,
+        use_dora=model_args.use_dora,
+        bias="none",
+    )
+
+
+__all__ = [
+    "DEFAULT_LORA_TARGETS",
+    "is_cosyvoice_release",
+    "load_cosyvoice2_lm_and_tokenizer",
+    "lora_config_from_model_args",
+]
