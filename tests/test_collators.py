@@ -150,3 +150,14 @@ def test_dataloader_workers_draw_different_plans():
     # Workers 0 and 1 take batches alternately; with one shared stream both would start with the same SNRs.
     assert not torch.equal(batches[0]["eam_snr_db"], batches[1]["eam_snr_db"])
     assert torch.equal(batches[0]["eam_snr_db"], next(iter(DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collator)))["eam_snr_db"])
+
+
+def test_right_pad_left_aligns_each_list_and_masks_the_padding():
+    from rrpo_hf.data.padding import right_pad
+
+    ids, mask = right_pad([[5, 6, 7], [8], []], pad_value=9)
+    assert ids.tolist() == [[5, 6, 7], [8, 9, 9], [9, 9, 9]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert ids.dtype == mask.dtype == torch.long
+    empty_ids, empty_mask = right_pad([])
+    assert empty_ids.shape == empty_mask.shape == (0, 0)

@@ -16,6 +16,7 @@ import torch
 
 from ..ops.eam import sample_eam_plan
 from .labels import UnknownEmotionError, normalize_emotion
+from .padding import right_pad
 
 
 @dataclass
@@ -58,12 +59,7 @@ class DataCollatorForSpeechEmotion:
             raise ValueError("Cannot collate an empty list of features.")
         self._check_columns(features)
         sequences = [self._tokens(feature, index) for index, feature in enumerate(features)]
-        max_len = max(len(tokens) for tokens in sequences)
-        input_ids = torch.full((len(sequences), max_len), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), max_len), dtype=torch.long)
-        for row, tokens in enumerate(sequences):
-            input_ids[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
-            attention_mask[row, : len(tokens)] = 1
+        input_ids, attention_mask = right_pad(sequences, self.pad_token_id)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.label_column is not None:
             batch["labels"] = torch.tensor(

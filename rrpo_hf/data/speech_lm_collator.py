@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .labels import CANONICAL_EMOTIONS
+from .padding import right_pad
 
 
 #: Cross-entropy ignore index of `CosyVoice2LM` labels (upstream uses -1; transformers' convention is -100).
@@ -125,33 +126,27 @@ class DataCollatorForCosyVoice2:
             )
         return [int(t) for t in tokens]
 
-    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        if len(features) == 0:
-            raise ValueError("DataCollatorForCosyVoice2 got an empty batch.")
+    def encode_prompts(self, features: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(text_ids, text_attention_mask)`` of the rows' prompts, truncated to ``max_text_length``, right-padded."""
         prompts = [self.prompt_text(row, i) for i, row in enumerate(features)]
-        speech = [self._speech_tokens(row, i) for i, row in enumerate(features)]
         text_rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         for i, ids in enumerate(text_rows):
             if len(ids) == 0:
                 raise ValueError(f"Row {i}: the tokenizer produced no ids for {prompts[i]!r}.")
         if self.max_text_length is not None:
             text_rows = [ids[: self.max_text_length] for ids in text_rows]
+        return right_pad(text_rows, self.tokenizer.pad_token_id)
 
-        batch_size = len(features)
-        text_width = max(len(ids) for ids in text_rows)
-        speech_width = max(len(tokens) for tokens in speech)
-        text_ids = torch.full((batch_size, text_width), self.tokenizer.pad_token_id, dtype=torch.long)
-        text_attention_mask = torch.zeros(batch_size, text_width, dtype=torch.long)
-        speech_ids = torch.zeros(batch_size, speech_width, dtype=torch.long)
-        speech_attention_mask = torch.zeros(batch_size, speech_width, dtype=torch.long)
-        labels = torch.full((batch_size, speech_width + 1), IGNORE_INDEX, dtype=torch.long)
-        for i, (ids, tokens) in enumerate(zip(text_rows, speech)):
-            text_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            text_attention_mask[i, : len(ids)] = 1
-            speech_ids[i, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-            speech_attention_mask[i, : len(tokens)] = 1
-            labels[i, : len(tokens)] = speech_ids[i, : len(tokens)]
-            labels[i, len(tokens)] = self.speech_token_size  # eos closes every utterance
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if len(features) == 0:
+            raise ValueError("DataCollatorForCosyVoice2 got an empty batch.")
+        text_ids, text_attention_mask = self.encode_prompts(features)
+        speech = [self._speech_tokens(row, i) for i, row in enumerate(features)]
+        speech_ids, speech_attention_mask = right_pad(speech, 0)
+        # targets: the speech tokens, then eos closing every utterance, IGNORE_INDEX after
+        labels = torch.full((len(speech), speech_ids.shape[1] + 1), IGNORE_INDEX, dtype=torch.long)
+        labels[:, :-1] = speech_ids.masked_fill(speech_attention_mask == 0, IGNORE_INDEX)
+        labels[torch.arange(len(speech)), speech_attention_mask.sum(dim=1)] = self.speech_token_size
         return {
             "text_ids": text_ids,
             "text_attention_mask": text_attention_mask,

@@ -131,6 +131,7 @@ class RewardModelScorer:
     def score_tokens(self, speech_tokens: Sequence[Sequence[int]], target_emotions: Sequence[str]) -> dict[str, list]:
         import torch
 
+        from rrpo_hf.data.padding import right_pad
         from rrpo_hf.ops.label_smoothing import smooth_labels, soft_cross_entropy
 
         unknown = sorted(set(target_emotions) - set(self.label2id))
@@ -149,12 +150,7 @@ class RewardModelScorer:
                     f"Speech token ids {sorted(set(out_of_range))[:5]} lie outside the reward model's vocabulary "
                     f"[0, {self.model.config.vocab_size}): the tokenizer does not match the one the RM was trained on."
                 )
-            longest = max(len(t) for t in chunk)
-            input_ids = torch.full((len(chunk), longest), self.pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(chunk), longest), dtype=torch.long)
-            for row, tokens in enumerate(chunk):
-                input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-                attention_mask[row, : len(tokens)] = 1
+            input_ids, attention_mask = right_pad(chunk, self.pad_token_id)
             targets = torch.tensor([self.label2id[e] for e in target_emotions[start : start + len(chunk)]])
             with torch.no_grad():
                 logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)).logits

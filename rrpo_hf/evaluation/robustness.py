@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.labels import UnknownEmotionError, normalize_emotion
+from ..data.padding import right_pad
 from ..ops.adversarial import fgm_perturbation
 from ..testbed.perturb import insert_tokens
 from .metrics import emotion_recognition_scores
@@ -168,16 +169,6 @@ def _token_id_set(token_ids, model, name: str) -> torch.Tensor:
     return torch.unique(ids)
 
 
-def _pad(sequences: list[list[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    max_len = max(len(tokens) for tokens in sequences)
-    input_ids = torch.full((len(sequences), max_len), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), max_len), dtype=torch.long)
-    for row, tokens in enumerate(sequences):
-        input_ids[row, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long)
-        attention_mask[row, : len(tokens)] = 1
-    return input_ids.to(device), attention_mask.to(device)
-
-
 def _batches(count: int, batch_size: int, description: str, show_progress: bool) -> Iterator[range]:
     starts = range(0, count, batch_size)
     for start in tqdm(starts, desc=description, disable=not show_progress, total=len(starts)):
@@ -191,7 +182,7 @@ def _probabilities(
     device = _model_device(model)
     chunks = []
     for rows in _batches(len(sequences), batch_size, description, show_progress):
-        input_ids, attention_mask = _pad([sequences[i] for i in rows], model.config.pad_token_id, device)
+        input_ids, attention_mask = right_pad([sequences[i] for i in rows], model.config.pad_token_id, device)
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         chunks.append(torch.softmax(logits.float(), dim=-1).cpu())
     return torch.cat(chunks)
@@ -381,7 +372,7 @@ def token_substitution_attack(
 def _attack_batch(model, sequences, labels, max_substitutions: int, allowed: torch.Tensor) -> list[dict[str, Any]]:
     device = allowed.device
     vocab_size = model.config.vocab_size
-    input_ids, attention_mask = _pad(sequences, model.config.pad_token_id, device)
+    input_ids, attention_mask = right_pad(sequences, model.config.pad_token_id, device)
     labels = torch.tensor(labels, dtype=torch.long, device=device)
     original_ids = input_ids.clone()
     valid = attention_mask.bool()
@@ -521,7 +512,7 @@ def embedding_attack_accuracy(
     description = "FGM on h'" if steps == 1 else f"PGD-{steps} on h'"
     with _frozen_eval(model):
         for rows in _batches(len(sequences), batch_size, description, show_progress):
-            input_ids, attention_mask = _pad([sequences[i] for i in rows], model.config.pad_token_id, device)
+            input_ids, attention_mask = right_pad([sequences[i] for i in rows], model.config.pad_token_id, device)
             labels_batch = torch.tensor([label_ids[i] for i in rows], dtype=torch.long, device=device)
             with torch.no_grad():
                 output = model(input_ids=input_ids, attention_mask=attention_mask)

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForAudioClassification, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 
 from ..data.labels import UnknownEmotionError, normalize_emotion
+from ..data.padding import right_pad
 from ..data.speech_lm_collator import DataCollatorForCosyVoice2
 from ..models.cosyvoice2 import CosyVoice2LM
 from ..models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
@@ -119,16 +120,7 @@ class DataCollatorForDiffRO:
             batch = self._lm_collator(features)
             batch.pop("labels")  # DiffRO has no token targets: the reward replaces them
         else:
-            prompts = [self._lm_collator.prompt_text(row, i) for i, row in enumerate(features)]
-            rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-            if self.max_text_length is not None:
-                rows = [ids[: self.max_text_length] for ids in rows]
-            width = max(len(ids) for ids in rows)
-            text_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-            text_attention_mask = torch.zeros(len(rows), width, dtype=torch.long)
-            for i, ids in enumerate(rows):
-                text_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                text_attention_mask[i, : len(ids)] = 1
+            text_ids, text_attention_mask = self._lm_collator.encode_prompts(features)
             batch = {"text_ids": text_ids, "text_attention_mask": text_attention_mask}
         batch["emotion_labels"] = torch.tensor([self.emotion_to_label_id[e] for e in emotions], dtype=torch.long)
         batch["texts"] = [row[self.text_column] for row in features]
@@ -145,13 +137,7 @@ def pad_speech_tokens(sequences: Sequence[Sequence[int]], device: torch.device) 
         raise ValueError(
             f"Generation returned no speech token for samples {empty}; raise `min_len_ratio` so every sample speaks."
         )
-    width = max(len(tokens) for tokens in sequences)
-    speech_ids = torch.zeros(len(sequences), width, dtype=torch.long, device=device)
-    speech_attention_mask = torch.zeros_like(speech_ids)
-    for i, tokens in enumerate(sequences):
-        speech_ids[i, : len(tokens)] = torch.as_tensor(tokens, dtype=torch.long, device=device)
-        speech_attention_mask[i, : len(tokens)] = 1
-    return speech_ids, speech_attention_mask
+    return right_pad(sequences, 0, device)
 
 
 # ---------------------------------------------------------------------------------------------------------- card

@@ -33,6 +33,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ...data.padding import right_pad
+
 
 __all__ = [
     "count_target_text_tokens",
@@ -181,13 +183,7 @@ def _as_padded_batch(text_ids, text_attention_mask, device) -> tuple[torch.Tenso
         raise TypeError("text_ids must be a (batch, text_len) LongTensor or a list of token-id lists.")
     if text_attention_mask is not None:
         raise ValueError("text_attention_mask is only meaningful with a padded tensor; omit it for a list of token-id lists.")
-    width = max((len(row) for row in text_ids), default=0)
-    ids = torch.zeros(len(text_ids), width, dtype=torch.long)
-    mask = torch.zeros(len(text_ids), width, dtype=torch.long)
-    for i, row in enumerate(text_ids):
-        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids.to(device), mask.to(device)
+    return right_pad(text_ids, 0, device)
 
 
 def _length_bounds(
