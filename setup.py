@@ -17,6 +17,7 @@ setup(
         "trl>=1.0",
         "evaluate>=0.4",
         "scikit-learn",
+        "scipy",
         "numpy",
         "pyyaml",
         "tqdm",

@@ -184,3 +184,12 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"curve_{method}.png" in report
     assert results["plots"] and results["wall_time_s"] > 0
+
+
+def test_study_without_matplotlib_fails_before_training(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    config = RewardHackingStudyConfig(output_dir=str(tmp_path / "study"), seeds=[0])
+    with pytest.raises(ImportError, match=r"rrpo-hf\[plots\]"):
+        run_study(config, log=lambda message: pytest.fail(f"training started: {message}"))

@@ -738,6 +738,10 @@ def render_report(cfg: RewardHackingStudyConfig, summary: dict, plots: Sequence[
 def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every seed, aggregate, write ``results.json``, ``report.md`` and the curve PNGs to ``cfg.output_dir``."""
     log = log or _print_flushed
+    try:
+        import matplotlib  # noqa: F401  (checked now: the curves are drawn after minutes of training)
+    except ImportError as error:
+        raise ImportError("The study draws its curves with matplotlib: pip install 'rrpo-hf[plots]'.") from error
     start = time.perf_counter()
     output_dir = Path(cfg.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
