@@ -24,7 +24,7 @@ from rrpo_hf.data.audio import (
     records_from_dataset,
     save_dataset_atomically,
 )
-from rrpo_hf.data.speech_tokenizer import S3SpeechTokenizer
+from rrpo_hf.data.speech_tokenizer import S3SpeechTokenizer, S3TokenizerUnavailableError
 
 
 @dataclass
@@ -80,7 +80,10 @@ def main(args: PrepareDataArguments) -> None:
             text_column=args.text_column if args.text_column in dataset.column_names else None,
             corpus=args.corpus or args.hub_dataset,
         )
-    tokenizer = S3SpeechTokenizer(args.tokenizer_model, device=args.device, batch_size=args.batch_size)
+    try:
+        tokenizer = S3SpeechTokenizer(args.tokenizer_model, device=args.device, batch_size=args.batch_size)
+    except S3TokenizerUnavailableError as error:
+        raise SystemExit(f"error: {error}") from None
     validation = AudioValidationConfig(
         min_duration_s=args.min_duration_s, max_duration_s=args.max_duration_s,
         min_sampling_rate=args.min_sampling_rate, silence_threshold_db=args.silence_threshold_db,
