@@ -14,3 +14,4 @@ from .labels import (
 )
 from .collators import DataCollatorForEnergyAdaptiveMixup, DataCollatorForSpeechEmotion
 from .speech_lm_collator import DataCollatorForCosyVoice2
+from .diffro_collator import DataCollatorForDiffRO

@@ -28,8 +28,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,8 @@ from huggingface_hub import ModelCard, ModelCardData
 from tqdm.auto import tqdm
 from transformers import AutoModelForAudioClassification, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 
+from ..data.diffro_collator import DataCollatorForDiffRO, pad_speech_tokens
 from ..data.labels import UnknownEmotionError, normalize_emotion
-from ..data.padding import right_pad
-from ..data.speech_lm_collator import DataCollatorForCosyVoice2
 from ..models.cosyvoice2 import CosyVoice2LM
 from ..models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
 from ..models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
@@ -54,90 +52,6 @@ logger = logging.getLogger(__name__)
 
 #: Per-sample evaluation scores of the testbed oracle that are logged (means) with an `eval_oracle_` prefix.
 ORACLE_EVAL_KEYS = ("emotion_score", "emotion_correct", "naturalness", "artifact_rate", "cer")
-
-
-# ---------------------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class DataCollatorForDiffRO:
-    """Batch (text, target emotion[, instruction][, speech tokens]) rows for the DiffRO step.
-
-    Prompts are CosyVoice2 instruct texts (``instruction<|endofprompt|>text``, built by
-    :class:`DataCollatorForCosyVoice2`). Returns ``text_ids`` / ``text_attention_mask``, the target emotion as reward
-    model label ids (``emotion_labels``), the speech tokens when ``with_speech`` (``speech_ids`` /
-    ``speech_attention_mask``), and per-row metadata lists (``texts``, ``target_emotions`` as canonical names and,
-    when the column exists, ``languages``) for evaluation scorers.
-    """
-
-    tokenizer: Any = field(metadata={"help": "Text tokenizer with CosyVoice2's `<|endofprompt|>` token."})
-    emotion_to_label_id: Mapping[str, int] = field(
-        metadata={"help": "Canonical emotion name -> reward-model label id (see `DiffROTrainer`)."}
-    )
-    emotion_names: Sequence[str] | None = field(
-        default=None, metadata={"help": "Names of integer emotion values (the dataset's ClassLabel names)."}
-    )
-    with_speech: bool = field(default=True, metadata={"help": "Batch the speech tokens too (offline rollouts)."})
-    speech_token_size: int = field(default=6561, metadata={"help": "Policy codebook size (speech ids must be below)."})
-    instruction_template: str = field(default="en", metadata={"help": "Emotion instruction template."})
-    max_text_length: int | None = field(default=None, metadata={"help": "Truncate prompt text ids to this length."})
-    text_column: str = field(default="text", metadata={"help": "Column with the text to speak."})
-    speech_column: str = field(default="speech_tokens", metadata={"help": "Column with the speech tokens."})
-    emotion_column: str = field(default="emotion", metadata={"help": "Column with the target emotion."})
-    language_column: str = field(default="language", metadata={"help": "Optional column with the language."})
-
-    def __post_init__(self):
-        self._lm_collator = DataCollatorForCosyVoice2(
-            self.tokenizer,
-            instruction_template=self.instruction_template,
-            max_text_length=self.max_text_length,
-            speech_token_size=self.speech_token_size,
-            emotion_names=self.emotion_names,
-            text_column=self.text_column,
-            speech_column=self.speech_column,
-            emotion_column=self.emotion_column,
-        )
-
-    def target_emotion(self, row: Mapping[str, Any], row_index: int) -> str:
-        if self.emotion_column not in row or row[self.emotion_column] is None:
-            raise KeyError(
-                f"Row {row_index} has no '{self.emotion_column}': DiffRO needs a target emotion per prompt for the reward."
-            )
-        name = self._lm_collator._emotion_name(row[self.emotion_column], row_index)
-        canonical = normalize_emotion(name)
-        if canonical not in self.emotion_to_label_id:
-            raise UnknownEmotionError(
-                f"Row {row_index}: target emotion {canonical!r} is not a label of the reward model "
-                f"({sorted(self.emotion_to_label_id)})."
-            )
-        return canonical
-
-    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        if len(features) == 0:
-            raise ValueError("DataCollatorForDiffRO got an empty batch.")
-        emotions = [self.target_emotion(row, i) for i, row in enumerate(features)]
-        if self.with_speech:
-            batch = self._lm_collator(features)
-            batch.pop("labels")  # DiffRO has no token targets: the reward replaces them
-        else:
-            text_ids, text_attention_mask = self._lm_collator.encode_prompts(features)
-            batch = {"text_ids": text_ids, "text_attention_mask": text_attention_mask}
-        batch["emotion_labels"] = torch.tensor([self.emotion_to_label_id[e] for e in emotions], dtype=torch.long)
-        batch["texts"] = [row[self.text_column] for row in features]
-        batch["target_emotions"] = emotions
-        if all(self.language_column in row for row in features):
-            batch["languages"] = [row[self.language_column] for row in features]
-        return batch
-
-
-def pad_speech_tokens(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad generated token lists to ``(speech_ids, speech_attention_mask)``; empty samples are an error."""
-    empty = [i for i, tokens in enumerate(sequences) if len(tokens) == 0]
-    if empty:
-        raise ValueError(
-            f"Generation returned no speech token for samples {empty}; raise `min_len_ratio` so every sample speaks."
-        )
-    return right_pad(sequences, 0, device)
 
 
 # ---------------------------------------------------------------------------------------------------------- card
@@ -768,4 +682,4 @@ class DiffROTrainer(Trainer):
         os.replace(tmp.name, os.path.join(output_dir, "README.md"))
 
 
-__all__ = ["DataCollatorForDiffRO", "DiffROTrainer", "pad_speech_tokens"]
+__all__ = ["DataCollatorForDiffRO", "DiffROTrainer", "pad_speech_tokens"]  # collator re-exported for old imports
