@@ -14,7 +14,7 @@ __all__ = [
     "format_emotion_eval_table",
 ]
 
-# Reward-model robustness probes (issue 7): artifact sensitivity, token-substitution attack, h' attacks.
+# Reward-model robustness probes: artifact sensitivity, token-substitution attack, h' attacks.
 from .robustness import (  # noqa: E402
     artifact_sensitivity,
     embedding_attack_accuracy,

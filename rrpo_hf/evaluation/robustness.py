@@ -1,4 +1,4 @@
-"""Direct robustness probes of a speech-emotion reward model (issue 7, item 4).
+"""Direct robustness probes of a speech-emotion reward model.
 
 The RRPO paper argues that a vanilla RM is hacked under DiffRO and that LS + EAM + Adv prevents it,
 but measures that only through listeners. These probes measure the RM itself:

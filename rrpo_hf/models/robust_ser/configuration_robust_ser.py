@@ -61,7 +61,7 @@ class RobustSERConfig(PreTrainedConfig):
     Example:
 
     ```python
-    >>> from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
+    >>> from rrpo_hf import RobustSERConfig, RobustSERForAudioClassification
     >>> config = RobustSERConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
     >>> model = RobustSERForAudioClassification(config)
     ```
