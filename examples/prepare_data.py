@@ -22,6 +22,7 @@ from rrpo_hf.data.audio import (
     load_audio_records,
     prepare_speech_token_dataset,
     records_from_dataset,
+    check_dataset_output_dir,
     save_dataset_atomically,
 )
 from rrpo_hf.data.speech_tokenizer import S3SpeechTokenizer, S3TokenizerUnavailableError
@@ -30,6 +31,13 @@ from rrpo_hf.data.speech_tokenizer import S3SpeechTokenizer, S3TokenizerUnavaila
 @dataclass
 class PrepareDataArguments:
     output_dir: str = field(metadata={"help": "Where the token dataset is saved (`datasets.save_to_disk`)."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Save into a non-empty --output_dir that holds no dataset of this script. Only the dataset's "
+            "files are replaced; other files there are kept."
+        },
+    )
     source: str | None = field(
         default=None, metadata={"help": "Corpus folder (emotion folders or ESD layout) or a CSV/JSONL manifest."}
     )
@@ -69,6 +77,10 @@ def main(args: PrepareDataArguments) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if (args.source is None) == (args.hub_dataset is None):
         raise ValueError("Pass exactly one of --source (folder or manifest) and --hub_dataset.")
+    try:  # before hours of tokenization, not after
+        check_dataset_output_dir(args.output_dir, overwrite=args.overwrite_output_dir)
+    except FileExistsError as error:
+        raise SystemExit(f"error: {error}") from None
     if args.source is not None:
         records = load_audio_records(args.source, layout=args.layout, corpus=args.corpus)
     else:
@@ -96,7 +108,7 @@ def main(args: PrepareDataArguments) -> None:
         cache_dir=args.cache_dir or f"{output_dir}.cache",
         skipped_list_path=output_dir.with_name(f"{output_dir.name}.skipped.tsv"),
     )
-    save_dataset_atomically(result.dataset, output_dir)
+    save_dataset_atomically(result.dataset, output_dir, overwrite=args.overwrite_output_dir)
     (output_dir / "preparation_report.json").write_text(
         json.dumps({**result.report.to_dict(), "validation": asdict(validation)}, indent=2) + "\n"
     )

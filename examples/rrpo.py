@@ -6,7 +6,12 @@ examples saved, evaluates the policy before and after (reward model, testbed ora
 
     accelerate launch examples/sft.py        # -> outputs/sft_policy
     accelerate launch examples/train_rm.py   # -> outputs/reward_model
-    accelerate launch examples/rrpo.py       # -> outputs/rrpo_policy
+    accelerate launch examples/rrpo.py       # -> outputs/rrpo_policy (= --config recipes/toy/rrpo.yaml)
+
+Without `--config` and `--dataset_name` the toy recipe is read first (flags override it); with a recipe or a dataset,
+keys the recipe and flags do not set keep `DiffROConfig`'s defaults (the papers' settings). LoRA runs save the merged
+policy (`--save_merged`, default) or the adapter, never both; `--resume_from_checkpoint true` resumes from the
+latest checkpoint in `output_dir`.
 
 The DiffRO baseline is one flag away (`--reward_adv_alpha 0`, see recipes/toy/diffro.yaml vs rrpo.yaml). The real
 model on GPUs:
@@ -18,35 +23,22 @@ model on GPUs:
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
-from trl import ModelConfig, ScriptArguments, TrlParser
+from transformers import set_seed
+from trl import ModelConfig, ScriptArguments
 
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
+from rrpo_hf.script_utils import ScriptParser, resolve_resume_from_checkpoint
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 
-# Defaults of this script (the CPU toy); recipes and flags override them.
-TOY_TRAINING_DEFAULTS = dict(
-    output_dir="outputs/rrpo_policy",
-    learning_rate=1e-4,  # the toy policy is trained from scratch by sft.py; the paper fine-tunes at 1e-5
-    lr_scheduler_type="constant",
-    max_steps=60,
-    per_device_train_batch_size=16,
-    per_device_eval_batch_size=32,
-    max_new_tokens=120,
-    logging_steps=5,
-    eval_strategy="no",
-    save_strategy="no",
-    report_to="none",
-    use_cpu=True,
-    dataloader_num_workers=0,
-    seed=42,
-)
+# The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
+# defaults (DiffROConfig: the papers' settings).
+TOY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy" / "rrpo.yaml"
 
 
 @dataclass
@@ -79,9 +71,6 @@ class RRPOScriptArguments(ScriptArguments):
     max_eval_samples: int | None = field(default=64, metadata={"help": "Evaluate on at most this many test rows."})
     evaluate_before_training: bool = field(
         default=True, metadata={"help": "Also evaluate the starting policy, to show the change RRPO makes."}
-    )
-    save_merged: bool = field(
-        default=True, metadata={"help": "With LoRA, merge the adapter and save a plain CosyVoice2LM (else the adapter)."}
     )
     export_cosyvoice: bool = field(
         default=False, metadata={"help": "Also write `<output_dir>/llm.pt` in CosyVoice2's released format."}
@@ -127,24 +116,19 @@ def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | 
 
 
 def save_policy(trainer: DiffROTrainer, script_args: RRPOScriptArguments, output_dir: str) -> None:
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if trainer.is_peft_model and script_args.save_merged:
-        if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
-            raise ValueError("--save_merged needs full parameters; under ZeRO-3 save the adapter (--save_merged false).")
-        if trainer.is_world_process_zero():
-            # Merge a copy so the trainer keeps its adapter (and the card describes the LoRA run).
-            merged = copy.deepcopy(model).merge_and_unload()
-            merged.save_pretrained(output_dir)
-            trainer.processing_class.save_pretrained(output_dir)
-            trainer._write_model_card(output_dir)
-        trainer.accelerator.wait_for_everyone()
-    else:
-        trainer.save_model(output_dir)
+    # The trainer writes the merged model or the adapter (--save_merged), with a card saying which; push_to_hub
+    # saves the same way, so the pushed folder is this one.
+    trainer.save_model(output_dir)
     if script_args.export_cosyvoice:
         trainer.export_cosyvoice(os.path.join(output_dir, "llm.pt"))
 
 
 def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_args: ModelConfig) -> DiffROTrainer:
+    # Before anything random (LoRA initialisation): the same seed gives the same policy.
+    set_seed(training_args.seed)
+    resume_from_checkpoint = resolve_resume_from_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir
+    )
     model_path = model_args.model_name_or_path or "outputs/sft_policy"
     require_stage_output(model_path, "SFT policy", "accelerate launch examples/sft.py")
     require_stage_output(script_args.reward_model_path, "reward model", "accelerate launch examples/train_rm.py")
@@ -165,7 +149,7 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         oracle=oracle,
     )
     before = trainer.evaluate(metric_key_prefix="eval_before") if eval_dataset and script_args.evaluate_before_training else {}
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
     after = trainer.evaluate() if eval_dataset is not None else {}
     if after:
@@ -192,10 +176,8 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
     return trainer
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser((RRPOScriptArguments, DiffROConfig, ModelConfig))
-    parser.set_defaults(**TOY_TRAINING_DEFAULTS)
-    return parser
+def make_parser() -> ScriptParser:
+    return ScriptParser((RRPOScriptArguments, DiffROConfig, ModelConfig), toy_config=TOY_RECIPE)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ CosyVoice2's loss). With no arguments it trains a tiny policy from scratch on th
 `alpha`, instruct-emotion prompts) on CPU in one to two minutes, saves model + tokenizer to `outputs/sft_policy`,
 and prints the final eval loss and the lengths of a few generated samples:
 
-    accelerate launch examples/sft.py
+    accelerate launch examples/sft.py     # = --config recipes/toy/sft.yaml
 
-Several CPU processes (DDP or DeepSpeed) additionally need `--ddp_backend gloo`.
+With a recipe or a dataset, keys the recipe and flags do not set keep `TrainingArguments`' defaults.
+`--resume_from_checkpoint true` resumes from the latest checkpoint in `output_dir`. Several CPU processes (DDP or
+DeepSpeed) additionally need `--ddp_backend gloo`.
 
 The real model (LoRA or full fine-tuning of a `FunAudioLLM/CosyVoice2-0.5B` download) on GPUs:
 
@@ -25,37 +27,33 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
-from transformers import AutoTokenizer, Trainer, TrainingArguments
-from trl import ModelConfig, ScriptArguments, TrlParser
+from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+from trl import ModelConfig, ScriptArguments
 
 from rrpo_hf.data.speech_lm_collator import DataCollatorForCosyVoice2
+from rrpo_hf.data.validation import check_speech_lm_dataset
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, tiny_cosyvoice2_config
 from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
 from rrpo_hf.models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
+from rrpo_hf.script_utils import ScriptParser, resolve_resume_from_checkpoint
 from rrpo_hf.testbed import build_testbed_tokenizer
+from rrpo_hf.trainers.saving import MergedSaveMixin
 
-# Defaults of this script (the CPU toy); recipes and flags override them.
-TOY_TRAINING_DEFAULTS = dict(
-    output_dir="outputs/sft_policy",
-    learning_rate=3e-3,
-    lr_scheduler_type="cosine",
-    warmup_steps=0.05,
-    weight_decay=0.01,
-    num_train_epochs=5,
-    per_device_train_batch_size=32,
-    per_device_eval_batch_size=32,
-    eval_strategy="no",
-    save_strategy="no",
-    logging_steps=10,
-    report_to="none",
-    use_cpu=True,
-    dataloader_num_workers=0,
-    remove_unused_columns=False,  # the collator needs text / emotion / speech_tokens
-    prediction_loss_only=True,  # eval needs the loss only; full logits are (B, S, 6564) per batch
-)
+# The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
+# defaults (transformers.TrainingArguments).
+TOY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy" / "sft.yaml"
+
+
+class CosyVoice2SFTTrainer(MergedSaveMixin, Trainer):
+    """`Trainer` whose final save (and `push_to_hub`) of a LoRA run writes the merged model or the adapter."""
+
+    def __init__(self, *args, save_merged: bool = True, **kwargs):
+        self.save_merged = save_merged
+        super().__init__(*args, **kwargs)
 
 
 @dataclass
@@ -84,6 +82,13 @@ class SFTScriptArguments(ScriptArguments):
         default=True, metadata={"help": "Train instruct prompts (instruction<|endofprompt|>text); False: text only."}
     )
     max_text_length: int | None = field(default=None, metadata={"help": "Truncate text ids to this many tokens."})
+    bistream_probability: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of eligible rows (speech/text > 3) trained in CosyVoice2's bistream 5-text:15-speech "
+            "layout, so the exported llm.pt also serves CosyVoice's streaming-text inference (upstream: 0.5)."
+        },
+    )
     testbed_language: str = field(default="alpha", metadata={"help": "Testbed language of the toy corpus."})
     testbed_num_train: int = field(default=1200, metadata={"help": "Testbed training utterances."})
     testbed_num_test: int = field(default=300, metadata={"help": "Testbed evaluation utterances."})
@@ -103,7 +108,11 @@ class SFTScriptArguments(ScriptArguments):
         default=4, metadata={"help": "After training, generate for this many eval prompts and print their lengths."}
     )
     save_merged: bool = field(
-        default=True, metadata={"help": "With LoRA, merge the adapter and save the full CosyVoice2LM (else the adapter)."}
+        default=True,
+        metadata={
+            "help": "With LoRA, save (and push) the merged CosyVoice2LM; False: the adapter, whose "
+            "adapter_config.json names the base model. Never both in one folder; checkpoints hold the adapter."
+        },
     )
     export_cosyvoice: bool = field(
         default=False, metadata={"help": "Also write `<output_dir>/llm.pt` in CosyVoice2's released format."}
@@ -205,37 +214,35 @@ def generation_report(trainer: Trainer, collator: DataCollatorForCosyVoice2, row
     ]
 
 
-def save_policy(trainer: Trainer, script_args: SFTScriptArguments, output_dir: str) -> None:
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload") and script_args.save_merged:
-        if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
-            raise ValueError("--save_merged needs full parameters; under ZeRO-3 save the adapter (--save_merged false).")
-        if trainer.is_world_process_zero():
-            # Merge a copy so the trainer's model keeps its adapter.
-            import copy
+def check_export_options(script_args: SFTScriptArguments, model) -> None:
+    """Fail before training when --export_cosyvoice could not be written at the end."""
+    if script_args.export_cosyvoice and hasattr(model, "merge_and_unload") and not script_args.save_merged:
+        raise ValueError(
+            "--export_cosyvoice writes a full llm.pt from the saved model; combine it with --save_merged true."
+        )
 
-            merged = copy.deepcopy(model).merge_and_unload()
-            merged.save_pretrained(output_dir)
-            trainer.processing_class.save_pretrained(output_dir)
-            if script_args.export_cosyvoice:
-                merged.save_cosyvoice(os.path.join(output_dir, "llm.pt"))
-        trainer.accelerator.wait_for_everyone()
-        return
+
+def save_policy(trainer: Trainer, script_args: SFTScriptArguments, output_dir: str) -> None:
+    # The trainer writes the merged model or the adapter (--save_merged); push_to_hub saves the same way.
     trainer.save_model(output_dir)
     if script_args.export_cosyvoice:
-        if hasattr(model, "merge_and_unload"):
-            raise ValueError("--export_cosyvoice writes a full llm.pt; combine it with --save_merged.")
         if trainer.is_world_process_zero():
-            # Re-read the saved model: under ZeRO-3 the in-memory parameters are only shards.
+            # Re-read the saved (merged or full) model: under ZeRO-3 the in-memory parameters are only shards.
             CosyVoice2LM.from_pretrained(output_dir).save_cosyvoice(os.path.join(output_dir, "llm.pt"))
         trainer.accelerator.wait_for_everyone()
 
 
 def main(script_args: SFTScriptArguments, training_args: TrainingArguments, model_args: ModelConfig) -> dict:
+    # Before the toy policy and the LoRA adapter are initialised: the same seed gives the same model.
+    set_seed(training_args.seed)
+    resume_from_checkpoint = resolve_resume_from_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir
+    )
     train_dataset, eval_dataset, codebook_size = load_sft_datasets(script_args)
     model, tokenizer = load_policy_and_tokenizer(script_args, model_args, codebook_size)
     if model_args.use_peft:
         model = apply_lora(model, model_args)
+    check_export_options(script_args, model)
     base_config = model.config if not hasattr(model, "get_base_model") else model.get_base_model().config
 
     emotion_feature = train_dataset.features.get("emotion")
@@ -246,16 +253,24 @@ def main(script_args: SFTScriptArguments, training_args: TrainingArguments, mode
         max_text_length=script_args.max_text_length,
         speech_token_size=base_config.speech_token_size,
         emotion_names=emotion_feature if isinstance(emotion_feature, ClassLabel) else None,
+        bistream_probability=script_args.bistream_probability,
+        bistream_text_chunk=base_config.bistream_text_chunk,
+        bistream_speech_chunk=base_config.bistream_speech_chunk,
+        seed=training_args.seed,
     )
-    trainer = Trainer(
+    # Every row, before the first step (a bad one would otherwise stop the run when its batch comes up, or never).
+    train_dataset = check_speech_lm_dataset(train_dataset, collator, split="train")
+    eval_dataset = check_speech_lm_dataset(eval_dataset, collator, split="eval")
+    trainer = CosyVoice2SFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collator,
         processing_class=tokenizer,
+        save_merged=script_args.save_merged,
     )
-    train_result = trainer.train()
+    train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     metrics = {"train_loss": train_result.training_loss}
     if eval_dataset is not None:
         metrics.update(trainer.evaluate())
@@ -275,13 +290,13 @@ def main(script_args: SFTScriptArguments, training_args: TrainingArguments, mode
                 f"generated {sample['generated_length']:4d} tokens (reference {sample['reference_length']:4d}) "
                 f"for: {sample['text']}"
             )
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset=script_args.dataset_name)
     return {"metrics": metrics, "samples": samples, "trainer": trainer}
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser((SFTScriptArguments, TrainingArguments, ModelConfig))
-    parser.set_defaults(**TOY_TRAINING_DEFAULTS)
-    return parser
+def make_parser() -> ScriptParser:
+    return ScriptParser((SFTScriptArguments, TrainingArguments, ModelConfig), toy_config=TOY_RECIPE)
 
 
 if __name__ == "__main__":

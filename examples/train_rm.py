@@ -14,37 +14,29 @@ The paper's setting (continue from a pretrained RM at lr 1e-5, ε 0.1, ε_adv 0.
 Ablation rows (Table 2): `--label_smoothing 0 --use_eam false --adv_alpha 0` (base), `--use_eam false --adv_alpha 0`
 (+LS), `--adv_alpha 0` (+EAM), defaults (+Adv = RRPO). `--config recipes/toy/rm_base.yaml` is the toy base row.
 
-Script defaults are the CPU toy (small model, lr 1e-3, a few epochs); a `--config` file or flags override them.
+Without `--config` and `--dataset_name` the script runs the CPU toy, `recipes/toy/rm_robust.yaml` (small model,
+lr 1e-3, a few epochs; flags override it). With a recipe or a dataset, keys the recipe and flags do not set keep
+`RobustRewardConfig`'s defaults. `--resume_from_checkpoint true` resumes from the latest checkpoint in `output_dir`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
-from trl import ScriptArguments, TrlParser
+from transformers import set_seed
+from trl import ScriptArguments
 
 from rrpo_hf.data.labels import CANONICAL_EMOTIONS, UnknownEmotionError, emotion_label_maps, normalize_emotion
 from rrpo_hf.models.robust_ser import RobustSERConfig
+from rrpo_hf.script_utils import ScriptParser, resolve_resume_from_checkpoint
 from rrpo_hf.trainers import RobustRewardConfig, RobustRewardTrainer
 
-# Defaults of this script (the CPU toy); recipes and flags override them.
-TOY_TRAINING_DEFAULTS = dict(
-    output_dir="outputs/reward_model",
-    learning_rate=1e-3,
-    lr_scheduler_type="cosine",
-    warmup_steps=0.05,
-    num_train_epochs=6,
-    per_device_train_batch_size=32,
-    per_device_eval_batch_size=64,
-    eval_strategy="no",
-    save_strategy="no",
-    logging_steps=10,
-    report_to="none",
-    use_cpu=True,
-    dataloader_num_workers=0,
-)
+# The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
+# defaults (RobustRewardConfig: the paper's regularization).
+TOY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy" / "rm_robust.yaml"
 
 
 @dataclass
@@ -170,6 +162,10 @@ def label_names_of(dataset: Dataset, label_column: str) -> list[str]:
 
 
 def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, model_args: RewardModelArguments):
+    set_seed(training_args.seed)
+    resume_from_checkpoint = resolve_resume_from_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir
+    )
     train_dataset, eval_datasets, codebook_size = load_datasets(script_args)
 
     if model_args.model_name_or_path is not None:
@@ -199,7 +195,7 @@ def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, 
         train_dataset=train_dataset,
         eval_dataset=eval_datasets or None,
     )
-    train_result = trainer.train()
+    train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
     if eval_datasets:
         trainer.save_metrics("eval", trainer.evaluate())
@@ -223,10 +219,8 @@ def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, 
     return trainer
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser((RewardScriptArguments, RobustRewardConfig, RewardModelArguments))
-    parser.set_defaults(**TOY_TRAINING_DEFAULTS)
-    return parser
+def make_parser() -> ScriptParser:
+    return ScriptParser((RewardScriptArguments, RobustRewardConfig, RewardModelArguments), toy_config=TOY_RECIPE)
 
 
 if __name__ == "__main__":

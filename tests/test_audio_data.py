@@ -263,3 +263,61 @@ def test_tokenizer_returning_the_wrong_number_of_rows_is_an_error(folder_corpus)
     records = scan_emotion_folders(root)[:3]
     with pytest.raises(ValueError, match="returned 1 token lists for 2 waveforms"):
         prepare_speech_token_dataset(records, DropsLastClip(), validation=VALIDATION, batch_size=2)
+
+
+# -------------------------------------------------------------------------------------- the output folder
+def _tokens_dataset(values):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"speech_tokens": [[v, v + 1] for v in values]})
+
+
+def test_saving_a_dataset_keeps_foreign_files_and_refuses_a_foreign_folder(tmp_path):
+    from datasets import DatasetDict, load_from_disk
+
+    from rrpo_hf.data.audio import check_dataset_output_dir
+
+    output = tmp_path / "tokens"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    # A folder with someone else's files is refused (before any work, via check_dataset_output_dir) ...
+    with pytest.raises(FileExistsError, match=r"not empty \(notes\.txt\).*--overwrite_output_dir"):
+        check_dataset_output_dir(output)
+    with pytest.raises(FileExistsError, match="holds no dataset saved by this tool"):
+        save_dataset_atomically(_tokens_dataset([1]), output)
+    assert sorted(p.name for p in output.iterdir()) == ["notes.txt"]
+    # ... unless asked; even then only the dataset's files are written.
+    save_dataset_atomically(_tokens_dataset([1, 2]), output, overwrite=True)
+    assert (output / "notes.txt").read_text() == "mine"
+    assert load_from_disk(str(output))["speech_tokens"] == [[1, 2], [2, 3]]
+
+    # Re-saving into a folder of this tool needs no flag, replaces the dataset and keeps the foreign files,
+    # also when a DatasetDict replaces a Dataset and back (old split folders go, a file put into one stays).
+    check_dataset_output_dir(output)
+    save_dataset_atomically(DatasetDict({"train": _tokens_dataset([5]), "test": _tokens_dataset([6])}), output)
+    assert load_from_disk(str(output))["test"]["speech_tokens"] == [[6, 7]]
+    (output / "train" / "README.txt").write_text("about the split")
+    save_dataset_atomically(_tokens_dataset([9]), output)
+    assert load_from_disk(str(output))["speech_tokens"] == [[9, 10]]
+    assert (output / "notes.txt").read_text() == "mine"
+    assert (output / "train" / "README.txt").read_text() == "about the split"
+    assert not (output / "test").exists()  # emptied by the removal of the old split's files
+    assert not [p.name for p in output.iterdir() if p.name.startswith(".rrpo-staging")]
+
+
+def test_failed_dataset_save_leaves_the_previous_dataset(tmp_path, monkeypatch):
+    from datasets import Dataset, load_from_disk
+
+    output = tmp_path / "tokens"
+    save_dataset_atomically(_tokens_dataset([1]), output)
+
+    def fail(self, path, *args, **kwargs):
+        Path(path, "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Dataset, "save_to_disk", fail)
+    with pytest.raises(OSError, match="No space left"):
+        save_dataset_atomically(_tokens_dataset([7]), output)
+    monkeypatch.undo()
+    assert load_from_disk(str(output))["speech_tokens"] == [[1, 2]]
+    assert sorted(p.name for p in output.iterdir() if p.name.startswith(".")) == [".rrpo_dataset.json"]

@@ -29,7 +29,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(config: str, output_dir: Path, *script_args: str) -> dict:
+def launch(config: str, output_dir: Path, *script_args: str, script: Path = SCRIPT) -> dict:
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -43,7 +43,7 @@ def launch(config: str, output_dir: Path, *script_args: str) -> dict:
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(CONFIGS / config),
         "--main_process_port", str(free_port()),
-        str(SCRIPT), "--output_dir", str(output_dir), *script_args,
+        str(script), "--output_dir", str(output_dir), *script_args,
     ]
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert completed.returncode == 0, f"{config} failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
@@ -111,3 +111,67 @@ def test_diffro_resume_matches_uninterrupted_run(backend, request):
     assert len(resume["losses_after_resume"]) == resume["checkpoint_step"]
     assert resume["losses_after_resume"] == pytest.approx(resume["uninterrupted_losses"], rel=1e-5, abs=1e-6)
     assert resume["max_param_diff"] <= 1e-6
+
+
+def save_models(folder: Path, codebook_size: int = 512) -> Path:
+    """Policy (+ tokenizer), reward model, judge and a trained LoRA adapter as `save_pretrained` folders."""
+    import torch
+
+    from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
+    from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
+    from rrpo_hf.testbed import build_testbed_tokenizer
+
+    tokenizer = build_testbed_tokenizer()
+    torch.manual_seed(0)
+    policy = CosyVoice2LM(
+        CosyVoice2LMConfig(
+            llm_config=dict(
+                vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+            ),
+            speech_token_size=codebook_size,
+        )
+    )
+    policy.save_pretrained(folder / "policy")
+    tokenizer.save_pretrained(folder / "policy")
+    from peft import LoraConfig, get_peft_model
+
+    adapter = get_peft_model(policy, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in adapter.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.5)  # "trained": the policy is no longer its base model
+    adapter.save_pretrained(folder / "adapter")
+    for seed, name in ((1, "reward_model"), (2, "judge")):
+        torch.manual_seed(seed)
+        RobustSERForAudioClassification(
+            RobustSERConfig(
+                vocab_size=codebook_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=64, max_position_embeddings=512,
+            )
+        ).save_pretrained(folder / name)
+    return folder
+
+
+@pytest.mark.slow
+def test_diffro_zero3_init_from_saved_folders_full_and_lora(tmp_path):
+    """The recipe's ZeRO-3 (`zero3_init_flag: true`): every from_pretrained in the trainer runs inside zero.Init.
+
+    Before, the reward model came out partitioned (shape (0,)) and the first step crashed. The launched script
+    checks that the reward model and judge are full, frozen and unchanged, that the full fine-tuning reference is
+    a sharded engine, that KL is 0 then > 0 and that the policy moves, for full and LoRA, offline and online.
+    """
+    models = save_models(tmp_path / "models")
+    summary = launch(
+        "cpu_zero3_init.yaml", tmp_path / "run", "--models_dir", str(models),
+        script=REPO / "tests" / "scripts" / "diffro_zero3_paths.py",
+    )
+    # The last case passes the reward model as a module already partitioned by from_pretrained under zero.Init.
+    # "adapter": a trained LoRA adapter given as a PeftModel, whose reference is its own frozen copy (KL 0 at step 1).
+    assert list(summary) == [
+        "full:offline", "full:online", "lora:offline", "lora:online", "adapter:offline", "full:offline:rm_module"
+    ]
+    for case, result in summary.items():
+        assert len(result["losses"]) == 2 and result["kl"][0] == pytest.approx(0.0, abs=1e-6), case
+        assert result["kl"][1] > 0 and result["moved"] > 0, case
+    assert summary["full:offline"]["eval_judge_accuracy"] is not None  # the judge scored evaluation samples

@@ -44,7 +44,7 @@ def make_policy(tokenizer, seed=0, codebook=CODEBOOK):
     return CosyVoice2LM(config)
 
 
-def make_reward_model(seed=1, vocab=CODEBOOK, emotions=None):
+def make_reward_model(seed=1, vocab=CODEBOOK, emotions=None, max_positions=256):
     torch.manual_seed(seed)
     kwargs = {}
     if emotions is not None:
@@ -55,7 +55,7 @@ def make_reward_model(seed=1, vocab=CODEBOOK, emotions=None):
         num_hidden_layers=1,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=256,
+        max_position_embeddings=max_positions,
         **kwargs,
     )
     return RobustSERForAudioClassification(config)
@@ -220,6 +220,93 @@ def test_lora_reference_is_the_disabled_adapter(tmp_path, corpus, tokenizer):
             if "lora_B" in name:
                 param.add_(0.5)
     assert _kl_of(trainer) > 1e-4
+
+
+def test_a_trained_adapter_is_its_own_reference_not_the_bare_base_model(tmp_path, corpus, tokenizer):
+    """A PeftModel that arrives trained (e.g. LoRA-SFT) starts at its adapter: KL at step 1 is 0 (not KL to base)."""
+    from peft import LoraConfig, get_peft_model
+
+    policy = get_peft_model(make_policy(tokenizer), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in policy.named_parameters():
+            if "lora_B" in name:
+                param.add_(0.5)  # a non-zero adapter: the policy differs from its base model
+    trainer = make_trainer(tmp_path, corpus, tokenizer, policy=policy, beta=0.1, max_steps=2)
+    assert trainer.ref_adapter_name == "ref" and trainer.ref_model is None
+    assert _kl_of(trainer) == pytest.approx(0.0, abs=1e-6)
+    from rrpo_hf.ops import token_level_kl
+
+    batch = first_batch(trainer)
+    lm_inputs = {k: batch[k] for k in ("text_ids", "text_attention_mask", "speech_ids", "speech_attention_mask")}
+    with torch.no_grad():
+        out = policy(**lm_inputs)
+        with policy.disable_adapter():  # the bare base model, a wrong reference: far from where the policy starts
+            assert token_level_kl(out.logits, policy(**lm_inputs).logits, out.logits_mask) > 1e-3
+    ref_names = [name for name, _ in policy.named_parameters() if ".ref." in name]
+    assert ref_names and not any(policy.get_parameter(name).requires_grad for name in ref_names)
+    reference_before = {name: policy.get_parameter(name).detach().clone() for name in ref_names}
+    trained_before = {name: p.detach().clone() for name, p in policy.named_parameters() if p.requires_grad}
+    assert trained_before and all(".default." in name for name in trained_before)
+
+    trainer.train()
+    kl = [entry["kl"] for entry in trainer.state.log_history if "kl" in entry]
+    assert kl[0] == pytest.approx(0.0, abs=1e-6) and kl[1] > 0
+    assert policy.active_adapter == "default"
+    assert all(torch.equal(policy.get_parameter(name), value) for name, value in reference_before.items())
+    assert any(not torch.equal(policy.get_parameter(name), value) for name, value in trained_before.items())
+    assert {name for name, p in policy.named_parameters() if p.requires_grad} == set(trained_before)
+
+    # The saved result is the trained adapter alone: the frozen "ref" copy is not written beside it.
+    trainer.args.save_merged = False
+    trainer.save_model(str(tmp_path / "adapter_save"))
+    saved = sorted(path.name for path in (tmp_path / "adapter_save").iterdir())
+    assert "adapter_model.safetensors" in saved and "ref" not in saved and "model.safetensors" not in saved
+    from safetensors.torch import load_file
+
+    saved_keys = load_file(tmp_path / "adapter_save" / "adapter_model.safetensors").keys()
+    assert saved_keys and not any(".ref." in key for key in saved_keys)
+
+
+def test_offline_speech_longer_than_the_reward_model_reads_fails_before_training(tmp_path, corpus, tokenizer):
+    lengths = [len(tokens) for tokens in corpus["train"]["speech_tokens"]]
+    limit = sorted(lengths)[len(lengths) // 2]
+    first_long_row = next(row for row, length in enumerate(lengths) if length > limit)
+    with pytest.raises(
+        ValueError,
+        match=rf"Row {first_long_row} of the train dataset has {lengths[first_long_row]} speech tokens.*"
+        rf"max_position_embeddings={limit}.*--max_speech_length {limit}",
+    ):
+        make_trainer(tmp_path, corpus, tokenizer, reward_model=make_reward_model(max_positions=limit))
+    with pytest.raises(ValueError, match=f"max_speech_length={limit + 1} exceeds.*max_position_embeddings={limit}"):
+        make_trainer(
+            tmp_path, corpus, tokenizer, reward_model=make_reward_model(max_positions=limit),
+            max_speech_length=limit + 1,
+        )
+
+    # The fix the message names: truncate the long rows to what the reward model reads, and train.
+    trainer = make_trainer(
+        tmp_path, corpus, tokenizer, reward_model=make_reward_model(max_positions=limit), max_speech_length=limit,
+        max_steps=1,
+    )
+    truncated = [len(tokens) for tokens in trainer.train_dataset["speech_tokens"]]
+    assert truncated == [min(length, limit) for length in lengths]
+    trainer.train()
+    assert trainer.state.global_step == 1
+
+
+def test_online_generation_is_capped_at_what_the_reward_model_reads(tmp_path, corpus, tokenizer, caplog):
+    with caplog.at_level("WARNING", logger="rrpo_hf.trainers.diffro_trainer"):
+        trainer = make_trainer(
+            tmp_path, corpus, tokenizer, reward_model=make_reward_model(max_positions=8), rollout="online",
+            max_new_tokens=None, max_steps=1,
+        )
+    assert trainer.max_speech_length == 8
+    assert "capped at 8 tokens" in caplog.text
+    batch = first_batch(trainer)
+    rollouts = trainer._generate(batch["text_ids"], batch["text_attention_mask"], trainer._rollout_generator)
+    assert max(len(tokens) for tokens in rollouts) == 8  # the ratio rule alone allows 20x the text tokens
+    trainer.train()
+    assert trainer.state.global_step == 1
 
 
 # ------------------------------------------------------------------------------------------------ training

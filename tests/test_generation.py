@@ -70,8 +70,12 @@ def test_ras_resamples_from_full_softmax_when_choice_repeats():
 
     history_with_zero = torch.full((4000, 10), 1)
     history_with_zero[:, -1] = 0
+    # Upstream's rule (default): the repeated id is excluded from the re-draw, so id 0 is never picked again.
     resampled = ras_sampling(logits, history_with_zero, generator=generator)
-    assert 0.07 < (resampled == 1).float().mean() < 0.13
+    assert (resampled == 1).all()
+    # The pre-2026 rule re-draws from the full softmax including id 0: it comes back about 90% of the time.
+    resampled = ras_sampling(logits, history_with_zero, exclude_repeated=False, generator=generator)
+    assert 0.87 < (resampled == 0).float().mean() < 0.93
 
     # Only the last win_size tokens count: a 0 eleven steps back does not trigger resampling.
     old_zero = torch.full((4000, 11), 1)

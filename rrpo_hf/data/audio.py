@@ -25,7 +25,7 @@ import io
 import json
 import logging
 import os
-import tempfile
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..utils.saving import atomic_write_text
 from .labels import CANONICAL_EMOTIONS, EXTRA_EMOTIONS, normalize_emotions
 
 
@@ -602,43 +603,81 @@ def _fingerprint(source_fingerprint: str, tokenizer: "SpeechTokenizer", validati
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def save_dataset_atomically(dataset: "datasets.Dataset | datasets.DatasetDict", output_dir: str | os.PathLike) -> Path:
-    """``save_to_disk`` into a temporary sibling folder, then rename: a crash never leaves half a dataset."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+#: Written into every folder `save_dataset_atomically` saves: the files of that dataset, so that the next save
+#: replaces exactly those and nothing a user put beside them.
+DATASET_MANIFEST_NAME = ".rrpo_dataset.json"
+_SAVE_TO_DISK_FILE = re.compile(
+    r"(.+/)?(state\.json|dataset_info\.json|dataset_dict\.json|data-\d{5}-of-\d{5}\.arrow)"
+)
+
+
+def _dataset_files_of_earlier_save(output_dir: Path) -> set[str] | None:
+    """The files of the dataset this function saved in ``output_dir`` earlier, or None if it saved none there."""
     try:
+        manifest = json.loads((output_dir / DATASET_MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    return set(manifest.get("files", []))
+
+
+def check_dataset_output_dir(output_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Raise `FileExistsError` unless `save_dataset_atomically(..., output_dir, overwrite)` may write there.
+
+    Allowed: a missing or empty folder, a folder holding a dataset saved by `save_dataset_atomically`, or any folder
+    with ``overwrite=True``. Call it before a long preparation so that a wrong ``--output_dir`` fails at once.
+    """
+    from ..utils.saving import JOURNAL_NAME, STAGING_PREFIX
+
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f"output_dir {str(output_dir)!r} is a file; pass a folder for the dataset.")
+    if overwrite or not output_dir.is_dir() or _dataset_files_of_earlier_save(output_dir) is not None:
+        return
+    present = sorted(
+        entry.name for entry in output_dir.iterdir() if not entry.name.startswith((STAGING_PREFIX, JOURNAL_NAME))
+    )
+    if present:
+        shown = ", ".join(present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+        raise FileExistsError(
+            f"output_dir {str(output_dir)!r} is not empty ({shown}) and holds no dataset saved by this tool. Pick "
+            "another folder, or pass overwrite=True (--overwrite_output_dir) to save the dataset there: its own files "
+            "(state.json, data-*.arrow, ...) replace any there, every other file is kept."
+        )
+
+
+def save_dataset_atomically(
+    dataset: "datasets.Dataset | datasets.DatasetDict", output_dir: str | os.PathLike, overwrite: bool = False
+) -> Path:
+    """``save_to_disk`` into ``output_dir`` so that a crash leaves the previous dataset or the new one, never half.
+
+    Only the dataset's own files are replaced: those of a dataset this function saved there before (listed in its
+    ``.rrpo_dataset.json``) and, with ``overwrite=True``, ``save_to_disk`` files of another dataset. Anything else in
+    the folder is kept. A non-empty folder that holds no dataset of this function needs ``overwrite=True``
+    (see `check_dataset_output_dir`).
+    """
+    from ..utils.saving import save_folder_atomically
+
+    output_dir = Path(output_dir)
+    check_dataset_output_dir(output_dir, overwrite=overwrite)
+    earlier = _dataset_files_of_earlier_save(output_dir) or set()
+
+    def replaces(relative: str) -> bool:
+        relative = relative.replace(os.sep, "/")
+        return relative in earlier or (overwrite and _SAVE_TO_DISK_FILE.fullmatch(relative) is not None)
+
+    def write(staging: Path) -> None:
         dataset.save_to_disk(str(staging))
-        if output_dir.exists():
-            backup = output_dir.with_name(f".{output_dir.name}.old")
-            if backup.exists():
-                _rmtree(backup)
-            output_dir.rename(backup)
-            staging.rename(output_dir)
-            _rmtree(backup)
-        else:
-            staging.rename(output_dir)
-    except BaseException:
-        _rmtree(staging)
-        raise
+        files = sorted(
+            os.path.relpath(os.path.join(root, name), staging).replace(os.sep, "/")
+            for root, _, names in os.walk(staging)
+            for name in names
+        )
+        manifest = {"written_by": "rrpo_hf.data.audio.save_dataset_atomically", "files": files}
+        (staging / DATASET_MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+
+    save_folder_atomically(output_dir, write, replaces=replaces)
     return output_dir
 
 
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, text)

@@ -17,6 +17,7 @@ import torch
 from ..ops.eam import sample_eam_plan
 from .labels import UnknownEmotionError, normalize_emotion
 from .padding import right_pad
+from .validation import describe_row
 
 
 @dataclass
@@ -62,38 +63,41 @@ class DataCollatorForSpeechEmotion:
         input_ids, attention_mask = right_pad(sequences, self.pad_token_id)
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.label_column is not None:
-            batch["labels"] = torch.tensor(
-                [self._label(feature[self.label_column], index) for index, feature in enumerate(features)], dtype=torch.long
-            )
+            labels = [self._label(row[self.label_column], describe_row(row, i)) for i, row in enumerate(features)]
+            batch["labels"] = torch.tensor(labels, dtype=torch.long)
         return batch
 
     def _check_columns(self, features):
         required = [self.tokens_column] + ([self.label_column] if self.label_column is not None else [])
         for index, feature in enumerate(features):
             if not isinstance(feature, Mapping):
-                raise TypeError(f"Feature {index} is a {type(feature).__name__}; expected a dict (a dataset row).")
+                raise TypeError(
+                    f"Sample {index} of the batch is a {type(feature).__name__}; expected a dict (a dataset row)."
+                )
             missing = [column for column in required if column not in feature]
             if missing:
                 raise KeyError(
-                    f"Feature {index} is missing column(s) {missing} (it has {sorted(feature)}). Rename your dataset columns "
+                    f"{describe_row(feature, index)} is missing column(s) {missing} (it has {sorted(feature)}). "
+                    "Rename your dataset columns "
                     f"(`dataset.rename_column(...)`), point the collator at them (`tokens_column=`, `label_column=`), or set "
                     "`remove_unused_columns=False` in the training arguments so the Trainer does not drop them."
                 )
 
     def _tokens(self, feature, index) -> list[int]:
+        where = describe_row(feature, index)
         tokens = feature[self.tokens_column]
         if isinstance(tokens, torch.Tensor):
             tokens = tokens.tolist()
         tokens = list(tokens)
         if not tokens:
             raise ValueError(
-                f"Feature {index} has an empty `{self.tokens_column}` sequence. Filter such rows first, e.g. "
+                f"{where} has an empty `{self.tokens_column}` sequence. Filter such rows first, e.g. "
                 f"`dataset.filter(lambda row: len(row['{self.tokens_column}']) > 0)`."
             )
         if self.max_length is not None and len(tokens) > self.max_length:
             if not self.truncation:
                 raise ValueError(
-                    f"Feature {index} has {len(tokens)} speech tokens, more than max_length={self.max_length}. Pass "
+                    f"{where} has {len(tokens)} speech tokens, more than max_length={self.max_length}. Pass "
                     "`truncation=True`, filter long rows, or use a model with larger max_position_embeddings."
                 )
             tokens = tokens[: self.max_length]
@@ -101,34 +105,36 @@ class DataCollatorForSpeechEmotion:
             bad = [token for token in tokens if not 0 <= int(token) < self.vocab_size]
             if bad:
                 raise ValueError(
-                    f"Feature {index} has token id {bad[0]} out of the codebook [0, {self.vocab_size}). Check the speech "
+                    f"{where} has token id {bad[0]} out of the codebook [0, {self.vocab_size}). Check the speech "
                     "tokenizer / vocab_size (CosyVoice2 S3 tokens lie in [0, 6561))."
                 )
         return tokens
 
-    def _label(self, label, index) -> int:
+    def _label(self, label, index: int | str) -> int:
+        # `index`: the position in the batch, or already a description of the row ("Dataset row 12").
+        where = index if isinstance(index, str) else f"Sample {index} of the batch"
         if isinstance(label, str):
             if self.label2id is None:
                 raise ValueError(
-                    f"Feature {index} has the string label {label!r}; the model needs integer ids. Cast the column with "
+                    f"{where} has the string label {label!r}; the model needs integer ids. Cast the column with "
                     "`dataset.cast_column('emotion', ClassLabel(names=...))` or pass `label2id=model.config.label2id`."
                 )
             try:
                 name = normalize_emotion(label)
             except UnknownEmotionError as error:
-                raise UnknownEmotionError(f"Feature {index}: {error}") from None
+                raise UnknownEmotionError(f"{where}: {error}") from None
             if name not in self.label2id:
                 raise UnknownEmotionError(
-                    f"Feature {index} has label {label!r} (canonical {name!r}), which the model does not predict; its "
+                    f"{where} has label {label!r} (canonical {name!r}), which the model does not predict; its "
                     f"labels are {sorted(self.label2id)}. Filter these rows or add the class to the model's id2label."
                 )
             return int(self.label2id[name])
         # ints, numpy ints and one-element integer tensors have __index__; floats and bools are rejected.
         if isinstance(label, bool) or not hasattr(label, "__index__"):
-            raise TypeError(f"Feature {index} has label {label!r} of type {type(label).__name__}; expected an int.")
+            raise TypeError(f"{where} has label {label!r} of type {type(label).__name__}; expected an int.")
         label = int(label)
         if label < 0 or (self.label2id is not None and label >= len(self.label2id)):
-            raise ValueError(f"Feature {index} has label id {label}, outside the model's classes.")
+            raise ValueError(f"{where} has label id {label}, outside the model's classes.")
         return label
 
 
@@ -158,6 +164,22 @@ class DataCollatorForEnergyAdaptiveMixup(DataCollatorForSpeechEmotion):
         if len(self.snr_range_db) != 2 or self.snr_range_db[0] > self.snr_range_db[1]:
             raise ValueError(f"`snr_range_db` must be (r_min, r_max) with r_min <= r_max, got {self.snr_range_db}.")
         self._generators: dict[int, torch.Generator] = {}
+        # Main-process stream states before recent calls, by call number: a DataLoader collates a batch ahead of
+        # the training step, so a checkpoint must record the state before the first batch *not yet trained on*.
+        self._calls = 0
+        self._states_before_call: dict[int, torch.Tensor] = {}
+
+    def plan_rng_state(self, batches_consumed: int) -> torch.Tensor | None:
+        """State of the main-process plan stream after `batches_consumed` batches (None if it is not known)."""
+        if batches_consumed == self._calls:
+            return self._generator().get_state()
+        return self._states_before_call.get(batches_consumed)
+
+    def set_plan_rng_state(self, state: torch.Tensor, batches_consumed: int) -> None:
+        """Continue the main-process plan stream from `plan_rng_state(batches_consumed)` (resuming a run)."""
+        self._generator().set_state(state)
+        self._calls = batches_consumed
+        self._states_before_call.clear()
 
     def _generator(self) -> torch.Generator:
         worker = torch.utils.data.get_worker_info()
@@ -169,6 +191,10 @@ class DataCollatorForEnergyAdaptiveMixup(DataCollatorForSpeechEmotion):
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         batch = super().__call__(features)
         generator = self._generator()
+        if torch.utils.data.get_worker_info() is None:
+            self._states_before_call[self._calls] = generator.get_state()
+            self._states_before_call.pop(self._calls - 8, None)  # a few batches of prefetch are all that matter
+            self._calls += 1
         # Always draw the coin so the stream advances the same way whatever the outcome.
         mix_this_batch = torch.rand((), generator=generator).item() < self.eam_probability
         if mix_this_batch and len(features) > 1:

@@ -11,6 +11,7 @@ import torch
 from .labels import UnknownEmotionError, normalize_emotion
 from .padding import right_pad
 from .speech_lm_collator import DataCollatorForCosyVoice2
+from .validation import describe_row
 
 
 @dataclass
@@ -20,8 +21,10 @@ class DataCollatorForDiffRO:
     Prompts are CosyVoice2 instruct texts (``instruction<|endofprompt|>text``, built by
     :class:`DataCollatorForCosyVoice2`). Returns ``text_ids`` / ``text_attention_mask``, the target emotion as reward
     model label ids (``emotion_labels``), the speech tokens when ``with_speech`` (``speech_ids`` /
-    ``speech_attention_mask``), and per-row metadata lists (``texts``, ``target_emotions`` as canonical names and,
-    when the column exists, ``languages``) for evaluation scorers.
+    ``speech_attention_mask``), a zero-shot prompt when a row has ``prompt_text`` / ``prompt_speech_tokens``
+    (``prompt_speech_ids`` / ``prompt_speech_attention_mask`` / ``text_ratio_lengths``, see
+    :class:`DataCollatorForCosyVoice2`), and per-row metadata lists (``texts``, ``target_emotions`` as canonical
+    names and, when the column exists, ``languages``) for evaluation scorers.
     """
 
     tokenizer: Any = field(metadata={"help": "Text tokenizer with CosyVoice2's `<|endofprompt|>` token."})
@@ -38,6 +41,12 @@ class DataCollatorForDiffRO:
     text_column: str = field(default="text", metadata={"help": "Column with the text to speak."})
     speech_column: str = field(default="speech_tokens", metadata={"help": "Column with the speech tokens."})
     emotion_column: str = field(default="emotion", metadata={"help": "Column with the target emotion."})
+    prompt_text_column: str = field(
+        default="prompt_text", metadata={"help": "Optional column: transcript of a zero-shot prompt utterance."}
+    )
+    prompt_speech_column: str = field(
+        default="prompt_speech_tokens", metadata={"help": "Optional column: speech tokens of the zero-shot prompt."}
+    )
     language_column: str = field(default="language", metadata={"help": "Optional column with the language."})
 
     def __post_init__(self):
@@ -50,18 +59,21 @@ class DataCollatorForDiffRO:
             text_column=self.text_column,
             speech_column=self.speech_column,
             emotion_column=self.emotion_column,
+            prompt_text_column=self.prompt_text_column,
+            prompt_speech_column=self.prompt_speech_column,
         )
 
     def target_emotion(self, row: Mapping[str, Any], row_index: int) -> str:
+        where = describe_row(row, row_index)
         if self.emotion_column not in row or row[self.emotion_column] is None:
             raise KeyError(
-                f"Row {row_index} has no '{self.emotion_column}': DiffRO needs a target emotion per prompt for the reward."
+                f"{where} has no '{self.emotion_column}': DiffRO needs a target emotion per prompt for the reward."
             )
-        name = self._lm_collator._emotion_name(row[self.emotion_column], row_index)
+        name = self._lm_collator._emotion_name(row[self.emotion_column], where)
         canonical = normalize_emotion(name)
         if canonical not in self.emotion_to_label_id:
             raise UnknownEmotionError(
-                f"Row {row_index}: target emotion {canonical!r} is not a label of the reward model "
+                f"{where}: target emotion {canonical!r} is not a label of the reward model "
                 f"({sorted(self.emotion_to_label_id)})."
             )
         return canonical
@@ -74,8 +86,7 @@ class DataCollatorForDiffRO:
             batch = self._lm_collator(features)
             batch.pop("labels")  # DiffRO has no token targets: the reward replaces them
         else:
-            text_ids, text_attention_mask = self._lm_collator.encode_prompts(features)
-            batch = {"text_ids": text_ids, "text_attention_mask": text_attention_mask}
+            batch = self._lm_collator.prompt_inputs(features)
         batch["emotion_labels"] = torch.tensor([self.emotion_to_label_id[e] for e in emotions], dtype=torch.long)
         batch["texts"] = [row[self.text_column] for row in features]
         batch["target_emotions"] = emotions

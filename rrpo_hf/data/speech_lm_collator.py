@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .labels import CANONICAL_EMOTIONS
+from .labels import CANONICAL_EMOTIONS, UnknownEmotionError
 from .padding import right_pad
+from .validation import describe_row
 
 
 #: Cross-entropy ignore index of `CosyVoice2LM` labels (upstream uses -1; transformers' convention is -100).
@@ -27,11 +29,28 @@ class DataCollatorForCosyVoice2:
     `rrpo_hf.models.cosyvoice2.prompts.build_instruct_text`); the instruction is the row's
     `instruction` when present, else the emotion template (e.g. "Your emotion is happy").
 
+    Zero-shot (voice cloning) rows may also carry `prompt_text` (the transcript of a prompt utterance)
+    and `prompt_speech_tokens` (its speech tokens), CosyVoice2's `inference_zero_shot` input: the LM
+    reads `[sos, prompt_text + text, task_id, prompt_speech, speech]` and only `speech` is a target.
+    The two come together (rows without them are ordinary rows in the same batch).
+
+    Bistream training (`bistream_probability > 0`, upstream uses 0.5): a row without prompt speech
+    whose speech/text token ratio exceeds `bistream_speech_chunk / bistream_text_chunk` (15 / 5) is,
+    with that probability, laid out as CosyVoice2's interleaved streaming-text sequence
+    `[sos, 5 text, 15 speech, ..., remaining text, task_id, remaining speech]`, whose targets put the
+    fill id (`speech_token_size + 2`) after every full speech chunk, so that the trained LM also
+    serves CosyVoice's `inference_bistream`.
+
     Returns a dict of tensors:
         `text_ids` / `text_attention_mask` (B, T): right-padded with the tokenizer's pad id;
         `speech_ids` / `speech_attention_mask` (B, S): right-padded with 0 (masked out);
         `labels` (B, S + 1): speech tokens followed by the eos id (`speech_token_size`), -100 on
-        padding, aligned with `CosyVoice2LMOutput.logits`.
+        padding, aligned with `CosyVoice2LMOutput.logits`; with bistream rows in the batch,
+        (B, S + max full chunks + 1), the fill id inserted after each full speech chunk of those rows;
+        `bistream` (B,) bool: only when `bistream_probability > 0`;
+        `prompt_speech_ids` / `prompt_speech_attention_mask` (B, P) and `text_ratio_lengths` (B,) (the
+        text tokens CosyVoice2's length bounds count: neither the prompt transcript nor the
+        instruction): only when a row of the batch has prompt speech.
     """
 
     tokenizer: Any = field(metadata={"help": "Text tokenizer with CosyVoice2's special tokens (`<|endofprompt|>`)."})
@@ -59,6 +78,32 @@ class DataCollatorForCosyVoice2:
     speech_column: str = field(default="speech_tokens", metadata={"help": "Column holding the target speech tokens."})
     instruction_column: str = field(default="instruction", metadata={"help": "Optional column of explicit instructions."})
     emotion_column: str = field(default="emotion", metadata={"help": "Optional column of emotions (name or class id)."})
+    prompt_text_column: str = field(
+        default="prompt_text",
+        metadata={"help": "Optional column: transcript of a zero-shot prompt utterance, read before the text."},
+    )
+    prompt_speech_column: str = field(
+        default="prompt_speech_tokens",
+        metadata={"help": "Optional column: speech tokens of the zero-shot prompt utterance, read after task_id."},
+    )
+    bistream_probability: float = field(
+        default=0.0,
+        metadata={
+            "help": "Probability of training an eligible row (speech/text ratio > speech_chunk / text_chunk, no "
+            "prompt speech) in CosyVoice2's bistream layout, so the LM also serves streaming text input. Upstream "
+            "CosyVoice2 trains with 0.5; 0 trains unistream only."
+        },
+    )
+    bistream_text_chunk: int = field(
+        default=5, metadata={"help": "Text tokens per bistream chunk (upstream mix_ratio[0]; must match the model)."}
+    )
+    bistream_speech_chunk: int = field(
+        default=15,
+        metadata={"help": "Speech tokens per bistream chunk (upstream mix_ratio[1]; must match the model)."},
+    )
+    seed: int | None = field(
+        default=None, metadata={"help": "Seed of the bistream coin flips (None: seeded from the global RNG)."}
+    )
     return_tensors: str = field(default="pt", metadata={"help": "Only 'pt' is supported."})
 
     def __post_init__(self):
@@ -76,15 +121,26 @@ class DataCollatorForCosyVoice2:
         self._emotion_names = list(names)
         if self.tokenizer.pad_token_id is None:
             raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` (CosyVoice2 uses <|endoftext|>).")
+        if not 0.0 <= self.bistream_probability <= 1.0:
+            raise ValueError(f"bistream_probability must be in [0, 1], got {self.bistream_probability}.")
+        if self.bistream_text_chunk < 1 or self.bistream_speech_chunk < 1:
+            raise ValueError(
+                "bistream chunk sizes must be positive, got "
+                f"{self.bistream_text_chunk} and {self.bistream_speech_chunk}."
+            )
+        # Seeded from the global RNG when no seed is given, so `transformers.set_seed` makes runs repeatable.
+        self._bistream_rng = random.Random(self.seed if self.seed is not None else random.getrandbits(64))
 
-    def _emotion_name(self, value, row_index: int) -> str:
+    def _emotion_name(self, value, row_index: int | str) -> str:
+        # `row_index`: the row's position in the batch, or already a description such as "Dataset row 12".
+        where = row_index if isinstance(row_index, str) else f"Sample {row_index} of the batch"
         if isinstance(value, str):
             return value
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"Row {row_index}: emotion must be a name or a class id, got {value!r}.")
+            raise TypeError(f"{where}: emotion must be a name or a class id, got {value!r}.")
         if not 0 <= value < len(self._emotion_names):
             raise ValueError(
-                f"Row {row_index}: emotion id {value} is outside the {len(self._emotion_names)} known names "
+                f"{where}: emotion id {value} is outside the {len(self._emotion_names)} known names "
                 f"{self._emotion_names}; pass `emotion_names=dataset.features['{self.emotion_column}']`."
             )
         return self._emotion_names[value]
@@ -93,67 +149,168 @@ class DataCollatorForCosyVoice2:
         """The text the LM reads for one row (instruction + `<|endofprompt|>` + text, or the bare text)."""
         from ..models.cosyvoice2.prompts import build_instruct_text
 
+        where = describe_row(row, row_index)
         if self.text_column not in row:
-            raise KeyError(f"Row {row_index} has no '{self.text_column}' column (columns: {sorted(row)}).")
+            raise KeyError(f"{where} has no '{self.text_column}' column (columns: {sorted(row)}).")
         text = row[self.text_column]
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"Row {row_index}: '{self.text_column}' must be a non-empty string, got {text!r}.")
+            raise ValueError(
+                f"{where}: '{self.text_column}' must be a non-empty string, got {text!r}. "
+                "Drop the row or give it text."
+            )
         if not self.use_instruction:
             return text
         instruction = row.get(self.instruction_column) or None  # datasets fill missing strings with ""
         emotion = row.get(self.emotion_column)
         if instruction is None and emotion is None:
             raise KeyError(
-                f"Row {row_index} has neither '{self.instruction_column}' nor '{self.emotion_column}', so no instruction "
+                f"{where} has neither '{self.instruction_column}' nor '{self.emotion_column}', so no instruction "
                 "can be built; add one of them or set use_instruction=False."
             )
         if instruction is not None:
             return build_instruct_text(text, instruction=instruction, template=self.instruction_template)
-        return build_instruct_text(text, emotion=self._emotion_name(emotion, row_index), template=self.instruction_template)
+        try:
+            return build_instruct_text(
+                text, emotion=self._emotion_name(emotion, where), template=self.instruction_template
+            )
+        except UnknownEmotionError as error:
+            raise UnknownEmotionError(f"{where}: {error}") from None
 
     def _speech_tokens(self, row: Mapping[str, Any], row_index: int) -> list[int]:
+        where = describe_row(row, row_index)
         if self.speech_column not in row:
-            raise KeyError(f"Row {row_index} has no '{self.speech_column}' column (columns: {sorted(row)}).")
+            raise KeyError(f"{where} has no '{self.speech_column}' column (columns: {sorted(row)}).")
         tokens = row[self.speech_column]
         tokens = tokens.tolist() if hasattr(tokens, "tolist") else list(tokens)
         if len(tokens) == 0:
-            raise ValueError(f"Row {row_index} has empty '{self.speech_column}'; drop it before training.")
+            raise ValueError(f"{where} has empty '{self.speech_column}'; drop it before training.")
         low, high = min(tokens), max(tokens)
         if low < 0 or high >= self.speech_token_size:
             raise ValueError(
-                f"Row {row_index}: speech token ids must lie in [0, {self.speech_token_size}), found range [{low}, {high}]. "
+                f"{where}: speech token ids must lie in [0, {self.speech_token_size}), found range [{low}, {high}]. "
                 "Check that speech_token_size matches the model's codebook and that stop ids were stripped."
             )
         return [int(t) for t in tokens]
 
-    def encode_prompts(self, features: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(text_ids, text_attention_mask)`` of the rows' prompts, truncated to ``max_text_length``, right-padded."""
-        prompts = [self.prompt_text(row, i) for i, row in enumerate(features)]
-        text_rows = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    def zero_shot_prompt(self, row: Mapping[str, Any], row_index: int = 0) -> tuple[str, list[int]] | None:
+        """``(prompt_text, prompt_speech_tokens)`` of a zero-shot row, or None for a row without a prompt."""
+        where = describe_row(row, row_index)
+        prompt_text = row.get(self.prompt_text_column) or None  # datasets fill missing strings with ""
+        prompt_speech = row.get(self.prompt_speech_column)
+        if prompt_speech is not None:
+            prompt_speech = prompt_speech.tolist() if hasattr(prompt_speech, "tolist") else list(prompt_speech)
+            prompt_speech = prompt_speech or None
+        if prompt_text is None and prompt_speech is None:
+            return None
+        if prompt_text is None or prompt_speech is None:
+            have, lack = (
+                (self.prompt_text_column, self.prompt_speech_column)
+                if prompt_speech is None
+                else (self.prompt_speech_column, self.prompt_text_column)
+            )
+            raise ValueError(
+                f"{where} has '{have}' but no '{lack}': a zero-shot prompt needs both the prompt utterance's "
+                "transcript and its speech tokens. Fill both or neither."
+            )
+        if not isinstance(prompt_text, str):
+            raise TypeError(f"{where}: '{self.prompt_text_column}' must be a string, got {prompt_text!r}.")
+        low, high = min(prompt_speech), max(prompt_speech)
+        if low < 0 or high >= self.speech_token_size:
+            raise ValueError(
+                f"{where}: '{self.prompt_speech_column}' ids must lie in [0, {self.speech_token_size}), found range "
+                f"[{low}, {high}]. Strip stop ids and check the codebook size."
+            )
+        return prompt_text, [int(t) for t in prompt_speech]
+
+    def _encode(self, features: Sequence[Mapping[str, Any]]):
+        """Per row: LM text ids (prompt transcript + text), the count of them the length bounds use, prompt speech."""
+        texts = [self.prompt_text(row, i) for i, row in enumerate(features)]
+        prompts = [self.zero_shot_prompt(row, i) for i, row in enumerate(features)]
+        text_rows = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         for i, ids in enumerate(text_rows):
             if len(ids) == 0:
-                raise ValueError(f"Row {i}: the tokenizer produced no ids for {prompts[i]!r}.")
+                raise ValueError(f"{describe_row(features[i], i)}: the tokenizer produced no ids for {texts[i]!r}.")
+        # Everything before the spoken text (prompt transcript, instruction, <|endofprompt|>) is a prefix the
+        # length bounds do not count; truncation cuts the end, so it shortens the spoken text first.
+        prefix_lengths = [len(ids) - self._spoken_length(ids) for ids in text_rows]
+        prompt_ids = {}
+        if any(prompts):
+            # Tokenized apart from the text and prepended, as upstream's frontend does (no BPE merge across them).
+            with_prompt = [i for i, prompt in enumerate(prompts) if prompt is not None]
+            encoded = self.tokenizer([prompts[i][0] for i in with_prompt], add_special_tokens=False)["input_ids"]
+            prompt_ids = dict(zip(with_prompt, encoded))
+            text_rows = [prompt_ids.get(i, []) + ids for i, ids in enumerate(text_rows)]
+            prefix_lengths = [prefix + len(prompt_ids.get(i, [])) for i, prefix in enumerate(prefix_lengths)]
         if self.max_text_length is not None:
             text_rows = [ids[: self.max_text_length] for ids in text_rows]
-        return right_pad(text_rows, self.tokenizer.pad_token_id)
+        ratio_lengths = [max(len(ids) - prefix, 0) for ids, prefix in zip(text_rows, prefix_lengths)]
+        prompt_speech = [prompt[1] if prompt is not None else [] for prompt in prompts]
+        return text_rows, ratio_lengths, prompt_speech
+
+    def _spoken_length(self, ids: list[int]) -> int:
+        """Text tokens after the last ``<|endofprompt|>`` (all of them without one): what the length bounds count."""
+        from ..models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
+
+        end_id = self.tokenizer.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
+        positions = [i for i, token in enumerate(ids) if token == end_id]
+        return len(ids) - positions[-1] - 1 if positions else len(ids)
+
+    def prompt_inputs(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """The generation inputs of the rows: ``text_ids`` / ``text_attention_mask`` and, when a row has a zero-shot
+        prompt, ``prompt_speech_ids`` / ``prompt_speech_attention_mask`` / ``text_ratio_lengths``."""
+        text_rows, ratio_lengths, prompt_speech = self._encode(features)
+        return self._prompt_batch(text_rows, ratio_lengths, prompt_speech)
+
+    def _prompt_batch(self, text_rows, ratio_lengths, prompt_speech) -> dict[str, torch.Tensor]:
+        text_ids, text_attention_mask = right_pad(text_rows, self.tokenizer.pad_token_id)
+        batch = {"text_ids": text_ids, "text_attention_mask": text_attention_mask}
+        if any(prompt_speech):
+            batch["prompt_speech_ids"], batch["prompt_speech_attention_mask"] = right_pad(prompt_speech, 0)
+            batch["text_ratio_lengths"] = torch.tensor(ratio_lengths, dtype=torch.long)
+        return batch
+
+    def encode_prompts(self, features: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(text_ids, text_attention_mask)`` of the rows' prompts (a zero-shot transcript first), truncated to
+        ``max_text_length``, right-padded."""
+        batch = self.prompt_inputs(features)
+        return batch["text_ids"], batch["text_attention_mask"]
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if len(features) == 0:
             raise ValueError("DataCollatorForCosyVoice2 got an empty batch.")
-        text_ids, text_attention_mask = self.encode_prompts(features)
+        text_rows, ratio_lengths, prompt_speech = self._encode(features)
+        batch = self._prompt_batch(text_rows, ratio_lengths, prompt_speech)
         speech = [self._speech_tokens(row, i) for i, row in enumerate(features)]
         speech_ids, speech_attention_mask = right_pad(speech, 0)
-        # targets: the speech tokens, then eos closing every utterance, IGNORE_INDEX after
-        labels = torch.full((len(speech), speech_ids.shape[1] + 1), IGNORE_INDEX, dtype=torch.long)
-        labels[:, :-1] = speech_ids.masked_fill(speech_attention_mask == 0, IGNORE_INDEX)
-        labels[torch.arange(len(speech)), speech_attention_mask.sum(dim=1)] = self.speech_token_size
-        return {
-            "text_ids": text_ids,
-            "text_attention_mask": text_attention_mask,
-            "speech_ids": speech_ids,
-            "speech_attention_mask": speech_attention_mask,
-            "labels": labels,
-        }
+        bistream = [self._draw_bistream(len(text), len(tokens), bool(prompt)) for text, tokens, prompt in zip(
+            text_rows, speech, prompt_speech)]
+        full_chunks = [len(text) // self.bistream_text_chunk if on else 0 for text, on in zip(text_rows, bistream)]
+        # The model's logits have width S + max(full chunks) + 1; the labels match it.
+        labels = torch.full((len(speech), speech_ids.shape[1] + max(full_chunks) + 1), IGNORE_INDEX, dtype=torch.long)
+        for row, (tokens, chunks) in enumerate(zip(speech, full_chunks)):
+            targets = self._targets(tokens, chunks)
+            labels[row, : len(targets)] = torch.tensor(targets, dtype=torch.long)
+        batch.update(speech_ids=speech_ids, speech_attention_mask=speech_attention_mask, labels=labels)
+        if self.bistream_probability > 0:
+            batch["bistream"] = torch.tensor(bistream, dtype=torch.bool)
+        return batch
+
+    def _draw_bistream(self, text_length: int, speech_length: int, has_prompt: bool) -> bool:
+        """Upstream's rule: a coin flip with `bistream_probability`, for rows whose speech/text ratio exceeds
+        speech_chunk / text_chunk (the coin is flipped first and for every row, as upstream does)."""
+        if self.bistream_probability <= 0:
+            return False
+        heads = self._bistream_rng.random() < self.bistream_probability
+        eligible = speech_length * self.bistream_text_chunk > text_length * self.bistream_speech_chunk
+        return heads and eligible and not has_prompt
+
+    def _targets(self, tokens: list[int], full_chunks: int) -> list[int]:
+        """The speech tokens, a fill id after each of the first `full_chunks` speech chunks, then eos."""
+        fill_id, chunk = self.speech_token_size + 2, self.bistream_speech_chunk
+        targets = []
+        for block in range(full_chunks):
+            targets += tokens[block * chunk : (block + 1) * chunk] + [fill_id]
+        return targets + tokens[full_chunks * chunk :] + [self.speech_token_size]
 
 
 __all__ = ["DataCollatorForCosyVoice2", "IGNORE_INDEX"]

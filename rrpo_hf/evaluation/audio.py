@@ -38,6 +38,7 @@ from rrpo_hf.data.audio import (
 )
 from rrpo_hf.data.labels import normalize_emotions
 from rrpo_hf.data.speech_tokenizer import SpeechTokenizer
+from rrpo_hf.utils.saving import atomic_write
 
 
 #: A judge scores a batch of 16 kHz waveforms against their target emotions, one float per clip.
@@ -234,10 +235,10 @@ def plot_histograms(per_clip: list[dict[str, Any]], metrics: Sequence[str], path
         axis.legend(fontsize="small")
     figure.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    os.replace(tmp, path)
+    try:
+        atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils.saving import atomic_write, atomic_write_text
+
 #: Reward-model ablation rows of the paper's Table 2 (cumulative, each one flag away from the previous one).
 RM_VARIANTS: dict[str, dict[str, Any]] = {
     "base": dict(label_smoothing=0.0, use_eam=False, adv_alpha=0.0),
@@ -656,19 +658,11 @@ def plot_curves(per_seed: list[dict], methods: Sequence[str], output_dir: str | 
 
 
 def _atomic_savefig(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    os.chmod(tmp.name, 0o644)  # NamedTemporaryFile creates 0600; outputs are meant to be shared
-    os.replace(tmp.name, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, path)
+    atomic_write_text(path, text)
 
 
 def render_report(cfg: RewardHackingStudyConfig, summary: dict, plots: Sequence[str], wall_time_s: float) -> str:

@@ -35,6 +35,9 @@ class DiffROConfig(TrainingArguments):
             `"online"`: generate the tokens with the current policy at every step (no gradient through sampling).
         top_p, top_k, win_size, tau_r (*optional*, defaults to `0.8`, `25`, `10`, `0.1`):
             CosyVoice2's repetition-aware sampling, for online rollouts and evaluation.
+        ras_exclude_repeated (`bool`, *optional*, defaults to `True`):
+            Upstream's re-draw rule (the repeated id is excluded); `False` re-draws including it (pre-2026 rule).
+            Passed to `generate_speech_tokens(exclude_repeated=...)`.
         min_len_ratio, max_len_ratio (`float`, *optional*, defaults to `2.0`, `20.0`):
             Generated length bounds as multiples of the target text tokens (CosyVoice2's rule).
         max_new_tokens (`int` or `None`, *optional*, defaults to `None`):
@@ -67,6 +70,11 @@ class DiffROConfig(TrainingArguments):
             Dataset columns of the target emotion, the text to speak and the (offline) speech tokens.
         max_text_length (`int` or `None`, *optional*, defaults to `None`):
             Truncate prompt text ids to this many tokens.
+        max_speech_length (`int` or `None`, *optional*, defaults to `None`):
+            The most speech tokens the reward model reads per sample. Offline rows longer than this are truncated to
+            it; generated speech (online rollouts, evaluation) stops at it. `None`: the reward model's (and judge's)
+            `max_position_embeddings`; then an offline row longer than that fails before training, naming the row.
+            Generation is always capped at what the reward model and judge can read (a warning says so).
 
         > Models
 
@@ -74,6 +82,13 @@ class DiffROConfig(TrainingArguments):
             Keyword arguments for `from_pretrained` when `model` / `reward_model` are paths.
         eval_seed (`int`, *optional*, defaults to `1234`):
             Seed of the sampling during evaluation (the same prompts get comparable samples at every evaluation).
+
+        > Saving
+
+        save_merged (`bool`, *optional*, defaults to `True`):
+            With a LoRA adapter, the final save (and `push_to_hub`) writes the merged model, loadable with
+            `CosyVoice2LM.from_pretrained`; `False` writes the adapter instead (load it with PEFT on the base model
+            its `adapter_config.json` names). A folder never holds both; checkpoints always hold the adapter.
     """
 
     _VALID_DICT_FIELDS = TrainingArguments._VALID_DICT_FIELDS + ["model_init_kwargs", "reward_model_init_kwargs"]
@@ -103,6 +118,13 @@ class DiffROConfig(TrainingArguments):
     win_size: int = field(default=10, metadata={"help": "Window of recent tokens checked for repetitions (10)."})
     tau_r: float = field(
         default=0.1, metadata={"help": "Repetition threshold ratio: re-draw when count >= win_size * tau_r (0.1)."}
+    )
+    ras_exclude_repeated: bool = field(
+        default=True,
+        metadata={
+            "help": "Exclude the repeated id from the repetition-aware re-draw (CosyVoice since Feb 2026). False "
+            "keeps the older rule, whose re-draw may pick it again, for comparing with older releases."
+        },
     )
     min_len_ratio: float = field(
         default=2.0, metadata={"help": "Minimum generated length, as a multiple of the target text tokens (2.0)."}
@@ -148,8 +170,25 @@ class DiffROConfig(TrainingArguments):
     max_text_length: int | None = field(
         default=None, metadata={"help": "Truncate prompt text ids to this many tokens (None: keep them whole)."}
     )
+    max_speech_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most speech tokens the reward model reads per sample: longer offline rows are truncated to it "
+            "and generation (online rollouts, evaluation) stops at it. None: the reward model's (and judge's) "
+            "max_position_embeddings, and a longer offline row fails before training. Generation is always capped at "
+            "what the reward model can read."
+        },
+    )
     eval_seed: int = field(
         default=1234, metadata={"help": "Seed of the sampling used during evaluation (comparable across evals)."}
+    )
+    save_merged: bool = field(
+        default=True,
+        metadata={
+            "help": "With a LoRA adapter, `save_model` and `push_to_hub` write the merged model (a plain "
+            "CosyVoice2LM); False: the adapter, whose adapter_config.json names the base model. Never both in one "
+            "folder; checkpoints always hold the adapter."
+        },
     )
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
@@ -188,6 +227,8 @@ class DiffROConfig(TrainingArguments):
             raise ValueError(
                 f"Need 0 < min_len_ratio <= max_len_ratio, got {self.min_len_ratio} and {self.max_len_ratio}."
             )
+        if self.max_speech_length is not None and self.max_speech_length < 1:
+            raise ValueError(f"max_speech_length must be >= 1 or None, got {self.max_speech_length}.")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 or None, got {self.max_new_tokens}.")
         if self.label_smoothing_factor != 0:

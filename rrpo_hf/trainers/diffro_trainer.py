@@ -11,21 +11,22 @@ One training step (ARCHITECTURE.md, "DiffRO / RRPO step"):
 4. the frozen RM reads ``y`` (``F = y @ E``) -> ``L_emo`` (Eq. 3 with label smoothing, λ = 0) and, for RRPO
    (``reward_adv_alpha > 0``), ``L_adv`` on ``classify(h' + δ)`` with ``δ`` the FGM perturbation of Eq. 4:
    ``L_ser = L_emo + α·L_adv`` (Eq. 5), reward ``R = -L_ser``;
-5. ``KL = mean_t Σ_k P_θ (log P_θ - log P_ref)`` over the full speech vocabulary, reference = the policy with its
-   LoRA adapter disabled, or a frozen copy (full fine-tuning);
+5. ``KL = mean_t Σ_k P_θ (log P_θ - log P_ref)`` over the full speech vocabulary, reference = the policy's
+   starting point: the base model (a fresh LoRA adapter, disabled), a frozen "ref" copy of an adapter that arrived
+   trained, or a frozen copy of the policy (full fine-tuning; a ZeRO-3 inference engine, sharded, under ZeRO-3);
 6. ``loss = L_ser + β·KL``.
 
-The reward model (and the optional judge) are plain modules on the device: never prepared by the Accelerator or
-wrapped in a DeepSpeed engine (a DeepSpeed engine rejects a backward pass it did not start), in eval mode with
-frozen parameters, but gradients flow through their inputs.
+The reward model (and the optional judge) are plain modules with full weights on every rank, even under ZeRO-3
+with ``zero3_init_flag`` (they are loaded outside ``deepspeed.zero.Init``): never prepared by the Accelerator or
+wrapped in a DeepSpeed engine, in eval mode with frozen parameters, but gradients flow through their inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -46,7 +47,9 @@ from ..models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_ge
 from ..models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
 from ..models.robust_ser import RobustSERForAudioClassification  # noqa: F401  (registers the Auto classes)
 from ..ops import fgm_perturbation, gumbel_softmax_sample, mixup_emotion_loss, token_entropy, token_level_kl
+from ..utils.saving import atomic_write_text
 from .diffro_config import DiffROConfig
+from .saving import MergedSaveMixin
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +86,22 @@ Method: **{{ method }}**.
 
 ## Usage
 
+{% if saved_format == "adapter" %}This repository holds the LoRA adapter only; its base model is `{{ adapter_base }}`.
+
+```python
+from peft import PeftModel
+from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
+
+policy = PeftModel.from_pretrained(CosyVoice2LM.from_pretrained("{{ adapter_base }}"), "{{ model_id }}")
+```
+{% else %}This repository holds the {% if saved_format == "merged" %}merged (LoRA folded into the base weights){% else %}full{% endif %} model.
+
 ```python
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
-from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens
 
 policy = CosyVoice2LM.from_pretrained("{{ model_id }}")
 ```
-
+{% endif %}
 `DiffROTrainer.export_cosyvoice(path)` writes an `llm.pt` that CosyVoice2 loads with its own flow and vocoder.
 
 ### Framework versions
@@ -106,10 +118,110 @@ def _freeze(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def _is_zero3_partitioned(module: torch.nn.Module) -> bool:
+    """Whether `module` holds DeepSpeed ZeRO-3 shards (built inside `deepspeed.zero.Init`) instead of full tensors."""
+    return any(hasattr(param, "ds_id") for param in module.parameters())
+
+
+@contextlib.contextmanager
+def _zero3_init_disabled():
+    """`from_pretrained` / `_from_config` build full, unpartitioned weights inside this block, even under ZeRO-3.
+
+    Transformers builds a model inside `deepspeed.zero.Init` while a ZeRO-3 `HfDeepSpeedConfig` is registered
+    (`zero3_init_flag: true`); the registration is a weak reference that the training arguments keep alive, so it
+    is lifted here and put back afterwards.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    # Transformers exposes set/unset but no getter of the registered object (deepspeed_config() returns a dict).
+    registered = hf_deepspeed._hf_deepspeed_config_weak_ref
+    config = registered() if registered is not None else None
+    if config is None or not config.is_zero3():
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
+
+
+def _copy_parameters(pairs: list[tuple[torch.nn.Parameter, torch.nn.Parameter]]) -> None:
+    """``target.copy_(source)`` for each pair; ZeRO-3 shards are gathered one pair at a time (collective).
+
+    One pair at a time keeps the peak memory at one full parameter, so a sharded copy is made without ever holding
+    a whole unsharded model.
+    """
+    for source, target in pairs:
+        partitioned = [param for param in (source, target) if hasattr(param, "ds_id")]
+        if not partitioned:
+            with torch.no_grad():
+                target.copy_(source)
+            continue
+        import deepspeed  # only here: shards exist only when DeepSpeed is installed and running
+
+        # modifier_rank=0: rank 0's copy is re-partitioned to every rank (all ranks hold the same source values).
+        with deepspeed.zero.GatheredParameters(partitioned, modifier_rank=0), torch.no_grad():
+            target.copy_(source)
+
+
+def _rebuilt_copy(module: PreTrainedModel, partitioned: bool) -> PreTrainedModel:
+    """A new `type(module)` from its config, filled with `module`'s values one parameter at a time.
+
+    `partitioned`: built inside `deepspeed.zero.Init` (ZeRO-3 registered), so the copy is sharded too; else with
+    full weights on every rank.
+    """
+    dtype = next(module.parameters()).dtype
+    with contextlib.nullcontext() if partitioned else _zero3_init_disabled():
+        rebuilt = type(module)._from_config(module.config, dtype=dtype)
+    sources = dict(module.named_parameters())
+    _copy_parameters([(sources[name], param) for name, param in rebuilt.named_parameters()])
+    source_buffers = dict(module.named_buffers())
+    with torch.no_grad():
+        for name, buffer in rebuilt.named_buffers():
+            buffer.copy_(source_buffers[name])  # ZeRO-3 never partitions buffers
+    return rebuilt
+
+
+def _full_weight_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """An unpartitioned copy of a ZeRO-3-partitioned `PreTrainedModel` (gathered one parameter at a time)."""
+    if not isinstance(module, PreTrainedModel):
+        raise TypeError(
+            f"The {type(module).__name__} holds ZeRO-3 shards and is not a PreTrainedModel, so it cannot be rebuilt "
+            "with full weights; pass the folder it was saved to instead."
+        )
+    return _rebuilt_copy(module, partitioned=False)
+
+
+def _reference_copy(policy: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy of a fully fine-tuned policy: ZeRO-3 shards stay shards (rebuilt partitioned, then filled)."""
+    if not _is_zero3_partitioned(policy):
+        return _freeze(copy.deepcopy(policy))
+    return _freeze(_rebuilt_copy(policy, partitioned=True))
+
+
+@contextlib.contextmanager
+def _use_adapter(model, adapter_name: str):
+    """Run `model` (a `PeftModel`) with `adapter_name` active, then restore the adapter and every `requires_grad`.
+
+    PEFT's `set_adapter` marks the active adapter trainable and the others frozen; the flags are put back so that
+    the frozen reference adapter never becomes trainable and the trained one never stops being so.
+    """
+    previous = model.active_adapter
+    trainable = {name: param.requires_grad for name, param in model.named_parameters()}
+    model.set_adapter(adapter_name)
+    try:
+        yield
+    finally:
+        model.set_adapter(previous)
+        for name, param in model.named_parameters():
+            param.requires_grad_(trainable[name])
+
+
 # ---------------------------------------------------------------------------------------------------------- trainer
 
 
-class DiffROTrainer(Trainer):
+class DiffROTrainer(MergedSaveMixin, Trainer):
     """Trainer for DiffRO / RRPO policy optimisation of a [`CosyVoice2LM`] against a frozen emotion reward model.
 
     Args:
@@ -124,8 +236,9 @@ class DiffROTrainer(Trainer):
         train_dataset, eval_dataset ([`~datasets.Dataset`]): rows with `text`, `emotion` (ClassLabel or names),
             optionally `instruction`, and `speech_tokens` for offline rollouts. `eval_dataset` may be a dict.
         processing_class: the text tokenizer; loaded from `model` when that is a path.
-        peft_config ([`~peft.PeftConfig`], *optional*): train a LoRA adapter; the reference policy is then the
-            model with its adapter disabled (no second copy).
+        peft_config ([`~peft.PeftConfig`], *optional*): train a new LoRA adapter; the reference policy is then the
+            model with its adapter disabled (no second copy). A `model` that is already a `PeftModel` (e.g. a
+            LoRA-SFT adapter) is trained as is, and its reference is a frozen copy of its adapter ("ref").
         callbacks, optimizers: as in [`~transformers.Trainer`].
         judge_model (*optional*): a second, independent emotion classifier (path or model) used only in
             evaluation, so that a policy that fools the training RM but not the judge is visible.
@@ -176,10 +289,11 @@ class DiffROTrainer(Trainer):
                 "(load_cosyvoice2_tokenizer / build_tiny_cosyvoice2_tokenizer)."
             )
 
+        given_adapter = hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
         if peft_config is not None:
-            from peft import PeftModel, get_peft_model
+            from peft import get_peft_model
 
-            if isinstance(model, PeftModel):
+            if given_adapter:
                 raise ValueError("`model` already carries a PEFT adapter; pass `peft_config=None` to train it as is.")
             model = get_peft_model(model, peft_config)
         self.is_peft_model = hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
@@ -198,10 +312,27 @@ class DiffROTrainer(Trainer):
                 self._check_vocabulary(classifier, name)
         self.emotion_to_label_id = self._label_lookup(self.reward_model)
 
-        # Full fine-tuning keeps a frozen copy as the reference; LoRA disables the adapter instead (no extra memory).
+        self.max_speech_length = self._resolve_max_speech_length(args)
+        generates = args.rollout == "online" or eval_dataset is not None
+        if generates and self.max_speech_length is not None and (
+            args.max_new_tokens is None or args.max_new_tokens > self.max_speech_length
+        ):
+            logger.warning(
+                f"Generated speech (online rollouts, evaluation) is capped at {self.max_speech_length} tokens, the "
+                "most the reward model / judge reads (max_speech_length, else their max_position_embeddings); longer "
+                "utterances are cut there. Set max_new_tokens <= that to choose the cap yourself."
+            )
+
+        # The reference policy (β > 0): full fine-tuning keeps a frozen copy (sharded under ZeRO-3, see below); a
+        # fresh LoRA adapter disables itself (the base model is its initial state); an adapter that arrives trained
+        # (e.g. LoRA-SFT) gets a frozen copy of itself, the "ref" adapter, since the bare base model is not where
+        # it starts.
         self.ref_model = None
+        self.ref_adapter_name = None
         if args.beta > 0 and not self.is_peft_model:
-            self.ref_model = _freeze(copy.deepcopy(model))
+            self.ref_model = _reference_copy(model)
+        elif args.beta > 0 and given_adapter:
+            self.ref_adapter_name = self._add_reference_adapter(model)
 
         self._train_emotion_names = None
         if train_dataset is not None:
@@ -229,9 +360,18 @@ class DiffROTrainer(Trainer):
             optimizers=optimizers,
         )
         device = self.accelerator.device
-        for frozen in (self.reward_model, self.judge_model, self.ref_model):
+        for frozen in (self.reward_model, self.judge_model):
             if frozen is not None:
                 frozen.to(device)
+        if self.ref_model is not None:
+            if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+                from trl.models import prepare_deepspeed
+
+                # A ZeRO-3 inference engine: the reference stays sharded like the policy and is gathered layer by
+                # layer in its (no-grad) forward, instead of a full copy on every rank.
+                self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
+            else:
+                self.ref_model.to(device)
         self._prompt_end_id = processing_class.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
         # Separate streams per process: ranks must draw different Gumbel noise and rollouts for the same seed.
         seed = args.seed + self.accelerator.process_index
@@ -248,11 +388,70 @@ class DiffROTrainer(Trainer):
 
     @staticmethod
     def _load_classifier(model, init_kwargs, name: str) -> torch.nn.Module:
+        """The reward model / judge as a plain module with full weights on every rank, even under ZeRO-3.
+
+        The policy's loss back-propagates through the reward model's forward, and the adversarial term takes
+        `torch.autograd.grad` w.r.t. its hidden states. ZeRO-3 shards would need gathering in that forward and
+        again in the policy's backward, and ZeRO-3's hooks re-wrap each module output separately, which cuts the
+        graph between `last_hidden_state` and `logits` that the adversarial gradient follows. The emotion
+        classifiers are small (the recipe's: ~20M parameters, against the 0.5B policy), so a full frozen copy per
+        rank costs little memory and no per-step all-gather; only the policy and its reference are sharded.
+        """
         if isinstance(model, str):
-            return AutoModelForAudioClassification.from_pretrained(model, **dict(init_kwargs or {}))
+            with _zero3_init_disabled():
+                return AutoModelForAudioClassification.from_pretrained(model, **dict(init_kwargs or {}))
         if isinstance(model, torch.nn.Module):
-            return model
+            return _full_weight_copy(model) if _is_zero3_partitioned(model) else model
         raise TypeError(f"`{name}` must be a path or a model, got {type(model).__name__}.")
+
+    def _resolve_max_speech_length(self, args: DiffROConfig) -> int | None:
+        """The generation cap: `args.max_speech_length`, else the fewest positions the reward model / judge read."""
+        limits = {
+            name: getattr(classifier.config, "max_position_embeddings", None)
+            for name, classifier in (("reward_model", self.reward_model), ("judge_model", self.judge_model))
+            if classifier is not None
+        }
+        for name, limit in limits.items():
+            if args.max_speech_length is not None and limit is not None and args.max_speech_length > limit:
+                raise ValueError(
+                    f"max_speech_length={args.max_speech_length} exceeds what the {name} reads "
+                    f"(max_position_embeddings={limit}); set max_speech_length <= {limit}."
+                )
+        if args.max_speech_length is not None:
+            return args.max_speech_length
+        known = [limit for limit in limits.values() if limit is not None]
+        return min(known) if known else None
+
+    def _add_reference_adapter(self, model) -> str | None:
+        """Copy the active (already trained) adapter into a frozen adapter "ref", the KL's reference policy."""
+        active = model.active_adapter
+        config = model.peft_config[active]
+        if getattr(config, "target_parameters", None):
+            # PEFT cannot hold a second adapter next to one with `target_parameters`.
+            logger.warning(
+                "The adapter uses `target_parameters`, next to which PEFT cannot add a frozen copy: the KL reference "
+                "is the base model with the adapter disabled, which equals the adapter's start only if it is fresh."
+            )
+            return None
+        name = "ref"
+        if name in model.peft_config:
+            raise ValueError(
+                f"The PEFT model already has an adapter named {name!r}; DiffROTrainer adds its frozen reference copy "
+                "under that name. Delete or rename it (model.delete_adapter) first."
+            )
+        trainable = {param_name: param.requires_grad for param_name, param in model.named_parameters()}
+        model.add_adapter(name, config)
+        if model.active_adapter != active:
+            model.set_adapter(active)
+        params = dict(model.named_parameters())
+        pairs = []
+        for param_name, param in params.items():
+            if f".{name}." in param_name:
+                pairs.append((params[param_name.replace(f".{name}.", f".{active}.")], param))
+        _copy_parameters(pairs)
+        for param_name, param in params.items():
+            param.requires_grad_(trainable.get(param_name, False))  # the new "ref" parameters stay frozen
+        return name
 
     def _check_vocabulary(self, classifier, name: str) -> None:
         rm_vocab = getattr(classifier.config, "vocab_size", None)
@@ -318,9 +517,47 @@ class DiffROTrainer(Trainer):
                     f"The {split} dataset's '{args.speech_column}' hold ids in [{low}, {high}], outside the policy's "
                     f"codebook [0, {self.policy_config.speech_token_size})."
                 )
-            if int(pc.min(pc.list_value_length(column)).as_py() or 0) == 0:
-                raise ValueError(f"The {split} dataset has empty '{args.speech_column}'; filter those rows out.")
+            lengths = pc.list_value_length(column)
+            if int(pc.min(lengths).as_py() or 0) == 0:
+                row = pc.index(lengths, 0).as_py()
+                raise ValueError(
+                    f"Row {row} of the {split} dataset has empty '{args.speech_column}'; filter such rows out."
+                )
+            dataset = self._fit_speech_to_reward_model(dataset, args, split, lengths)
         return dataset
+
+    def _fit_speech_to_reward_model(self, dataset: Dataset, args: DiffROConfig, split: str, lengths) -> Dataset:
+        """Offline rows longer than the reward model reads: truncated to `max_speech_length`, else an error now.
+
+        Without this check a long row crashes inside the reward model's forward at whichever step first draws it.
+        """
+        import pyarrow.compute as pc
+
+        longest = int(pc.max(lengths).as_py() or 0)
+        if args.max_speech_length is not None:
+            if longest <= args.max_speech_length:
+                return dataset
+            limit = args.max_speech_length
+            logger.warning(
+                f"{int(pc.sum(pc.greater(lengths, limit)).as_py())} row(s) of the {split} dataset have more than "
+                f"max_speech_length={limit} speech tokens; they are truncated to {limit}."
+            )
+            column = args.speech_column
+            return dataset.map(
+                lambda batch: {column: [tokens[:limit] for tokens in batch[column]]},
+                batched=True,
+                desc=f"Truncating {split} speech tokens to {limit}",
+            )
+        limit = getattr(self.reward_model.config, "max_position_embeddings", None)
+        if limit is None or longest <= limit:
+            return dataset
+        row = pc.index(pc.greater(lengths, limit), True).as_py()
+        raise ValueError(
+            f"Row {row} of the {split} dataset has {lengths[row].as_py()} speech tokens in '{args.speech_column}' "
+            f"(longest: {longest}), more than the reward model reads (max_position_embeddings={limit}). Filter the "
+            f"long rows out (dataset.filter(lambda row: len(row['{args.speech_column}']) <= {limit})) or truncate "
+            f"them with `max_speech_length={limit}` (--max_speech_length {limit})."
+        )
 
     def _make_collator(self, tokenizer, args: DiffROConfig, dataset: Dataset | None, with_speech: bool):
         emotion_names = None
@@ -341,9 +578,15 @@ class DiffROTrainer(Trainer):
 
     # ------------------------------------------------------------------ the DiffRO step
 
-    def _generate(self, text_ids, text_attention_mask, generator: torch.Generator) -> list[list[int]]:
-        """Sample speech tokens with the current policy (no gradient; ZeRO-3 shards gathered on every rank)."""
+    def _generate(
+        self, text_ids, text_attention_mask, generator: torch.Generator, zero_shot: dict | None = None
+    ) -> list[list[int]]:
+        """Sample speech tokens with the current policy (no gradient; ZeRO-3 shards gathered on every rank).
+
+        ``zero_shot``: the batch's ``prompt_speech_ids`` / ``prompt_speech_attention_mask`` / ``text_ratio_lengths``
+        (see `_zero_shot_inputs`), so generation continues each row's prompt speech."""
         args = self.args
+        zero_shot = zero_shot or {}
         with torch.no_grad(), unwrap_for_generation(self.model_wrapped, self.accelerator) as policy:
             return generate_speech_tokens(
                 policy,
@@ -353,10 +596,15 @@ class DiffROTrainer(Trainer):
                 top_k=args.top_k,
                 win_size=args.win_size,
                 tau_r=args.tau_r,
+                exclude_repeated=args.ras_exclude_repeated,
+                prompt_speech_ids=zero_shot.get("prompt_speech_ids"),
+                prompt_speech_attention_mask=zero_shot.get("prompt_speech_attention_mask"),
+                text_lengths_for_ratio=zero_shot.get("text_ratio_lengths"),
                 min_len_ratio=args.min_len_ratio,
                 max_len_ratio=args.max_len_ratio,
                 prompt_end_token_id=self._prompt_end_id,
                 max_new_tokens=args.max_new_tokens,
+                max_tokens_cap=self.max_speech_length,  # no longer than the reward model / judge can read
                 generator=generator,
             )
 
@@ -389,19 +637,32 @@ class DiffROTrainer(Trainer):
         with torch.no_grad():
             if self.ref_model is not None:
                 return self.ref_model(**lm_inputs).logits
-            # LoRA: the base model is the reference. The unwrapped module is called directly (no DDP collective is
-            # needed without gradients; ZeRO-3 hooks live on the submodules and still gather their parameters).
+            # LoRA: the frozen "ref" adapter (an adapter that arrived trained), else the base model (a fresh
+            # adapter). The unwrapped module is called directly (no DDP collective is needed without gradients;
+            # ZeRO-3 hooks live on the submodules and still gather their parameters).
             unwrapped = self.accelerator.unwrap_model(model)
-            with unwrapped.disable_adapter():
+            reference = (
+                _use_adapter(unwrapped, self.ref_adapter_name)
+                if self.ref_adapter_name is not None
+                else unwrapped.disable_adapter()
+            )
+            with reference:
                 return unwrapped(**lm_inputs).logits
+
+    @staticmethod
+    def _zero_shot_inputs(inputs) -> dict:
+        """The optional zero-shot prompt of a `DataCollatorForDiffRO` batch (empty when no row has one)."""
+        keys = ("prompt_speech_ids", "prompt_speech_attention_mask", "text_ratio_lengths")
+        return {key: inputs[key] for key in keys if key in inputs}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """``loss = L_ser + β·KL`` on Gumbel-Softmax samples of the policy's teacher-forced distribution."""
         args = self.args
         labels = inputs["emotion_labels"]
         text_ids, text_attention_mask = inputs["text_ids"], inputs["text_attention_mask"]
+        zero_shot = self._zero_shot_inputs(inputs)
         if args.rollout == "online":
-            rollouts = self._generate(text_ids, text_attention_mask, self._rollout_generator)
+            rollouts = self._generate(text_ids, text_attention_mask, self._rollout_generator, zero_shot)
             speech_ids, speech_attention_mask = pad_speech_tokens(rollouts, text_ids.device)
         else:
             speech_ids, speech_attention_mask = inputs["speech_ids"], inputs["speech_attention_mask"]
@@ -411,6 +672,11 @@ class DiffROTrainer(Trainer):
             "speech_ids": speech_ids,
             "speech_attention_mask": speech_attention_mask,
         }
+        if "prompt_speech_ids" in zero_shot:
+            # Voice cloning: the prompt speech is read after task_id and never scored; logits still start at the
+            # first generated token, so the rest of the step is unchanged.
+            lm_inputs["prompt_speech_ids"] = zero_shot["prompt_speech_ids"]
+            lm_inputs["prompt_speech_attention_mask"] = zero_shot["prompt_speech_attention_mask"]
         outputs = model(**lm_inputs)
         # logits[:, t] predicts speech token t; the last column (and each sample's position S_b) predicts eos and
         # samples no token, so the tokens the reward reads are the first S_max columns under the speech mask.
@@ -543,7 +809,9 @@ class DiffROTrainer(Trainer):
         show_progress = self.is_local_process_zero() and not self.args.disable_tqdm
         for batch in tqdm(dataloader, desc="DiffRO evaluation", disable=not show_progress):
             batch = self._prepare_inputs(batch)
-            tokens = self._generate(batch["text_ids"], batch["text_attention_mask"], generator)
+            tokens = self._generate(
+                batch["text_ids"], batch["text_attention_mask"], generator, self._zero_shot_inputs(batch)
+            )
             per_sample = self._score_samples(batch, tokens)
             gathered = self.accelerator.gather_for_metrics(per_sample)
             totals += gathered.double().sum(dim=0).cpu()
@@ -643,9 +911,16 @@ class DiffROTrainer(Trainer):
             pipeline_tag="text-to-speech",
             tags=all_tags,
         )
+        # The card describes what this save wrote: merged weights, the adapter (naming its base) or the full model.
+        saved_format = self.saved_format
+        adapter_base = None
+        if saved_format == "adapter":
+            peft_config = self.accelerator.unwrap_model(self.model).peft_config
+            adapter_base = next(iter(peft_config.values())).base_model_name_or_path or self._base_model_id
         settings = [
             ("rollout", args.rollout),
             ("fine-tuning", "LoRA" if self.is_peft_model else "full"),
+            ("saved weights", saved_format),
             ("Gumbel-Softmax temperature τ", args.gumbel_temperature),
             ("straight-through", args.straight_through),
             ("KL weight β", args.beta),
@@ -671,15 +946,15 @@ class DiffROTrainer(Trainer):
             method=self.method_name,
             settings=settings,
             eval_table=eval_table,
+            saved_format=saved_format,
+            adapter_base=adapter_base,
             rrpo_version=rrpo_version,
             transformers_version=transformers.__version__,
             pytorch_version=torch.__version__,
         )
         os.makedirs(output_dir, exist_ok=True)
         # Atomic: a crash mid-write never leaves a truncated card next to a good checkpoint.
-        with tempfile.NamedTemporaryFile("w", dir=output_dir, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
-            tmp.write(str(card))
-        os.replace(tmp.name, os.path.join(output_dir, "README.md"))
+        atomic_write_text(os.path.join(output_dir, "README.md"), str(card))
 
 
 __all__ = ["DataCollatorForDiffRO", "DiffROTrainer", "pad_speech_tokens"]  # collator re-exported for old imports

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
@@ -35,6 +34,7 @@ from ..data.labels import UnknownEmotionError, normalize_emotion
 from ..evaluation.metrics import compute_emotion_metrics, format_emotion_eval_table
 from ..models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 from ..ops import fgm_perturbation, mixup_emotion_loss
+from ..utils.saving import atomic_write_text
 from .robust_reward_config import RobustRewardConfig
 
 logger = logging.getLogger(__name__)
@@ -146,6 +146,7 @@ class RobustRewardTrainer(Trainer):
         self._base_model_id = model if isinstance(model, str) else None
         model = self._create_model(model, args)
         config = model.config
+        self._check_max_length(args, config)
         self._write_regularization_to_config(config, args)
 
         self.label_names_in_order = [config.id2label[i] for i in range(config.num_labels)]
@@ -232,6 +233,18 @@ class RobustRewardTrainer(Trainer):
         config.adv_alpha = args.adv_alpha
         config.eam_snr_range = list(args.eam_snr_range)
         config.use_eam = args.use_eam
+
+    @staticmethod
+    def _check_max_length(args: RobustRewardConfig, config) -> None:
+        # Truncating to more tokens than the model has positions would only fail later, inside the first forward.
+        max_positions = getattr(config, "max_position_embeddings", None)
+        if args.max_length is not None and max_positions is not None and args.max_length > max_positions:
+            raise ValueError(
+                f"max_length={args.max_length} exceeds the reward model's max_position_embeddings={max_positions}: "
+                f"sequences longer than {max_positions} tokens cannot be encoded. Pass --max_length {max_positions} "
+                f"(or less), or build the model with max_position_embeddings >= {args.max_length} "
+                "(train_rm.py: --max_position_embeddings)."
+            )
 
     def _prepare_dataset(self, dataset, config, args: RobustRewardConfig, split: str):
         """Check columns, labels and token ids before training starts; map label names onto the model's ids."""
@@ -464,7 +477,42 @@ class RobustRewardTrainer(Trainer):
         """Markdown table of the latest WA / UA / macro-F1 per evaluation set."""
         return format_emotion_eval_table(self.eval_results)
 
-    # ------------------------------------------------------------------ saving and model card
+    # ------------------------------------------------------------------ checkpoints, saving and model card
+
+    def _eam_state_path(self, checkpoint_dir: str) -> str:
+        return os.path.join(checkpoint_dir, f"eam_rng_state_{self.args.process_index}.pth")
+
+    def _batches_consumed(self) -> int:
+        return self.state.global_step * self.args.gradient_accumulation_steps
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        # EAM plans come from the collator's own seeded stream, outside the RNG state Trainer checkpoints; without
+        # it a resumed run would mix its batches differently from an uninterrupted one.
+        super()._save_rng_state(output_dir)
+        collator = self.data_collator
+        if isinstance(collator, DataCollatorForEnergyAdaptiveMixup) and self.args.dataloader_num_workers == 0:
+            state = collator.plan_rng_state(self._batches_consumed())
+            if state is not None:
+                torch.save({"plan": state, "batches": self._batches_consumed()}, self._eam_state_path(output_dir))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+        # Here, not in `_load_rng_state`: Trainer restores the RNG only after collating the first resumed batch.
+        if model is None:
+            self._load_eam_state(resume_from_checkpoint)
+
+    def _load_eam_state(self, checkpoint: str | None) -> None:
+        collator = self.data_collator
+        if checkpoint is None or not isinstance(collator, DataCollatorForEnergyAdaptiveMixup):
+            return
+        path = self._eam_state_path(checkpoint)
+        if not os.path.isfile(path):
+            logger.warning(f"{path} not found: EAM plans restart from the seed, so the resumed run mixes its batches "
+                           "differently than an uninterrupted one (always the case with dataloader workers).")
+            return
+        state = torch.load(path, weights_only=True)
+        collator.set_plan_rng_state(state["plan"], state["batches"])
+
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict=state_dict)
@@ -540,6 +588,4 @@ class RobustRewardTrainer(Trainer):
         )
         os.makedirs(output_dir, exist_ok=True)
         # Atomic: a crash mid-write never leaves a truncated card next to a good checkpoint.
-        with tempfile.NamedTemporaryFile("w", dir=output_dir, suffix=".tmp", delete=False, encoding="utf-8") as tmp:
-            tmp.write(str(card))
-        os.replace(tmp.name, os.path.join(output_dir, "README.md"))
+        atomic_write_text(os.path.join(output_dir, "README.md"), str(card))

@@ -17,6 +17,7 @@ from .prompts import (
     EMOTION_NAMES_ZH,
     build_emotion_instruction,
     build_instruct_text,
+    build_zero_shot_inputs,
     instruction_words,
 )
 from .tokenization import (
@@ -43,6 +44,7 @@ __all__ = [
     "EMOTION_NAMES_ZH",
     "build_emotion_instruction",
     "build_instruct_text",
+    "build_zero_shot_inputs",
     "build_tiny_cosyvoice2_tokenizer",
     "count_target_text_tokens",
     "generate_speech_tokens",

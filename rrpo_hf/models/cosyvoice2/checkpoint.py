@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from transformers import Qwen2Config
 from transformers.initialization import no_init_weights
 
+from ...utils.saving import atomic_write
 from .configuration_cosyvoice2 import NUM_LLM_EMBEDDING_ROWS, CosyVoice2LMConfig
 from .modeling_cosyvoice2 import CosyVoice2LM
 
@@ -153,7 +153,7 @@ def export_cosyvoice_state_dict(model: CosyVoice2LM, dtype: torch.dtype | None =
     tensors: dict[str, torch.Tensor] = {}
     for key, tensor in hf_state.items():
         tensor = tensor.detach().to("cpu")
-        if dtype is not None:
+        if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         tensors[hf_key_to_cosyvoice(key)] = tensor.contiguous()
     tensors[_TIED_TEXT_HEAD_KEY] = tensors[_TEXT_EMBEDDING_KEY]
@@ -219,7 +219,17 @@ def load_cosyvoice_checkpoint(
         llm_config = Qwen2Config(**llm_config)
 
     # weights_only: an llm.pt is a plain tensor dict; never unpickle arbitrary objects from a downloaded file.
-    state_dict = torch.load(llm_pt, map_location="cpu", weights_only=True)
+    try:
+        state_dict = torch.load(llm_pt, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError) as error:  # torch's errors for a truncated zip name neither the file nor a fix
+        import zipfile
+
+        if isinstance(error, (FileNotFoundError, PermissionError)) or zipfile.is_zipfile(llm_pt):
+            raise
+        raise CosyVoiceCheckpointError(
+            f"{llm_pt} ({os.path.getsize(llm_pt)} bytes) is incomplete or corrupt ({error}): it was cut short, e.g. "
+            "by an interrupted download or copy. Download or export it again."
+        ) from error
     if not isinstance(state_dict, Mapping):
         raise CosyVoiceCheckpointError(f"{llm_pt} holds a {type(state_dict).__name__}, expected a state dict.")
     if speech_token_size is None:
@@ -247,19 +257,6 @@ def load_cosyvoice_checkpoint(
     return model
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.remove(tmp_name)
-        raise
-
-
 def _legacy_llm_config_dict(llm_config: Qwen2Config) -> dict:
     """BlankEN config.json readable by CosyVoice's (transformers 4.x) loader: flat ``rope_theta`` as in the release."""
     config_dict = llm_config.to_dict()
@@ -274,7 +271,7 @@ def save_cosyvoice_checkpoint(
     model: CosyVoice2LM,
     path: str | os.PathLike,
     *,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = torch.float32,
     write_llm_config: bool = True,
 ) -> str:
     """
@@ -282,7 +279,10 @@ def save_cosyvoice_checkpoint(
 
     Args:
         path: target file, or a directory (then ``<dir>/llm.pt``).
-        dtype: cast tensors on export (e.g. ``torch.float32``); defaults to the model's dtype.
+        dtype: dtype of the written floating-point tensors; defaults to ``torch.float32``, the dtype CosyVoice's
+            ``Qwen2LM`` holds its weights in (it loads ``llm.pt`` into fp32 modules; fp16 is an autocast option at
+            inference), so a bf16-trained model exports without losing upstream's precision expectations. Pass
+            ``torch.bfloat16`` for a half-size file, or ``None`` to keep the model's dtype.
         write_llm_config: when ``path`` is a directory without ``CosyVoice-BlankEN/config.json``, write the backbone
             config there so that :meth:`CosyVoice2LM.from_cosyvoice` can read the directory back. An existing
             release config is never overwritten.
@@ -293,12 +293,12 @@ def save_cosyvoice_checkpoint(
     is_dir_target = path.is_dir() or path.suffix == ""
     llm_pt = path / COSYVOICE_LLM_FILENAME if is_dir_target else path
     state_dict = export_cosyvoice_state_dict(model, dtype=dtype)
-    _atomic_write(llm_pt, lambda tmp: torch.save(state_dict, tmp))
+    atomic_write(llm_pt, lambda tmp: torch.save(state_dict, tmp))
     if is_dir_target and write_llm_config:
         config_file = path / COSYVOICE_BLANK_EN_DIRNAME / "config.json"
         if not config_file.exists():
             text = json.dumps(_legacy_llm_config_dict(model.config.llm_config), indent=2, sort_keys=True, default=str)
-            _atomic_write(config_file, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+            atomic_write(config_file, lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
     return str(llm_pt)
 
 

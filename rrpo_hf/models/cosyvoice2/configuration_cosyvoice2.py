@@ -54,6 +54,10 @@ class CosyVoice2LMConfig(PretrainedConfig):
             Row of ``llm_embedding`` that starts every sequence.
         task_id (`int`, *optional*, defaults to 1):
             Row of ``llm_embedding`` that separates text from speech.
+        bistream_text_chunk (`int`, *optional*, defaults to 5), bistream_speech_chunk (`int`, defaults to 15):
+            Chunk sizes of CosyVoice2's bistream (streaming-text) layout, upstream's ``mix_ratio = [5, 15]``:
+            ``[sos, 5 text, 15 speech, 5 text, 15 speech, ..., remaining text, task_id, remaining speech]``, where the
+            last speech token of every full chunk predicts the fill id ``speech_token_size + 2``.
     """
 
     model_type = "cosyvoice2_lm"
@@ -66,6 +70,8 @@ class CosyVoice2LMConfig(PretrainedConfig):
     num_special_speech_tokens: int = 3
     sos_id: int = 0
     task_id: int = 1
+    bistream_text_chunk: int = 5
+    bistream_speech_chunk: int = 15
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -81,6 +87,11 @@ class CosyVoice2LMConfig(PretrainedConfig):
                 raise ValueError(f"`{name}` indexes the {NUM_LLM_EMBEDDING_ROWS}-row `llm_embedding`; got {value}.")
         if self.sos_id == self.task_id:
             raise ValueError(f"`sos_id` and `task_id` must differ, both are {self.sos_id}.")
+        if self.bistream_text_chunk < 1 or self.bistream_speech_chunk < 1:
+            raise ValueError(
+                "`bistream_text_chunk` and `bistream_speech_chunk` must be positive, got "
+                f"{self.bistream_text_chunk} and {self.bistream_speech_chunk}."
+            )
 
     def get_text_config(self, decoder=None, encoder=None) -> Qwen2Config:
         """The Qwen2 backbone is the text model: transformers' utilities (e.g. `Trainer`'s special-token alignment)
@@ -111,6 +122,11 @@ class CosyVoice2LMConfig(PretrainedConfig):
     @property
     def speech_eos_id(self) -> int:
         return self.speech_token_size
+
+    @property
+    def speech_fill_id(self) -> int | None:
+        """The bistream fill id (``speech_token_size + 2``), or None when the head has fewer than 3 special ids."""
+        return self.speech_token_size + 2 if self.num_special_speech_tokens >= 3 else None
 
     @property
     def stop_token_ids(self) -> list[int]:

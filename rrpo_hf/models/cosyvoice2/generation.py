@@ -6,13 +6,17 @@ through the backbone's :class:`~transformers.DynamicCache`, with CosyVoice2's sa
 
 * repetition-aware sampling (:func:`ras_sampling`): nucleus sampling (top-p 0.8, at most top-k 25
   candidates); when the chosen id already occurs ``>= win_size * tau_r`` times among the last
-  ``win_size`` generated tokens, it is re-drawn from the full softmax, which breaks the loops that
-  nucleus sampling falls into;
+  ``win_size`` generated tokens, it is re-drawn from the full softmax with that id excluded (upstream's
+  rule since FunAudioLLM/CosyVoice f2ddcbe, Feb 2026; ``exclude_repeated=False`` keeps the older rule,
+  whose re-draw may pick the repeated id again), which breaks the loops that nucleus sampling falls into;
 * per-sample length bounds: ``min_len = int(min_len_ratio * n_text)`` and
   ``max_len = int(max_len_ratio * n_text)`` where ``n_text`` counts the *target* text tokens (the
-  instruction before ``<|endofprompt|>`` does not count, as in CosyVoice2's instruct inference);
-* every stop id is masked before ``min_len`` (upstream rejects any id ``>= speech_token_size``
-  while it ignores eos), and a sample stops at the first stop id it draws.
+  instruction before ``<|endofprompt|>`` and a zero-shot prompt's transcript do not count, as upstream);
+* every stop id (eos, the unused id and the fill id) is masked before ``min_len``, and a sample stops at
+  the first stop id it draws. Upstream masks only eos there, so a drawn fill id (which a bistream-trained
+  LM learns to emit after every 15 speech tokens) would end its utterance before ``min_len``;
+* zero-shot (voice cloning) prompts: ``[sos, prompt_text + text, task_id, prompt_speech]``, generation
+  continuing the prompt speech (``prompt_speech_ids``).
 
 Distributed use (DeepSpeed ZeRO-3, DDP, PEFT): generation needs the plain module with all its
 parameters present. Wrap calls in :func:`unwrap_for_generation`::
@@ -28,10 +32,12 @@ Every rank must enter the context together, because gathering ZeRO-3 shards is a
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
+from transformers import Qwen2Model
 
 from ...data.padding import right_pad
 
@@ -42,6 +48,22 @@ __all__ = [
     "ras_sampling",
     "unwrap_for_generation",
 ]
+
+
+def _cache_keyword() -> str:
+    """Name of the KV-cache argument of ``Qwen2Model.forward``: ``cache`` in recent transformers (which deprecates
+    ``past_key_values``, to be removed in 5.40), ``past_key_values`` in older 5.x releases."""
+    parameters = inspect.signature(Qwen2Model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+_CACHE_KEYWORD = _cache_keyword()
+
+
+def _output_cache(outputs):
+    """The KV cache a backbone call returned, under whichever field name this transformers version uses."""
+    cache = getattr(outputs, "cache", None) if _CACHE_KEYWORD == "cache" else None
+    return cache if cache is not None else outputs["past_key_values"]
 
 
 def _nucleus_sample(
@@ -71,6 +93,7 @@ def ras_sampling(
     top_k: int = 25,
     win_size: int = 10,
     tau_r: float = 0.1,
+    exclude_repeated: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """CosyVoice2's repetition-aware sampling, for a batch of next-token distributions.
@@ -87,6 +110,11 @@ def ras_sampling(
         win_size (`int`, defaults to 10), tau_r (`float`, defaults to 0.1):
             A nucleus draw that already occurs `>= win_size * tau_r` times in the window is
             replaced by a draw from the full softmax.
+        exclude_repeated (`bool`, defaults to `True`):
+            Exclude the repeated id from that re-draw (upstream CosyVoice since Feb 2026, commit f2ddcbe). `False`
+            re-draws from the full softmax including it (older releases): with probability p on the repeated id
+            the re-draw returns it again with probability p. When every other id has probability 0 the repeated
+            id is kept (upstream would fail on an all -inf row).
         generator (`torch.Generator`, *optional*): source of randomness.
 
     Returns:
@@ -99,7 +127,7 @@ def ras_sampling(
     probs = logits.float().softmax(dim=-1)
     if not torch.isfinite(probs).all():
         raise ValueError("ras_sampling got a row whose logits are all -inf or contain NaN; at least one id must be allowed.")
-    return _ras_sample(probs, recent_tokens, top_p, top_k, win_size, tau_r, generator)
+    return _ras_sample(probs, recent_tokens, top_p, top_k, win_size, tau_r, generator, exclude_repeated)
 
 
 def _check_sampling_args(top_p: float, top_k: int, win_size: int, tau_r: float) -> None:
@@ -111,7 +139,9 @@ def _check_sampling_args(top_p: float, top_k: int, win_size: int, tau_r: float) 
         raise ValueError(f"win_size must be >= 1 and tau_r > 0, got win_size={win_size}, tau_r={tau_r}.")
 
 
-def _ras_sample(probs, recent_tokens, top_p, top_k, win_size, tau_r, generator) -> torch.Tensor:
+def _ras_sample(
+    probs, recent_tokens, top_p, top_k, win_size, tau_r, generator, exclude_repeated=True
+) -> torch.Tensor:
     """`ras_sampling` on validated fp32 probabilities (the generation loop validates its arguments once)."""
     chosen = _nucleus_sample(probs, top_p, top_k, generator)
     if recent_tokens is None or recent_tokens.numel() == 0:
@@ -122,7 +152,14 @@ def _ras_sample(probs, recent_tokens, top_p, top_k, win_size, tau_r, generator) 
     repeated = repetitions >= win_size * tau_r
     if repeated.any():
         # Re-draw only the repeating rows (usually few), not a full-vocabulary sample for every row.
-        resampled = torch.multinomial(probs[repeated], 1, generator=generator).squeeze(-1)
+        redraw_probs = probs[repeated]
+        if exclude_repeated:
+            repeated_ids = chosen[repeated][:, None]
+            redraw_probs = redraw_probs.scatter(-1, repeated_ids, 0.0)
+            # A row with no mass left (everything else forbidden or underflowed) keeps its nucleus draw.
+            stuck = redraw_probs.sum(dim=-1) <= 0
+            redraw_probs = torch.where(stuck[:, None], probs[repeated], redraw_probs)
+        resampled = torch.multinomial(redraw_probs, 1, generator=generator).squeeze(-1)
         chosen = chosen.clone()
         chosen[repeated] = resampled
     return chosen
@@ -186,12 +223,37 @@ def _as_padded_batch(text_ids, text_attention_mask, device) -> tuple[torch.Tenso
     return right_pad(text_ids, 0, device)
 
 
+def _as_prompt_speech(prompt_speech_ids, prompt_speech_attention_mask, batch_size, device):
+    """``(ids, mask)`` of the optional zero-shot prompt speech, right-padded; ``(None, None)`` without any."""
+    if prompt_speech_ids is None:
+        if prompt_speech_attention_mask is not None:
+            raise ValueError("prompt_speech_attention_mask was given without prompt_speech_ids.")
+        return None, None
+    if isinstance(prompt_speech_ids, torch.Tensor):
+        if prompt_speech_ids.dim() != 2 or prompt_speech_ids.shape[0] != batch_size:
+            raise ValueError(
+                f"prompt_speech_ids must have shape (batch={batch_size}, prompt_len), "
+                f"got {tuple(prompt_speech_ids.shape)}."
+            )
+        if prompt_speech_attention_mask is None:
+            prompt_speech_attention_mask = torch.ones_like(prompt_speech_ids)
+        return prompt_speech_ids.long().to(device), prompt_speech_attention_mask.long().to(device)
+    if prompt_speech_attention_mask is not None:
+        raise ValueError("prompt_speech_attention_mask is only meaningful with a padded tensor of prompt_speech_ids.")
+    rows = [list(row) for row in prompt_speech_ids]
+    if len(rows) != batch_size:
+        raise ValueError(f"prompt_speech_ids has {len(rows)} rows for a batch of {batch_size}.")
+    ids, mask = right_pad(rows, 0, device)
+    return ids, mask
+
+
 def _length_bounds(
     target_lengths: torch.Tensor,
     min_len_ratio: float,
     max_len_ratio: float,
     min_new_tokens: int | None,
     max_new_tokens: int | None,
+    max_tokens_cap: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     # int() truncation as upstream: min_len = int(n * ratio).
     min_len = torch.floor(target_lengths.double() * min_len_ratio).long()
@@ -200,6 +262,8 @@ def _length_bounds(
         min_len = torch.full_like(min_len, min_new_tokens)
     if max_new_tokens is not None:
         max_len = torch.full_like(max_len, max_new_tokens)
+    if max_tokens_cap is not None:
+        max_len = max_len.clamp_max(max_tokens_cap)
     min_len = torch.minimum(min_len, max_len)
     if (max_len < 1).any():
         bad = (max_len < 1).nonzero().flatten().tolist()
@@ -221,6 +285,9 @@ def generate_speech_tokens(
     top_k: int = 25,
     win_size: int = 10,
     tau_r: float = 0.1,
+    exclude_repeated: bool = True,
+    prompt_speech_ids: torch.Tensor | Sequence[Sequence[int]] | None = None,
+    prompt_speech_attention_mask: torch.Tensor | None = None,
     min_len_ratio: float = 2.0,
     max_len_ratio: float = 20.0,
     text_lengths_for_ratio: torch.Tensor | Sequence[int] | None = None,
@@ -231,6 +298,7 @@ def generate_speech_tokens(
     seed: int | None = None,
     min_new_tokens: int | None = None,
     max_new_tokens: int | None = None,
+    max_tokens_cap: int | None = None,
     show_progress: bool = False,
 ) -> list[list[int]]:
     """Decode speech tokens for a batch of text prompts with CosyVoice2's sampling rules.
@@ -243,7 +311,15 @@ def generate_speech_tokens(
             `text_ids` of `DataCollatorForCosyVoice2` (instruction + `<|endofprompt|>` + text).
         text_attention_mask (`torch.Tensor` of shape `(batch, text_len)`, *optional*):
             1 for real tokens. Defaults to all ones.
-        top_p, top_k, win_size, tau_r: repetition-aware sampling parameters (see :func:`ras_sampling`).
+        top_p, top_k, win_size, tau_r, exclude_repeated: repetition-aware sampling parameters (see
+            :func:`ras_sampling`); `exclude_repeated=False` selects the pre-2026 re-draw rule.
+        prompt_speech_ids (`torch.LongTensor` of shape `(batch, prompt_len)` or list of id lists, *optional*):
+            Zero-shot (voice cloning) prompt: speech tokens of a prompt utterance, read after `task_id`;
+            generation continues them. Put the prompt's transcript before the text in `text_ids` and pass the
+            target text counts in `text_lengths_for_ratio` (the transcript must not count towards the bounds).
+            A row with no prompt speech (empty list / all-zero mask) is decoded as without.
+        prompt_speech_attention_mask (`torch.Tensor`, *optional*): 1 for real prompt speech tokens
+            (right-padded); only with a tensor `prompt_speech_ids`.
         min_len_ratio (`float`, defaults to 2.0), max_len_ratio (`float`, defaults to 20.0):
             Speech-length bounds per sample as multiples of its target text tokens.
         text_lengths_for_ratio (*optional*): the target text token counts per sample. Defaults to
@@ -256,6 +332,8 @@ def generate_speech_tokens(
         generator / seed: randomness. `seed` builds a fresh `torch.Generator` on the model's device.
         min_new_tokens / max_new_tokens (`int`, *optional*): override the ratio-derived bounds for
             every sample.
+        max_tokens_cap (`int`, *optional*): an upper bound applied on top of those bounds (e.g. the longest
+            sequence a reward model can read), keeping the ratio rule below it.
         show_progress (`bool`, defaults to `False`): tqdm bar over decoding steps.
 
     Returns:
@@ -273,6 +351,7 @@ def generate_speech_tokens(
     batch_size = ids.shape[0]
     if batch_size == 0:
         return []
+    prompt_ids, prompt_mask = _as_prompt_speech(prompt_speech_ids, prompt_speech_attention_mask, batch_size, device)
     text_vocab = policy.model.embed_tokens.num_embeddings
     real_ids = ids[mask.bool()]
     if real_ids.numel() and (real_ids.min() < 0 or real_ids.max() >= text_vocab):
@@ -290,7 +369,9 @@ def generate_speech_tokens(
         target_lengths = torch.as_tensor(text_lengths_for_ratio, device=device).long().flatten()
         if target_lengths.shape[0] != batch_size:
             raise ValueError(f"text_lengths_for_ratio has {target_lengths.shape[0]} entries for a batch of {batch_size}.")
-    min_len, max_len = _length_bounds(target_lengths, min_len_ratio, max_len_ratio, min_new_tokens, max_new_tokens)
+    min_len, max_len = _length_bounds(
+        target_lengths, min_len_ratio, max_len_ratio, min_new_tokens, max_new_tokens, max_tokens_cap
+    )
 
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -302,13 +383,21 @@ def generate_speech_tokens(
             policy,
             ids,
             mask,
+            prompt_ids,
+            prompt_mask,
             min_len,
             max_len,
             stop_token_ids,
             do_sample=do_sample,
             use_cache=use_cache,
             generator=generator,
-            sampling_kwargs={"top_p": top_p, "top_k": top_k, "win_size": win_size, "tau_r": tau_r},
+            sampling_kwargs={
+                "top_p": top_p,
+                "top_k": top_k,
+                "win_size": win_size,
+                "tau_r": tau_r,
+                "exclude_repeated": exclude_repeated,
+            },
             show_progress=show_progress,
         )
     finally:
@@ -319,6 +408,8 @@ def _decode(
     policy,
     ids: torch.Tensor,
     mask: torch.Tensor,
+    prompt_ids: torch.Tensor | None,
+    prompt_mask: torch.Tensor | None,
     min_len: torch.Tensor,
     max_len: torch.Tensor,
     stop_token_ids: torch.Tensor,
@@ -332,7 +423,7 @@ def _decode(
     batch_size = ids.shape[0]
     device = ids.device
     steps = int(max_len.max())
-    prompt_embeds, prompt_mask = policy.embed_prompt(ids, mask)
+    prompt_embeds, prompt_mask = policy.embed_prompt(ids, mask, prompt_ids, prompt_mask)
     prompt_mask = prompt_mask.long()
 
     generated = torch.full((batch_size, steps), -1, dtype=torch.long, device=device)
@@ -346,7 +437,7 @@ def _decode(
     outputs = policy.model(
         inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=position_ids, use_cache=use_cache
     )
-    cache = outputs.past_key_values if use_cache else None
+    cache = _output_cache(outputs) if use_cache else None
     last_hidden = outputs.last_hidden_state[:, -1]
     all_embeds, all_mask = prompt_embeds, prompt_mask
     is_stop_id = None
@@ -382,10 +473,10 @@ def _decode(
                 inputs_embeds=new_embeds,
                 attention_mask=all_mask,
                 position_ids=all_mask.sum(dim=-1, keepdim=True) - 1,
-                past_key_values=cache,
                 use_cache=True,
+                **{_CACHE_KEYWORD: cache},
             )
-            cache = outputs.past_key_values
+            cache = _output_cache(outputs)
         else:
             all_embeds = torch.cat([all_embeds, new_embeds], dim=1)
             outputs = policy.model(

@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, Qwen2Model
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from ...utils.saving import ConsistentSaveMixin
 from .configuration_cosyvoice2 import NUM_LLM_EMBEDDING_ROWS, CosyVoice2LMConfig
 
 IGNORE_INDEX = -100
@@ -46,14 +47,17 @@ class CosyVoice2LMOutput(ModelOutput):
     logits_mask: torch.BoolTensor | None = None
 
 
-class CosyVoice2PreTrainedModel(PreTrainedModel):
+class CosyVoice2PreTrainedModel(ConsistentSaveMixin, PreTrainedModel):
+    """Base of the CosyVoice2 LM. `save_pretrained` replaces a saved model in one commit (a killed save leaves the
+    old model or the new one) and `from_pretrained` names a truncated weights file; see `rrpo_hf.utils.saving`."""
+
     config_class = CosyVoice2LMConfig
     config: CosyVoice2LMConfig
     base_model_prefix = "model"
     main_input_name = "text_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["Qwen2DecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["past_key_values", "cache"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -150,22 +154,59 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
             )
         return self.speech_embedding(speech_ids.masked_fill(~valid, 0))
 
+    def _prompt_speech(
+        self, batch_size: int, prompt_speech_ids: torch.LongTensor | None, prompt_speech_attention_mask
+    ) -> tuple[torch.Tensor | None, torch.LongTensor]:
+        """Embeddings and mask of the optional zero-shot prompt speech (right-padded); an empty mask without it."""
+        device = self.llm_embedding.weight.device
+        if prompt_speech_ids is None:
+            if prompt_speech_attention_mask is not None:
+                raise ValueError("prompt_speech_attention_mask was given without prompt_speech_ids.")
+            return None, torch.zeros(batch_size, 0, dtype=torch.long, device=device)
+        if prompt_speech_ids.dim() != 2 or prompt_speech_ids.shape[0] != batch_size:
+            raise ValueError(
+                f"prompt_speech_ids must have shape (batch_size={batch_size}, prompt_length), got "
+                f"{tuple(prompt_speech_ids.shape)}."
+            )
+        if prompt_speech_attention_mask is None:
+            prompt_speech_attention_mask = torch.ones_like(prompt_speech_ids)
+        if prompt_speech_attention_mask.shape != prompt_speech_ids.shape:
+            raise ValueError(
+                f"prompt_speech_attention_mask {tuple(prompt_speech_attention_mask.shape)} must match "
+                f"prompt_speech_ids {tuple(prompt_speech_ids.shape)}."
+            )
+        mask = prompt_speech_attention_mask.long()
+        real_ids = prompt_speech_ids[mask.bool()]
+        if real_ids.numel() and (int(real_ids.min()) < 0 or int(real_ids.max()) >= self.config.speech_token_size):
+            raise ValueError(
+                f"prompt_speech_ids must be codebook ids in [0, {self.config.speech_token_size}) (no stop ids); got "
+                f"values in [{int(real_ids.min())}, {int(real_ids.max())}]."
+            )
+        return self.embed_speech(prompt_speech_ids, mask), mask
+
     def embed_prompt(
-        self, text_ids: torch.LongTensor, text_attention_mask: torch.Tensor | None = None
+        self,
+        text_ids: torch.LongTensor,
+        text_attention_mask: torch.Tensor | None = None,
+        prompt_speech_ids: torch.LongTensor | None = None,
+        prompt_speech_attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.LongTensor]:
         """
-        Embeddings of ``[sos, text, task_id]`` per sample, LEFT-padded (every prompt ends at the last column, so
-        generation appends speech tokens to all samples at once).
+        Embeddings of ``[sos, text, task_id, prompt_speech]`` per sample, LEFT-padded (every prompt ends at the last
+        column, so generation appends speech tokens to all samples at once). ``prompt_speech`` is the optional
+        zero-shot (voice cloning) prompt: the speech tokens of the prompt utterance, whose transcript leads the text.
 
-        Returns ``(inputs_embeds (B, L, D), attention_mask (B, L) long)`` with ``L = max text length + 2``.
+        Returns ``(inputs_embeds (B, L, D), attention_mask (B, L) long)`` with ``L = max(text + prompt speech) + 2``.
         """
         text_attention_mask = self._text_mask(text_ids, text_attention_mask)
-        text_lengths = text_attention_mask.sum(dim=1)
         batch_size = text_ids.shape[0]
-        prompt_length = int(text_lengths.max()) + 2
+        prompt_embeds, prompt_mask = self._prompt_speech(batch_size, prompt_speech_ids, prompt_speech_attention_mask)
+        text_lengths = text_attention_mask.sum(dim=1)
+        prompt_lengths = prompt_mask.sum(dim=1)
+        prompt_length = int((text_lengths + prompt_lengths).max()) + 2
         text_embeds = self.embed_text(text_ids, text_attention_mask)
 
-        starts = prompt_length - (text_lengths + 2)  # first real column of each left-padded row
+        starts = prompt_length - (text_lengths + prompt_lengths + 2)  # first real column of each left-padded row
         embeds = text_embeds.new_zeros(batch_size, prompt_length, text_embeds.shape[-1])
         batch_index = torch.arange(batch_size, device=text_ids.device)
         embeds = embeds.index_put(
@@ -174,10 +215,16 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
         rows, cols = text_attention_mask.bool().nonzero(as_tuple=True)
         rank_in_text = text_attention_mask.cumsum(dim=1)[rows, cols] - 1
         embeds = embeds.index_put((rows, starts[rows] + 1 + rank_in_text), text_embeds[rows, cols])
+        task_columns = starts + text_lengths + 1
         embeds = embeds.index_put(
-            (batch_index, torch.full_like(starts, prompt_length - 1)),
-            self._special_embedding(self.config.task_id, batch_size).to(embeds.dtype),
+            (batch_index, task_columns), self._special_embedding(self.config.task_id, batch_size).to(embeds.dtype)
         )
+        if prompt_embeds is not None:
+            rows, cols = prompt_mask.bool().nonzero(as_tuple=True)
+            rank = prompt_mask.cumsum(dim=1)[rows, cols] - 1
+            embeds = embeds.index_put(
+                (rows, task_columns[rows] + 1 + rank), prompt_embeds[rows, cols].to(embeds.dtype)
+            )
         columns = torch.arange(prompt_length, device=text_ids.device).unsqueeze(0)
         attention_mask = (columns >= starts.unsqueeze(1)).long()
         return embeds, attention_mask
@@ -206,6 +253,13 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
             )
         return text_attention_mask
 
+    def bistream_full_chunks(self, text_lengths: torch.Tensor, bistream: torch.Tensor | None) -> torch.LongTensor:
+        """Per sample, the number of full ``(text_chunk, speech_chunk)`` blocks of its bistream layout (0 when the
+        sample is unistream): ``text_length // bistream_text_chunk``, as upstream's ``prepare_lm_input_target``."""
+        if bistream is None:
+            return torch.zeros_like(text_lengths)
+        return torch.where(bistream.to(text_lengths.device).bool(), text_lengths // self.config.bistream_text_chunk, 0)
+
     def forward(
         self,
         text_ids: torch.LongTensor,
@@ -214,14 +268,18 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
         speech_attention_mask: torch.Tensor | None = None,
         speech_token_probs: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        prompt_speech_ids: torch.LongTensor | None = None,
+        prompt_speech_attention_mask: torch.Tensor | None = None,
+        bistream: torch.BoolTensor | None = None,
         **kwargs,
     ) -> CosyVoice2LMOutput:
         r"""
-        Teacher-forced pass over ``[sos, text, task_id, speech]`` per sample.
+        Teacher-forced pass over ``[sos, text, task_id, prompt_speech, speech]`` per sample (or its bistream layout).
 
         Args:
             text_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
-                Text token ids (any padding side; padding is given by `text_attention_mask`).
+                Text token ids (any padding side; padding is given by `text_attention_mask`). In zero-shot mode the
+                prompt's transcript comes first: `prompt_text + text`.
             text_attention_mask (`torch.Tensor` of shape `(batch_size, text_length)`, *optional*):
                 1 for real text tokens. Every sample needs at least one.
             speech_ids (`torch.LongTensor` of shape `(batch_size, speech_length)`, *optional*):
@@ -231,8 +289,21 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
                 1 for real speech tokens, right-padded.
             speech_token_probs (`torch.Tensor` of shape `(batch_size, speech_length, V)`, *optional*):
                 Soft speech tokens (`V <= speech_vocab_size`), embedded as `probs @ speech_embedding.weight[:V]`.
-            labels (`torch.LongTensor` of shape `(batch_size, speech_length + 1)`, *optional*):
-                Targets for `logits` (speech tokens then eos); `-100` is ignored.
+            labels (`torch.LongTensor` of shape `(batch_size, W)`, *optional*):
+                Targets for `logits`; `-100` is ignored. Unistream: speech tokens then eos (`W = speech_length + 1`).
+            prompt_speech_ids (`torch.LongTensor` of shape `(batch_size, prompt_length)`, *optional*):
+                Zero-shot prompt speech tokens (right-padded), read after `task_id` and never predicted.
+            prompt_speech_attention_mask (`torch.Tensor` of shape `(batch_size, prompt_length)`, *optional*):
+                1 for real prompt speech tokens.
+            bistream (`torch.BoolTensor` of shape `(batch_size,)`, *optional*):
+                True for samples laid out as CosyVoice2's bistream training sequence
+                `[sos, 5 text, 15 speech, ..., remaining text, task_id, remaining speech]` (chunk sizes from the
+                config). Their targets interleave a fill id after every full speech chunk (see
+                `DataCollatorForCosyVoice2(bistream_probability=...)`). Such samples take no prompt speech.
+
+        `logits[b, m]` predicts the `m`-th target of sample `b`: speech token `m` for unistream samples (the last
+        one, `m = S_b`, predicts eos); for bistream samples the targets are the speech tokens with the fill id
+        inserted after each full speech chunk, then eos. The width is `speech_length + max(full chunks) + 1`.
         """
         if speech_ids is not None and speech_token_probs is not None:
             raise ValueError("Pass `speech_ids` or `speech_token_probs`, not both.")
@@ -253,34 +324,59 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
             speech_width = 0
             speech_attention_mask = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
             speech_embeds = None
+        prompt_embeds, prompt_mask = self._prompt_speech(batch_size, prompt_speech_ids, prompt_speech_attention_mask)
 
         text_lengths = text_attention_mask.sum(dim=1)
         speech_lengths = speech_attention_mask.sum(dim=1)
-        sequence_lengths = text_lengths + speech_lengths + 2
+        prompt_lengths = prompt_mask.sum(dim=1)
+        full_chunks = self.bistream_full_chunks(text_lengths, bistream)
+        self._check_bistream(bistream, full_chunks, speech_lengths, prompt_lengths, batch_size)
+        text_chunk, speech_chunk = self.config.bistream_text_chunk, self.config.bistream_speech_chunk
+        block = text_chunk + speech_chunk
+        # Unistream samples are the special case full_chunks = 0: [sos, text, task_id, prompt, speech].
+        tail_start = 1 + full_chunks * block
+        task_positions = tail_start + text_lengths - full_chunks * text_chunk
+        sequence_lengths = text_lengths + prompt_lengths + speech_lengths + 2
         total_length = int(sequence_lengths.max())
         text_embeds = self.embed_text(text_ids, text_attention_mask)
         batch_index = torch.arange(batch_size, device=device)
 
-        # Pack left-aligned: [sos, text_0..text_{T_b-1}, task_id, speech_0..speech_{S_b-1}, padding...].
-        # Left alignment gives every sample the positions 0..len-1, so the backbone's default position ids are right.
+        # Packed left-aligned, so every sample gets positions 0..len-1 and the backbone's default position ids fit.
         inputs_embeds = text_embeds.new_zeros(batch_size, total_length, text_embeds.shape[-1])
         inputs_embeds = inputs_embeds.index_put(
             (batch_index, torch.zeros_like(text_lengths)),
             self._special_embedding(self.config.sos_id, batch_size).to(inputs_embeds.dtype),
         )
         rows, cols = text_attention_mask.bool().nonzero(as_tuple=True)
-        text_rank = text_attention_mask.cumsum(dim=1)[rows, cols] - 1
-        inputs_embeds = inputs_embeds.index_put((rows, 1 + text_rank), text_embeds[rows, cols])
-        task_positions = text_lengths + 1
+        rank = text_attention_mask.cumsum(dim=1)[rows, cols] - 1
+        chunk = rank // text_chunk
+        in_block = chunk < full_chunks[rows]
+        text_positions = torch.where(
+            in_block, 1 + chunk * block + rank % text_chunk, tail_start[rows] + rank - full_chunks[rows] * text_chunk
+        )
+        inputs_embeds = inputs_embeds.index_put((rows, text_positions), text_embeds[rows, cols])
         inputs_embeds = inputs_embeds.index_put(
             (batch_index, task_positions),
             self._special_embedding(self.config.task_id, batch_size).to(inputs_embeds.dtype),
         )
+        if prompt_embeds is not None:
+            rows, cols = prompt_mask.bool().nonzero(as_tuple=True)
+            rank = prompt_mask.cumsum(dim=1)[rows, cols] - 1
+            inputs_embeds = inputs_embeds.index_put(
+                (rows, task_positions[rows] + 1 + rank), prompt_embeds[rows, cols].to(inputs_embeds.dtype)
+            )
         if speech_embeds is not None:
             rows, cols = speech_attention_mask.bool().nonzero(as_tuple=True)
-            speech_rank = speech_attention_mask.cumsum(dim=1)[rows, cols] - 1
+            rank = speech_attention_mask.cumsum(dim=1)[rows, cols] - 1
+            chunk = rank // speech_chunk
+            in_block = chunk < full_chunks[rows]
+            speech_positions = torch.where(
+                in_block,
+                1 + chunk * block + text_chunk + rank % speech_chunk,
+                task_positions[rows] + 1 + prompt_lengths[rows] + rank - full_chunks[rows] * speech_chunk,
+            )
             inputs_embeds = inputs_embeds.index_put(
-                (rows, task_positions[rows] + 1 + speech_rank), speech_embeds[rows, cols].to(inputs_embeds.dtype)
+                (rows, speech_positions), speech_embeds[rows, cols].to(inputs_embeds.dtype)
             )
         columns = torch.arange(total_length, device=device).unsqueeze(0)
         attention_mask = (columns < sequence_lengths.unsqueeze(1)).long()
@@ -291,17 +387,66 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False, **kwargs
         ).last_hidden_state
 
-        # The hidden state at task_id predicts speech token 0; the one at speech token t predicts token t + 1.
-        offsets = torch.arange(speech_width + 1, device=device).unsqueeze(0)
-        logits_mask = offsets <= speech_lengths.unsqueeze(1)
-        gather_positions = (task_positions.unsqueeze(1) + offsets).clamp(max=total_length - 1)
+        # Target m of a sample is predicted by the hidden state just before the token it names: in a full block,
+        # the last text token predicts its first speech token and the last speech token predicts the fill id; in
+        # the tail, task_id (or the last prompt speech token) predicts the first remaining speech token.
+        targets_per_block = speech_chunk + 1
+        offsets = torch.arange(speech_width + int(full_chunks.max()) + 1, device=device).unsqueeze(0)
+        logits_mask = offsets <= (speech_lengths + full_chunks).unsqueeze(1)
+        target_block = offsets // targets_per_block
+        gather_positions = torch.where(
+            target_block < full_chunks.unsqueeze(1),
+            1 + target_block * block + text_chunk - 1 + offsets % targets_per_block,
+            (task_positions + prompt_lengths).unsqueeze(1) + offsets - (full_chunks * targets_per_block).unsqueeze(1),
+        ).clamp(max=total_length - 1)
         speech_hidden = hidden_states[batch_index.unsqueeze(1), gather_positions]
         logits = self.llm_decoder(speech_hidden)
 
         loss = None
         if labels is not None:
+            if bistream is not None and bool(full_chunks.any()):
+                self._check_bistream_labels(labels, full_chunks, logits_mask)
             loss = self.loss_function_cosyvoice2(logits, labels, logits_mask)
         return CosyVoice2LMOutput(loss=loss, logits=logits, logits_mask=logits_mask)
+
+    def _check_bistream(self, bistream, full_chunks, speech_lengths, prompt_lengths, batch_size) -> None:
+        if bistream is None:
+            return
+        if tuple(bistream.shape) != (batch_size,):
+            raise ValueError(f"bistream must be a ({batch_size},) bool tensor, got shape {tuple(bistream.shape)}.")
+        bistream = bistream.to(full_chunks.device).bool()
+        if bool(bistream.any()) and self.config.speech_fill_id is None:
+            raise ValueError(
+                "Bistream samples need the fill id speech_token_size + 2, but the model has only "
+                f"{self.config.num_special_speech_tokens} special speech ids."
+            )
+        with_prompt = (bistream & (prompt_lengths > 0)).nonzero().flatten().tolist()
+        if with_prompt:
+            raise ValueError(f"Samples {with_prompt} are bistream and have prompt speech; train those unistream.")
+        short = (full_chunks * self.config.bistream_speech_chunk > speech_lengths).nonzero().flatten().tolist()
+        if short:
+            raise ValueError(
+                f"Bistream samples {short} have fewer speech tokens than their full text chunks need "
+                f"({self.config.bistream_speech_chunk} per {self.config.bistream_text_chunk} text tokens); upstream "
+                "only lays out samples whose speech/text ratio exceeds speech_chunk / text_chunk."
+            )
+
+    def _check_bistream_labels(self, labels, full_chunks, logits_mask) -> None:
+        width = labels.shape[1]
+        columns = torch.arange(width, device=labels.device).unsqueeze(0)
+        per_block = self.config.bistream_speech_chunk + 1
+        expected_fill = ((columns % per_block) == per_block - 1) & (columns // per_block < full_chunks[:, None])
+        targets = labels.to(logits_mask.device)
+        if targets.shape != logits_mask.shape:
+            return  # loss_function_cosyvoice2 names the shape mismatch
+        missing = expected_fill.to(targets.device) & (targets != self.config.speech_fill_id)
+        if bool(missing.any()):
+            bad = missing.any(dim=1).nonzero().flatten().tolist()
+            raise ValueError(
+                f"labels of bistream samples {bad} lack the fill id {self.config.speech_fill_id} after each full "
+                f"speech chunk of {self.config.bistream_speech_chunk}; build them with DataCollatorForCosyVoice2 "
+                "using the model's bistream chunk sizes."
+            )
 
     @staticmethod
     def loss_function_cosyvoice2(

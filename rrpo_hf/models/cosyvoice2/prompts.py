@@ -1,4 +1,5 @@
-"""Instruct-emotion prompts for CosyVoice2: ``instruction + "<|endofprompt|>" + text``.
+"""Prompts for CosyVoice2: instruct-emotion texts ``instruction + "<|endofprompt|>" + text`` and zero-shot
+(voice cloning) inputs ``[sos, prompt_text + text, task_id, prompt_speech]`` (:func:`build_zero_shot_inputs`).
 
 ``"en"`` is DiffRO's emotion template ("Your emotion is angry<|endofprompt|>..."); ``"zh"`` follows CosyVoice2's
 Chinese instruct examples ("用开心的语气说<|endofprompt|>..."). Any format string with ``{emotion}`` (canonical English
@@ -79,6 +80,41 @@ def build_instruct_text(
     return f"{instruction}{COSYVOICE2_END_OF_PROMPT}{text}"
 
 
+def build_zero_shot_inputs(
+    tokenizer,
+    text: str,
+    prompt_text: str,
+    prompt_speech_tokens,
+    *,
+    speech_token_size: int = 6561,
+) -> dict[str, list[int] | int]:
+    """
+    CosyVoice2 zero-shot (voice cloning) LM input for one utterance, as upstream's ``frontend_zero_shot`` builds it:
+    the LM reads ``[sos, prompt_text + text, task_id, prompt_speech_tokens]`` and continues the prompt speech.
+
+    ``text`` is what the LM reads for the target (plain text, or an instruct text from :func:`build_instruct_text`);
+    the transcript and the text are tokenized apart and concatenated. Returns ``text_ids``, ``prompt_speech_ids``
+    and ``text_length_for_ratio`` (the target text tokens the length bounds count), ready for
+    ``generate_speech_tokens(policy, [text_ids], prompt_speech_ids=[...], text_lengths_for_ratio=[...])``.
+    """
+    if not isinstance(prompt_text, str) or not prompt_text.strip():
+        raise ValueError(f"A zero-shot prompt needs the prompt utterance's transcript, got {prompt_text!r}.")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"The text to speak must be a non-empty string, got {text!r}.")
+    prompt_speech = [int(t) for t in prompt_speech_tokens]
+    if not prompt_speech or min(prompt_speech) < 0 or max(prompt_speech) >= speech_token_size:
+        raise ValueError(
+            f"prompt_speech_tokens must be a non-empty list of codebook ids in [0, {speech_token_size}), got "
+            f"{prompt_speech[:8]}{'...' if len(prompt_speech) > 8 else ''}."
+        )
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    end_id = tokenizer.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
+    ends = [i for i, token in enumerate(text_ids) if token == end_id]
+    spoken = len(text_ids) - ends[-1] - 1 if ends else len(text_ids)
+    return {"text_ids": prompt_ids + text_ids, "prompt_speech_ids": prompt_speech, "text_length_for_ratio": spoken}
+
+
 def instruction_words(template: str = "en", emotions=CANONICAL_EMOTIONS) -> list[str]:
     """Whitespace-separated words of the instructions for ``emotions``, in first-seen order: the vocabulary a
     word-level tokenizer (:func:`build_tiny_cosyvoice2_tokenizer`) needs to encode every instruction."""
@@ -93,5 +129,6 @@ __all__ = [
     "EMOTION_NAMES_ZH",
     "build_emotion_instruction",
     "build_instruct_text",
+    "build_zero_shot_inputs",
     "instruction_words",
 ]

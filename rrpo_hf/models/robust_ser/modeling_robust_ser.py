@@ -9,10 +9,8 @@ The head is exposed as :meth:`RobustSERForAudioClassification.classify` so an ad
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +23,13 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-# The equations live once, in rrpo_hf/ops. They are imported with absolute paths on purpose:
-# transformers' remote-code copier follows only same-folder `from .x import` lines (a `from ...ops`
-# line would make it look for a missing file), so `save_pretrained` below copies these modules
-# next to this file and rewrites these lines to `from .x import` in the saved copy.
+# The equations live once, in rrpo_hf/ops. They (and the consistent-save helpers) are imported with
+# absolute paths on purpose: transformers' remote-code copier follows only same-folder `from .x import`
+# lines (a `from ...ops` line would make it look for a missing file), so `save_pretrained` below copies
+# these modules next to this file and rewrites these lines to `from .x import` in the saved copy.
 from rrpo_hf.ops.eam import EAM_PLAN_KEYS, apply_energy_adaptive_mixup
 from rrpo_hf.ops.label_smoothing import mixup_emotion_loss
+from rrpo_hf.utils.saving import ConsistentSaveMixin, atomic_write_text
 
 from .configuration_robust_ser import RobustSERConfig
 
@@ -176,7 +175,7 @@ class RobustSERPooling(nn.Module):
         return torch.einsum("bl,bld->bd", weights, hidden_states)
 
 
-class RobustSERPreTrainedModel(PreTrainedModel):
+class RobustSERPreTrainedModel(ConsistentSaveMixin, PreTrainedModel):
     config_class = RobustSERConfig
     config: RobustSERConfig
     base_model_prefix = "robust_ser"
@@ -194,37 +193,26 @@ class RobustSERPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
 
-    def save_pretrained(self, save_directory, is_main_process: bool = True, *, push_to_hub: bool = False, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the rrpo_hf.ops modules the saved code needs.
+    def _write_extra_files(self, staging_folder: Path) -> None:
+        """Bundle the rrpo_hf modules the saved code needs, in the same commit as config and weights.
 
         The folder then loads with `AutoModelForAudioClassification.from_pretrained(dir, trust_remote_code=True)`
-        in an environment without rrpo-hf. Pushing happens after the bundling, so the Hub copy is complete too.
+        in an environment without rrpo-hf. `save_pretrained(push_to_hub=True)` pushes after the commit, so the Hub
+        copy is complete too.
         """
-        hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
-        super().save_pretrained(save_directory, is_main_process=is_main_process, push_to_hub=False, **kwargs)
-        if self.is_remote_code() and self.should_save_on_this_rank(is_main_process):
-            bundle_remote_code_dependencies(save_directory, Path(sys.modules[type(self).__module__].__file__).name)
-        if push_to_hub and self.should_save_on_this_rank(is_main_process):
-            repo_id = hub_kwargs.pop("repo_id", os.fspath(save_directory).rstrip(os.sep).split(os.sep)[-1])
-            self.push_to_hub(
-                repo_id, token=kwargs.get("token"), max_shard_size=kwargs.get("max_shard_size", "50GB"), **hub_kwargs
-            )
+        if self.is_remote_code():
+            bundle_remote_code_dependencies(staging_folder, Path(sys.modules[type(self).__module__].__file__).name)
 
 
-_HUB_KWARGS = ("repo_id", "commit_message", "commit_description", "create_pr", "private", "revision", "tags")
-_OPS_IMPORT = re.compile(r"^from rrpo_hf\.ops\.(\w+) import", flags=re.MULTILINE)
+# Packages whose modules the saved modeling file may import; they import only torch, the stdlib and each other.
+_BUNDLED_IMPORT = re.compile(r"^from rrpo_hf\.(ops|utils)\.(\w+) import", flags=re.MULTILINE)
 _RRPO_IMPORT = re.compile(r"^\s*(from|import)\s+rrpo_hf\b", flags=re.MULTILINE)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
 def bundle_remote_code_dependencies(save_directory, modeling_filename: str) -> list[Path]:
-    """Make a saved folder self-contained: copy each `rrpo_hf.ops.<name>` module the saved modeling file
-    imports (and their same-folder relative imports) next to it, and rewrite those imports to `from .<name>`.
+    """Make a saved folder self-contained: copy each `rrpo_hf.ops.<name>` / `rrpo_hf.utils.<name>` module the saved
+    modeling file imports (and their same-folder relative imports) next to it, and rewrite those imports to
+    `from .<name>`.
 
     A no-op for a modeling file that already uses relative imports (a model that was itself loaded as remote code).
     """
@@ -235,22 +223,22 @@ def bundle_remote_code_dependencies(save_directory, modeling_filename: str) -> l
     save_directory = Path(save_directory)
     modeling_path = save_directory / modeling_filename
     source = modeling_path.read_text(encoding="utf-8")
-    module_names = _OPS_IMPORT.findall(source)
+    module_names = _BUNDLED_IMPORT.findall(source)
     written = []
-    for name in module_names:
-        module_file = Path(importlib.import_module(f"rrpo_hf.ops.{name}").__file__)
+    for package, name in module_names:
+        module_file = Path(importlib.import_module(f"rrpo_hf.{package}.{name}").__file__)
         for needed in [module_file, *map(Path, get_relative_import_files(module_file))]:
             text = needed.read_text(encoding="utf-8")
             if _RRPO_IMPORT.search(text):
                 raise RuntimeError(
                     f"{needed} imports rrpo_hf, so it cannot ship as remote code; ops modules may import only "
-                    "torch, math and each other (relatively)."
+                    "torch, the standard library and each other (relatively)."
                 )
             destination = save_directory / needed.name
-            _atomic_write_text(destination, text)
+            atomic_write_text(destination, text)
             written.append(destination)
     if module_names:
-        _atomic_write_text(modeling_path, _OPS_IMPORT.sub(lambda match: f"from .{match.group(1)} import", source))
+        atomic_write_text(modeling_path, _BUNDLED_IMPORT.sub(lambda match: f"from .{match.group(2)} import", source))
     return written
 
 
