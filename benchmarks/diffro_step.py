@@ -9,18 +9,31 @@ the medians are compared, so machine load affects them alike:
 * ``diffro beta>0``: the same plus one no-grad forward of the frozen reference policy and the token-level KL.
 
 Targets: ratio <= 1.15 with beta = 0 (the step only adds sampling and the small frozen RM) and <= 1.5 with beta > 0.
-No optimizer step is timed (it is identical for both). Usage:
+No optimizer step is timed (it is identical for both). After the timed steps, a few more steps of each kind run
+with every phase timed (policy forward, Gumbel sampling, RM forward, RM loss + adversarial grad, reference forward,
+KL, step metrics, backward, rest) and the per-phase table is printed. Then each of full fine-tuning with beta = 0,
+full fine-tuning with beta > 0 and LoRA with beta > 0 runs two optimizer steps in its own subprocess, which reports
+its peak memory (CPU: peak RSS; CUDA: `torch.cuda.max_memory_allocated`); target: full-FT beta > 0 <= 1.35x beta = 0
+(the KL reference holds weights only: no gradients, no optimizer state). Usage:
 
     python benchmarks/diffro_step.py                                        # small CPU config
     python benchmarks/diffro_step.py --size 0.5b --dtype bf16 --device cuda # CosyVoice2-0.5B size (random weights) + MFU
+    python benchmarks/diffro_step.py --size 0.5b --dtype bf16 --device cuda --lora --rollout online --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections import defaultdict
 
 import torch
 from tqdm.auto import tqdm
@@ -30,6 +43,7 @@ from rrpo_hf.models.cosyvoice2.prompts import instruction_words
 from rrpo_hf.models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
+from rrpo_hf.trainers import diffro_trainer as diffro_trainer_module
 
 IGNORE_INDEX = -100
 #: Backbone sizes: "small" fits a laptop CPU; "0.5b" is CosyVoice2-0.5B's Qwen2 (COSYVOICE2.md).
@@ -40,7 +54,8 @@ POLICY_SIZES = {
                  num_key_value_heads=2, vocab_size=151936, rope_theta=1e6, rms_norm_eps=1e-6),
 }
 #: Dense bf16 peak of known accelerators (TFLOP/s), for MFU.
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0}
+#: H200: the dense bf16 figure this project's MFU is stated against (issue 13), below the 989 of the data sheet.
+PEAK_TFLOPS = {"H200": 790.0, "H100": 989.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -62,6 +77,15 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
     parser.add_argument("--peak_tflops", type=float, default=None, help="Accelerator peak for MFU (default: by name).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rollout", choices=["offline", "online"], default="offline",
+                        help="online: each DiffRO step first generates its speech tokens (max speech_len of them).")
+    parser.add_argument("--lora", action="store_true", help="Train a LoRA adapter (r=16, all linear layers) instead.")
+    parser.add_argument("--lora_r", type=int, default=16)
+    parser.add_argument("--phase_repeats", type=int, default=3, help="Steps of each kind timed phase by phase.")
+    parser.add_argument("--skip_memory", action="store_true", help="Skip the per-configuration peak-memory runs.")
+    parser.add_argument("--memory_steps", type=int, default=2, help="Optimizer steps of each peak-memory run.")
+    parser.add_argument("--json", default=None, help="Also write every figure to this JSON file.")
+    parser.add_argument("--memory_child", default=None, help=argparse.SUPPRESS)  # internal: "full:0.1", "lora:0.1"
     cli = parser.parse_args()
     large = cli.size == "0.5b"
     cli.batch_size = cli.batch_size or (16 if large else 4)

@@ -65,6 +65,23 @@ def test_check_passes_a_good_dataset_and_indexes_its_rows(tokenizer):
     assert all(torch.equal(plain[key], indexed[key]) for key in plain)
 
 
+def test_check_finds_bad_zero_shot_prompt_columns_before_training(tokenizer):
+    rows = good_rows()
+    rows["prompt_text"] = ["ka mi"] * 10
+    rows["prompt_speech_tokens"] = [[4, 5]] * 10
+    rows["prompt_speech_tokens"][2] = []  # a transcript without its speech
+    rows["prompt_speech_tokens"][7] = [4, 500]  # outside the codebook
+    collator = DataCollatorForCosyVoice2(tokenizer, speech_token_size=16)
+    with pytest.raises(ValueError) as raised:
+        check_speech_lm_dataset(Dataset.from_dict(rows), collator)
+    message = str(raised.value)
+    assert "2 of 10 row(s)" in message
+    assert "Dataset row 2" in message and "'prompt_text'" in message and "'prompt_speech_tokens'" in message
+    assert "Dataset row 7: 'prompt_speech_tokens' ids must lie in [0, 16)" in message
+    rows["prompt_speech_tokens"][2] = rows["prompt_speech_tokens"][7] = [4, 5]
+    assert len(check_speech_lm_dataset(Dataset.from_dict(rows), collator)) == 10
+
+
 def test_check_reads_class_label_ids_with_the_collators_names(tokenizer):
     rows = good_rows(4)
     features = Features(

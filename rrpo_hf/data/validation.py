@@ -45,7 +45,8 @@ def check_speech_lm_dataset(dataset, collator, split: str = "train", batch_size:
     ``collator`` is a `DataCollatorForCosyVoice2` (or anything with its `prompt_text`, `_speech_tokens` and
     `_emotion_name`). Checked per row: the text is a non-empty string and tokenizes to at least one id; an emotion
     that phrases the instruction is a known label (`rrpo_hf.data.labels.normalize_emotion`); the speech tokens are
-    non-empty ids in ``[0, speech_token_size)``. Raises ``ValueError`` listing the bad rows by their dataset index,
+    non-empty ids in ``[0, speech_token_size)``; zero-shot rows have both `prompt_text` and `prompt_speech_tokens`
+    (ids in the codebook). Raises ``ValueError`` listing the bad rows by their dataset index,
     with the fix, before any training step. ``None`` is passed through (no eval split).
 
     A `datasets.Dataset` comes back with a `ROW_INDEX_COLUMN` column so that collator errors later name the dataset
@@ -64,6 +65,8 @@ def check_speech_lm_dataset(dataset, collator, split: str = "train", batch_size:
             try:
                 prompt = collator.prompt_text(row, index)  # checks the text, and the emotion it phrases
                 collator._speech_tokens(row, index)
+                if hasattr(collator, "zero_shot_prompt"):  # both prompt columns or neither, ids in the codebook
+                    collator.zero_shot_prompt(row, index)
             except (ValueError, KeyError, TypeError) as error:
                 problems.append(_message(error))
                 continue
@@ -94,7 +97,10 @@ def _row_batches(dataset, collator, batch_size: int):
     if hasattr(dataset, "iter") and hasattr(dataset, "column_names"):
         wanted = [
             getattr(collator, name)
-            for name in ("text_column", "speech_column", "instruction_column", "emotion_column")
+            for name in (
+                "text_column", "speech_column", "instruction_column", "emotion_column", "prompt_text_column",
+                "prompt_speech_column",
+            )
             if getattr(collator, name, None) in dataset.column_names
         ]
         start = 0
