@@ -80,8 +80,9 @@ class RRPOScriptArguments(ScriptArguments):
 def require_stage_output(path: str, what: str, command: str) -> None:
     """Exit with the command to run when an earlier stage's local output is missing (Hub ids `org/name` pass)."""
     if os.path.exists(path):
-        if os.path.isdir(path) and not any((Path(path) / name).is_file() for name in ("config.json", "llm.pt")):
-            sys.exit(f"{path} holds no {what} (no config.json). Re-run `{command}`.")
+        markers = ("config.json", "llm.pt", "adapter_config.json")
+        if os.path.isdir(path) and not any((Path(path) / name).is_file() for name in markers):
+            sys.exit(f"{path} holds no {what} (no config.json or adapter_config.json). Re-run `{command}`.")
         return
     looks_local = path.startswith((".", "/", "~", "outputs")) or path.count("/") != 1
     if looks_local:
@@ -137,6 +138,9 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         model_path, script_args.tokenizer_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation
     )
 
+    is_peft = hasattr(model, "peft_config")
+    if is_peft and model_args.use_peft:
+        print(f"{model_path} is a LoRA adapter: training it further (the --lora_* settings do not apply).")
     trainer = DiffROTrainer(
         model=model,
         reward_model=script_args.reward_model_path,
@@ -144,7 +148,8 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        peft_config=lora_config_from_model_args(model_args) if model_args.use_peft else None,
+        # A LoRA-SFT adapter folder arrives as a PeftModel: its adapter trains on (and is its own KL reference).
+        peft_config=lora_config_from_model_args(model_args) if model_args.use_peft and not is_peft else None,
         judge_model=script_args.judge_model_path,
         oracle=oracle,
     )

@@ -253,6 +253,30 @@ def test_lora_folder_holds_exactly_one_model_and_reloads(tmp_path, stage_outputs
         assert ("PeftModel.from_pretrained" in card) != save_merged
 
 
+def test_rrpo_continues_a_lora_sft_adapter_folder(tmp_path, stage_outputs):
+    """sft.py --save_merged false writes an adapter; rrpo.py loads it on its base and trains that adapter on."""
+    from peft import PeftModel
+
+    sft_out = tmp_path / "sft_adapter"
+    # No LoRA dropout: the adapter's own config travels with it, and dropout would make step 1's KL non-zero.
+    run_example("sft", [*SFT_ARGS, *LORA_ARGS, "--lora_dropout", "0", "--model_name_or_path",
+                        str(stage_outputs / "sft"), "--output_dir", str(sft_out), "--max_steps", "2",
+                        "--save_strategy", "no", "--save_merged", "false"])
+    assert (sft_out / "adapter_config.json").is_file() and not (sft_out / "config.json").exists()
+    argv = rrpo_args(stage_outputs)
+    argv[argv.index("--model_name_or_path") + 1] = str(sft_out)
+    trainer = run_example("rrpo", [*argv, *LORA_ARGS, "--output_dir", str(tmp_path / "rrpo"), "--max_steps", "2",
+                                   "--save_strategy", "no", "--beta", "0.1"])
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    assert isinstance(policy, PeftModel) and trainer.ref_adapter_name == "ref"
+    sft_lora = load_file(sft_out / "adapter_model.safetensors")
+    trained = {k: v for k, v in policy.state_dict().items() if "lora_" in k and ".ref." not in k}
+    assert len(trained) == len(sft_lora) > 0
+    assert any(not torch.equal(v, sft_lora[k.replace(".default", "")]) for k, v in trained.items())
+    kl = [entry["kl"] for entry in trainer.state.log_history if "kl" in entry]
+    assert kl[0] == pytest.approx(0.0, abs=1e-6)  # the reference is the SFT adapter, not the bare base
+
+
 def test_full_fine_tuning_folder_holds_the_full_model(tmp_path, stage_outputs, caplog):
     from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
 

@@ -1,7 +1,9 @@
 """Loading a CosyVoice2 policy with its text tokenizer, and its LoRA configuration, as the example scripts need them.
 
-A policy is either a CosyVoice2 release (a model dir with ``llm.pt`` + ``CosyVoice-BlankEN/``, or the ``llm.pt``
-itself) or a ``save_pretrained`` folder of this library (``config.json`` + weights + tokenizer).
+A policy is a CosyVoice2 release (a model dir with ``llm.pt`` + ``CosyVoice-BlankEN/``, or the ``llm.pt``
+itself), a ``save_pretrained`` folder of this library (``config.json`` + weights + tokenizer), or a LoRA adapter
+folder (``adapter_config.json`` naming its base model, e.g. ``examples/sft.py --save_merged false``), which loads as a
+trainable `peft.PeftModel` on that base.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def is_cosyvoice_release(path: str | os.PathLike) -> bool:
     return path.suffix == ".pt" or ((path / "llm.pt").is_file() and not (path / "config.json").is_file())
 
 
+def is_adapter_folder(path: str | os.PathLike) -> bool:
+    """A PEFT adapter folder (``adapter_config.json``, no ``config.json`` of a full model)."""
+    path = Path(path)
+    return (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
 def load_cosyvoice2_lm_and_tokenizer(
     model_path: str | os.PathLike,
     tokenizer_path: str | os.PathLike | None = None,
@@ -43,6 +51,8 @@ def load_cosyvoice2_lm_and_tokenizer(
     if isinstance(dtype, str) and dtype != "auto":
         dtype = getattr(torch, dtype)
     model_path = Path(model_path)
+    if is_adapter_folder(model_path):
+        return _load_adapter_policy(model_path, tokenizer_path, dtype, attn_implementation)
     if is_cosyvoice_release(model_path):
         model = CosyVoice2LM.from_cosyvoice(model_path)
         if dtype not in (None, "auto"):
@@ -65,6 +75,26 @@ def load_cosyvoice2_lm_and_tokenizer(
             f"The tokenizer has {len(tokenizer)} tokens but the model's text embedding only "
             f"{model.config.llm_config.vocab_size}; they do not belong together (check --tokenizer_path)."
         )
+    return model, tokenizer
+
+
+def _load_adapter_policy(adapter_path: Path, tokenizer_path, dtype, attn_implementation):
+    """The base model its ``adapter_config.json`` names, with the adapter on top (trainable: training continues)."""
+    import json
+
+    from peft import PeftModel
+
+    adapter_config = json.loads((adapter_path / "adapter_config.json").read_text(encoding="utf-8"))
+    base = adapter_config.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(
+            f"{adapter_path / 'adapter_config.json'} names no base model (base_model_name_or_path); save the adapter "
+            "with its base named, or pass the merged model folder instead."
+        )
+    # The tokenizer saved beside the adapter is the one the adapter was trained with.
+    tokenizer_source = tokenizer_path or (adapter_path if (adapter_path / "tokenizer_config.json").is_file() else None)
+    base_model, tokenizer = load_cosyvoice2_lm_and_tokenizer(base, tokenizer_source, dtype, attn_implementation)
+    model = PeftModel.from_pretrained(base_model, str(adapter_path), is_trainable=True)
     return model, tokenizer
 
 
@@ -94,6 +124,7 @@ def lora_config_from_model_args(model_args):
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
+    "is_adapter_folder",
     "is_cosyvoice_release",
     "load_cosyvoice2_lm_and_tokenizer",
     "lora_config_from_model_args",
