@@ -17,7 +17,7 @@ its peak memory (CPU: peak RSS; CUDA: `torch.cuda.max_memory_allocated`); target
 (the KL reference holds weights only: no gradients, no optimizer state). Usage:
 
     python benchmarks/diffro_step.py                                        # small CPU config
-    python benchmarks/diffro_step.py --size 0.5b --dtype bf16 --device cuda # CosyVoice2-0.5B size (random weights) + MFU
+    python benchmarks/diffro_step.py --size 0.5b --dtype bf16 --device cuda  # CosyVoice2-0.5B shape, random weights
     python benchmarks/diffro_step.py --size 0.5b --dtype bf16 --device cuda --lora --rollout online --json out.json
 """
 
@@ -142,10 +142,25 @@ def make_batch(cli, text_vocab: int, device):
     return to_device(plain), to_device(diffro), num_tokens, int(speech_lengths.sum() + b)
 
 
-def make_trainer(policy, reward_model, tokenizer, cli, beta: float, output_dir: str) -> DiffROTrainer:
+def lora_config(cli):
+    from peft import LoraConfig
+
+    # No task_type: PEFT's CAUSAL_LM wrapper would rename the policy's inputs (as the recipes' LoRA does).
+    return LoraConfig(
+        r=cli.lora_r,
+        lora_alpha=2 * cli.lora_r,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+
+
+def make_trainer(
+    policy, reward_model, tokenizer, cli, beta: float, output_dir: str, peft_config=None
+) -> DiffROTrainer:
     args = DiffROConfig(
         output_dir=output_dir,
-        rollout="offline",
+        rollout=cli.rollout,
+        max_new_tokens=cli.speech_len,
         beta=beta,
         reward_adv_alpha=cli.reward_adv_alpha,
         report_to="none",
@@ -153,8 +168,11 @@ def make_trainer(policy, reward_model, tokenizer, cli, beta: float, output_dir: 
         use_cpu=cli.device == "cpu",
         save_strategy="no",
         seed=cli.seed,
+        bf16=False,
     )
-    trainer = DiffROTrainer(model=policy, reward_model=reward_model, args=args, processing_class=tokenizer)
+    trainer = DiffROTrainer(
+        model=policy, reward_model=reward_model, args=args, processing_class=tokenizer, peft_config=peft_config
+    )
     # Normally set by the training loop: one micro-batch per optimizer step here.
     trainer.current_gradient_accumulation_steps = 1
     return trainer
@@ -174,15 +192,181 @@ def policy_train_flops(policy: CosyVoice2LM, num_tokens: int, num_speech_positio
     return 6.0 * backbone * num_tokens + 6.0 * head * num_speech_positions + attention * num_tokens
 
 
+# ---------------------------------------------------------------------------------------------------- phase timing
+
+PHASES = [
+    "rollout generation",
+    "policy forward",
+    "Gumbel sampling",
+    "RM forward",
+    "RM loss + adversarial grad",
+    "reference forward",
+    "KL",
+    "step metrics",
+    "backward",
+    "rest (inputs, loss, Trainer)",
+]
+
+
+class PhaseTimer:
+    """Exclusive wall time per phase: a phase that runs inside another is subtracted from the outer one."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.totals: dict[str, float] = defaultdict(float)
+        self._stack: list[list] = []  # [name, start]
+
+    def enter(self, name: str):
+        synchronize(self.device)
+        now = time.perf_counter()
+        if self._stack:
+            self.totals[self._stack[-1][0]] += now - self._stack[-1][1]
+        self._stack.append([name, now])
+
+    def exit(self):
+        synchronize(self.device)
+        now = time.perf_counter()
+        name, start = self._stack.pop()
+        self.totals[name] += now - start
+        if self._stack:
+            self._stack[-1][1] = now
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        self.enter(name)
+        try:
+            yield
+        finally:
+            self.exit()
+
+    def wrap(self, name: str, function):
+        def timed(*args, **kwargs):
+            with self.phase(name):
+                return function(*args, **kwargs)
+
+        return timed
+
+
+@contextlib.contextmanager
+def phase_instrumentation(timer_ref: list, policy, reward_model, trainers):
+    """Time the phases of whichever step runs, into `timer_ref[0]` (a PhaseTimer, or None for no timing)."""
+
+    def timed(name, function):
+        def call(*args, **kwargs):
+            timer = timer_ref[0]
+            if timer is None:
+                return function(*args, **kwargs)
+            with timer.phase(name):
+                return function(*args, **kwargs)
+
+        return call
+
+    def forward_hooks(module, name):
+        # Only forwards that build a graph: the no-grad reference / generation forwards are their own phases.
+        def pre(*_):
+            if timer_ref[0] is not None and torch.is_grad_enabled():
+                timer_ref[0].enter(name)
+                module._phase_timed = True
+
+        def post(*_):
+            if getattr(module, "_phase_timed", False):
+                module._phase_timed = False
+                timer_ref[0].exit()
+
+        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+
+    handles = forward_hooks(policy, "policy forward") + forward_hooks(reward_model, "RM forward")
+    patched = ("gumbel_softmax_sample", "token_level_kl")
+    module_patches = {name: getattr(diffro_trainer_module, name) for name in patched}
+    diffro_trainer_module.gumbel_softmax_sample = timed("Gumbel sampling", module_patches["gumbel_softmax_sample"])
+    diffro_trainer_module.token_level_kl = timed("KL", module_patches["token_level_kl"])
+    for trainer in trainers:
+        trainer._generate = timed("rollout generation", trainer._generate)
+        trainer.robust_reward_loss = timed("RM loss + adversarial grad", trainer.robust_reward_loss)
+        trainer._reference_logits = timed("reference forward", trainer._reference_logits)
+        trainer._record_step_metrics = timed("step metrics", trainer._record_step_metrics)
+        trainer.accelerator.backward = timed("backward", trainer.accelerator.backward)
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, function in module_patches.items():
+            setattr(diffro_trainer_module, name, function)
+        for trainer in trainers:
+            for name in ("_generate", "robust_reward_loss", "_reference_logits", "_record_step_metrics"):
+                del trainer.__dict__[name]
+            del trainer.accelerator.__dict__["backward"]
+
+
+# ---------------------------------------------------------------------------------------------------- peak memory
+
+
+def memory_child(cli) -> dict:
+    """One configuration ("full:0.1", "full:0", "lora:0.1"): build, then `memory_steps` optimizer steps; the peak."""
+    kind, beta = cli.memory_child.split(":")
+    beta = float(beta)
+    if cli.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    tokenizer = build_tiny_cosyvoice2_tokenizer(instruction_words("en") + ["ka", "mi", "to"])
+    policy, reward_model = build_models(cli, DTYPES[cli.dtype], cli.device, len(tokenizer))
+    _, diffro_batch, _, _ = make_batch(cli, policy.config.llm_config.vocab_size, cli.device)
+    with tempfile.TemporaryDirectory() as output_dir:
+        peft_config = lora_config(cli) if kind == "lora" else None
+        trainer = make_trainer(policy, reward_model, tokenizer, cli, beta, output_dir, peft_config=peft_config)
+        trainer.create_optimizer()
+        for _ in range(cli.memory_steps):
+            trainer.training_step(trainer.model, dict(diffro_batch))
+            trainer.optimizer.step()
+            trainer.optimizer.zero_grad(set_to_none=True)
+        synchronize(cli.device)
+    if cli.device.startswith("cuda"):
+        peak, what = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
+    else:
+        peak, what = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"  # Linux: KiB
+    return {"config": cli.memory_child, "peak_bytes": peak, "measure": what}
+
+
+MEMORY_CONFIGS = {
+    "full FT, beta=0": "full:0",
+    "full FT, beta={beta:g}": "full:{beta}",
+    "LoRA, beta={beta:g}": "lora:{beta}",
+}
+
+
+def measure_memory(cli) -> dict:
+    results = {}
+    for label, config in MEMORY_CONFIGS.items():
+        label, config = label.format(beta=cli.beta), config.format(beta=cli.beta)
+        argv = [arg for arg in sys.argv[1:] if arg != "--lora"] + ["--memory_child", config]
+        output = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), *argv], check=True, capture_output=True, text=True
+        ).stdout
+        results[label] = json.loads(output.strip().splitlines()[-1])
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
 def main():
     cli = parse_args()
     if cli.threads:
         torch.set_num_threads(cli.threads)
+    if cli.memory_child:
+        print(json.dumps(memory_child(cli)))
+        return
     dtype, device = DTYPES[cli.dtype], cli.device
     tokenizer = build_tiny_cosyvoice2_tokenizer(instruction_words("en") + ["ka", "mi", "to"])
     policy, reward_model = build_models(cli, dtype, device, len(tokenizer))
+    base_policy = policy
+    if cli.lora:
+        from peft import get_peft_model
+
+        # One adapter shared by all step kinds; the beta > 0 trainer adds its frozen "ref" copy of it.
+        policy = get_peft_model(policy, lora_config(cli))
     plain_batch, diffro_batch, num_tokens, num_speech_positions = make_batch(
-        cli, policy.config.llm_config.vocab_size, device
+        cli, base_policy.config.llm_config.vocab_size, device
     )
     with tempfile.TemporaryDirectory() as output_dir:
         trainers = {
@@ -190,9 +374,16 @@ def main():
             f"diffro beta={cli.beta:g}": make_trainer(policy, reward_model, tokenizer, cli, cli.beta, output_dir),
         }
 
+        timer_ref = [None]
+
         def plain_step():
             policy.train()
-            policy(**plain_batch).loss.backward()
+            loss = policy(**plain_batch).loss
+            if timer_ref[0] is None:
+                loss.backward()
+            else:
+                with timer_ref[0].phase("backward"):
+                    loss.backward()
 
         steps = {"plain": plain_step}
         for name, trainer in trainers.items():
@@ -208,39 +399,84 @@ def main():
                 synchronize(device)
                 if repeat >= cli.warmup:
                     times[name].append(time.perf_counter() - start)
+
+        # Phase by phase, in separate steps: the synchronisations of the timers stay out of the ratios above.
+        phases = {name: PhaseTimer(device) for name in steps}
+        with phase_instrumentation(timer_ref, base_policy, reward_model, trainers.values()):
+            for _ in tqdm(range(cli.phase_repeats), desc="phase-timed steps"):
+                for name, step in steps.items():
+                    policy.zero_grad(set_to_none=True)
+                    timer_ref[0] = phases[name]
+                    with phases[name].phase("rest (inputs, loss, Trainer)"):
+                        step()
+                    timer_ref[0] = None
         policy.zero_grad(set_to_none=True)
+        del trainers, steps
+    memory = {} if cli.skip_memory else measure_memory(cli)
 
     medians = {name: statistics.median(values) for name, values in times.items()}
-    n_params = sum(p.numel() for p in policy.parameters())
-    policy_compute = sum(p.numel() for n, p in policy.named_parameters() if "embed_tokens" not in n)
+    n_params = sum(p.numel() for p in base_policy.parameters())
+    policy_compute = sum(p.numel() for n, p in base_policy.named_parameters() if "embed_tokens" not in n)
     rm_compute = sum(p.numel() for p in reward_model.parameters())
     print(
-        f"policy {cli.size} ({n_params / 1e6:.1f}M params, {cli.dtype}, {device}); RM hidden {cli.rm_hidden_size} x "
-        f"{cli.rm_layers} layers; batch {cli.batch_size}, text {cli.text_len}, speech {cli.speech_len}, codebook "
-        f"{cli.codebook_size}, alpha {cli.reward_adv_alpha}; median of {cli.repeats} after {cli.warmup} warm-up"
+        f"policy {cli.size} ({n_params / 1e6:.1f}M params, {cli.dtype}, {device}, {'LoRA' if cli.lora else 'full'}, "
+        f"{cli.rollout} rollout); RM hidden {cli.rm_hidden_size} x {cli.rm_layers} layers; batch {cli.batch_size}, "
+        f"text {cli.text_len}, speech {cli.speech_len}, codebook {cli.codebook_size}, alpha {cli.reward_adv_alpha}; "
+        f"threads {torch.get_num_threads()}; median of {cli.repeats} after {cli.warmup} warm-up"
     )
-    flops = policy_train_flops(policy, num_tokens, num_speech_positions, cli.text_len + cli.speech_len + 2)
+    flops = policy_train_flops(base_policy, num_tokens, num_speech_positions, cli.text_len + cli.speech_len + 2)
     peak = cli.peak_tflops
     if peak is None and device.startswith("cuda"):
         gpu_name = torch.cuda.get_device_name()
         peak = next((value for key, value in PEAK_TFLOPS.items() if key in gpu_name), None)
+    report = {"args": vars(cli), "steps": {}, "phases_ms": {}, "memory": memory, "peak_tflops": peak}
     for name, seconds in medians.items():
         ratio = seconds / medians["plain"]
         line = f"{name:>16}: {seconds * 1e3:9.2f} ms  ratio {ratio:5.3f}"
         if name != "plain":
             target = 1.15 if name == "diffro beta=0" else 1.5
             line += f"  (target <= {target}: {'met' if ratio <= target else 'NOT met'})"
+        # Policy model FLOPs only (the rollout's generation, the RM and the reference forward are not counted).
         achieved = flops / seconds / 1e12
         line += f"  policy model TFLOP/s {achieved:.2f}"
-        if peak:
-            line += f"  MFU {achieved / peak:.1%}"
+        mfu = achieved / peak if peak else None
+        if mfu is not None:
+            line += f"  MFU {mfu:.1%} of {peak:g}"
         print(line)
+        report["steps"][name] = {"ms": seconds * 1e3, "ratio": ratio, "tflops": achieved, "mfu": mfu}
     # The RM's cost is fixed (it reads the 6561-way codebook at every speech position): it is negligible next to a
     # 0.5B policy but comparable to a toy one, so the targets speak about the real size.
     print(
         f"RM / policy parameters touched per speech token: {rm_compute / 1e6:.1f}M / {policy_compute / 1e6:.1f}M "
         f"({rm_compute / policy_compute:.0%}); the targets are stated for CosyVoice2-0.5B size (--size 0.5b)."
     )
+
+    names = list(phases)
+    print(f"\nper-phase wall time, ms per step (mean of {cli.phase_repeats} phase-timed steps, synced per phase)")
+    print(f"| phase | {' | '.join(names)} |")
+    print("|---|" + "---:|" * len(names))
+    for phase in PHASES:
+        values = [phases[name].totals.get(phase, 0.0) * 1e3 / max(cli.phase_repeats, 1) for name in names]
+        if not any(values):
+            continue
+        print(f"| {phase} | {' | '.join(f'{value:.1f}' for value in values)} |")
+        report["phases_ms"][phase] = dict(zip(names, values))
+    totals = [sum(phases[name].totals.values()) * 1e3 / max(cli.phase_repeats, 1) for name in names]
+    print(f"| total | {' | '.join(f'{value:.1f}' for value in totals)} |")
+
+    if memory:
+        base = memory["full FT, beta=0"]["peak_bytes"]
+        measure = next(iter(memory.values()))["measure"]
+        print(f"\npeak memory of {cli.memory_steps} optimizer steps, one subprocess each ({measure}):")
+        for label, row in memory.items():
+            ratio = row["peak_bytes"] / base
+            line = f"{label:>18}: {row['peak_bytes'] / 2**30:7.2f} GiB  x{ratio:.3f} of full FT beta=0"
+            if label.startswith("full FT, beta=") and label != "full FT, beta=0":
+                line += f"  (target <= 1.35: {'met' if ratio <= 1.35 else 'NOT met'})"
+            print(line)
+    if cli.json:
+        with open(cli.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,21 @@ CosyVoice2's repetition-aware sampling, so the work is identical across configur
 
     python benchmarks/generation.py                                   # tiny config, CPU
     python benchmarks/generation.py --size 0.5b --dtype bf16 --device cuda   # CosyVoice2-0.5B shape, random weights
+    python benchmarks/generation.py --threads 1 --profile             # + per-phase split and top ops per step
 
-Targets (tiny, CPU): cached >= 5x uncached at 200 tokens; batch 16 >= 8x batch 1 in tokens/s.
+Targets (tiny, CPU): cached >= 5x uncached at 200 tokens; batch 16 >= 12x batch 1 in tokens/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
 import torch
+
+import rrpo_hf.models.cosyvoice2.generation as generation_module
 
 from rrpo_hf.models.cosyvoice2.configuration_cosyvoice2 import COSYVOICE2_0_5B_BACKBONE, CosyVoice2LMConfig
 from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens
@@ -56,34 +60,91 @@ def make_prompts(batch_size: int, text_vocab: int, seed: int) -> list[list[int]]
     return [torch.randint(0, text_vocab, (int(n),), generator=generator).tolist() for n in lengths]
 
 
-def measure(model, prompts, new_tokens: int, use_cache: bool, device: str, repeats: int) -> dict:
-    """Best of `repeats` timed runs (after one warm-up) of decoding exactly `new_tokens` per prompt."""
+def measure(model, configurations: dict, new_tokens: int, device: str, repeats: int) -> dict:
+    """Best of `repeats` timed runs of each configuration (after one warm-up each), decoding exactly `new_tokens`.
 
-    def run():
+    `configurations` maps a name to `(prompts, use_cache)`. The configurations take turns, run by run, so that load
+    from other processes on a shared machine falls on all of them alike and their ratio stays comparable.
+    """
+
+    def run(prompts, use_cache):
         return generate_speech_tokens(
             model, prompts, seed=0, use_cache=use_cache, min_new_tokens=new_tokens, max_new_tokens=new_tokens
         )
 
-    run()  # warm-up: allocator, kernels, autotuning
-    best = float("inf")
+    for prompts, use_cache in configurations.values():
+        run(prompts, use_cache)  # warm-up: allocator, kernels, autotuning
+    best = dict.fromkeys(configurations, float("inf"))
     for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        outputs = run()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    produced = sum(len(tokens) for tokens in outputs)
-    if produced != new_tokens * len(prompts):
-        raise RuntimeError(f"expected {new_tokens * len(prompts)} tokens, got {produced}")
+        for name, (prompts, use_cache) in configurations.items():
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            outputs = run(prompts, use_cache)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            best[name] = min(best[name], time.perf_counter() - start)
+            produced = sum(len(tokens) for tokens in outputs)
+            if produced != new_tokens * len(prompts):
+                raise RuntimeError(f"{name}: expected {new_tokens * len(prompts)} tokens, got {produced}")
     return {
-        "batch_size": len(prompts),
-        "use_cache": use_cache,
-        "new_tokens": new_tokens,
-        "seconds": best,
-        "tokens_per_second": produced / best,
+        name: {
+            "batch_size": len(prompts),
+            "use_cache": use_cache,
+            "new_tokens": new_tokens,
+            "seconds": best[name],
+            "tokens_per_second": new_tokens * len(prompts) / best[name],
+        }
+        for name, (prompts, use_cache) in configurations.items()
     }
+
+
+@contextlib.contextmanager
+def _phase_timers(model, totals: dict):
+    """Accumulate wall time of the decode loop's phases (backbone, speech head, sampling) into `totals`."""
+
+    def timed(name, function):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    sample = generation_module._ras_sample
+    model.model.forward = timed("backbone", model.model.forward)
+    model.speech_logits = timed("speech head", model.speech_logits)
+    generation_module._ras_sample = timed("sampling", sample)
+    try:
+        yield
+    finally:
+        del model.model.forward, model.speech_logits  # drop the instance attributes: the class methods come back
+        generation_module._ras_sample = sample
+
+
+def profile(model, prompts, new_tokens: int, device: str) -> None:
+    """Print per-step time split into phases and torch.profiler's top ops, for one (warmed-up) cached decode."""
+
+    def run():
+        return generate_speech_tokens(model, prompts, seed=0, min_new_tokens=new_tokens, max_new_tokens=new_tokens)
+
+    run()
+    totals: dict[str, float] = {}
+    with _phase_timers(model, totals):
+        start = time.perf_counter()
+        run()
+        total = time.perf_counter() - start
+    totals["other (masks, bookkeeping)"] = total - sum(totals.values())
+    split = ", ".join(f"{name} {seconds * 1e3 / new_tokens:.2f}" for name, seconds in totals.items())
+    print(f"batch {len(prompts)}: {total * 1e3 / new_tokens:.2f} ms/step = {split}")
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        run()
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 
 def main(argv=None):
@@ -94,10 +155,12 @@ def main(argv=None):
     parser.add_argument("--attn-implementation", default="sdpa", help="backbone attention (sdpa, eager, flash_attention_2)")
     parser.add_argument("--new-tokens", type=int, default=200, help="tokens decoded per sample")
     parser.add_argument("--batch-size", type=int, default=16, help="the batched configuration")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per configuration (best is kept)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per cached configuration (best is kept)")
+    parser.add_argument("--uncached-repeats", type=int, default=1, help="timed runs of the slow uncached loop")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--skip-uncached", action="store_true", help="skip the slow recompute-everything loop")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--profile", action="store_true", help="also print the per-phase split and top ops per step")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,12 +175,11 @@ def main(argv=None):
         f"attn={args.attn_implementation} threads={torch.get_num_threads()} new_tokens={args.new_tokens}"
     )
 
-    results = {
-        "cached_batched": measure(model, batched_prompts, args.new_tokens, True, args.device, args.repeats),
-        "cached_single": measure(model, single_prompt, args.new_tokens, True, args.device, args.repeats),
-    }
+    cached = {"cached_batched": (batched_prompts, True), "cached_single": (single_prompt, True)}
+    results = measure(model, cached, args.new_tokens, args.device, args.repeats)
     if not args.skip_uncached:
-        results["uncached_batched"] = measure(model, batched_prompts, args.new_tokens, False, args.device, args.repeats)
+        uncached = {"uncached_batched": (batched_prompts, False)}
+        results.update(measure(model, uncached, args.new_tokens, args.device, args.uncached_repeats))
 
     print(f"{'configuration':<18}{'batch':>6}{'cache':>7}{'seconds':>10}{'tokens/s':>12}")
     for name, row in results.items():
@@ -132,6 +194,9 @@ def main(argv=None):
         )
     for name, value in ratios.items():
         print(f"ratio {name}: {value:.1f}x")
+    if args.profile:
+        for prompts in (batched_prompts, single_prompt):
+            profile(model, prompts, args.new_tokens, args.device)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"args": vars(args), "results": results, "ratios": ratios}, handle, indent=2)

@@ -32,7 +32,7 @@ from trl import ScriptArguments
 from rrpo_hf.data.labels import CANONICAL_EMOTIONS, UnknownEmotionError, emotion_label_maps, normalize_emotion
 from rrpo_hf.models.robust_ser import RobustSERConfig
 from rrpo_hf.script_utils import ScriptParser, resolve_resume_from_checkpoint
-from rrpo_hf.trainers import RobustRewardConfig, RobustRewardTrainer
+from rrpo_hf import RobustRewardConfig, RobustRewardTrainer
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
 # defaults (RobustRewardConfig: the paper's regularization).

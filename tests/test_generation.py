@@ -228,3 +228,70 @@ def test_bad_input_raises_clear_errors(policy):
     with pytest.raises(TypeError, match="unwrap_for_generation"):
         generate_speech_tokens(torch.nn.Linear(2, 2), [[1, 2]])
     assert generate_speech_tokens(policy, []) == []
+
+
+# Tokens recorded from the per-step-concatenating decoder (before the preallocated KV cache and mask). They pin
+# CosyVoice2's sampling exactly: the same seed must consume the generator identically (the same torch.multinomial
+# calls, shapes and order) and give these tokens, so a speed-up of the decode loop cannot silently change outputs.
+GOLDEN_PROMPT_SPEECH = [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10], [11], [12, 13], [14, 15, 16], [17]]
+GOLDEN_DEFAULT = [
+        [15, 3, 2, 15, 10, 17, 19, 0, 1, 5, 14, 5, 18, 2, 12, 12, 6, 11, 8, 5, 12],
+        [18, 17, 16, 9, 19, 10, 6],
+        [19, 9, 0, 15, 10, 4, 5, 8, 11, 2],
+        [12, 16, 1, 18],
+        [13, 17, 10, 19, 1, 7],
+        [12, 9, 5, 15, 18, 11],
+        [18, 17, 6, 3, 1, 4, 12, 7, 19, 15, 0, 2, 13],
+        [8, 1, 4, 1, 11, 14, 19, 2, 3, 10, 19, 18],
+]
+GOLDEN_NO_EXCLUDE = [
+        [15, 3, 2, 15, 10, 17, 19, 4, 9],
+        [18, 17, 17, 19, 5, 14, 19, 13],
+        [19, 9, 0, 9, 15, 1, 9, 14, 7, 4, 2, 17, 11, 12, 6, 14, 9, 19, 10, 13, 19, 15],
+        [12, 16, 1, 18],
+        [13, 17, 10, 19, 1, 7],
+        [12, 9, 5, 15, 18, 11],
+        [18, 17, 6, 3, 1, 4, 12, 3, 0, 15, 9, 14, 18, 17, 1, 11],
+        [8, 1, 4, 1, 11, 14, 6, 18],
+]
+GOLDEN_ZERO_SHOT = [
+        [16, 15, 0, 19, 19, 8],
+        [11, 15, 18, 7, 5],
+        [18, 1, 19, 16, 17, 6, 2, 9, 13, 19, 3, 18, 7, 4, 1, 5, 11, 16],
+        [3, 8, 1, 4],
+        [19, 10, 1, 11, 9, 14],
+        [16, 4, 5, 6, 11],
+        [7, 1, 13, 5, 2, 11, 10, 18, 3, 16, 17, 4, 17, 1, 7, 12, 6],
+        [14, 1, 4, 3, 5, 17, 6, 19, 18, 3, 9, 2, 13, 0, 12, 1, 12, 14, 4, 19],
+]
+GOLDEN_ZERO_SHOT_NO_EXCLUDE = [
+        [16, 15, 0, 19, 19, 8],
+        [11, 15, 18, 7, 5],
+        [18, 1, 19, 16, 17, 6, 2, 9, 13, 19, 3, 18, 7, 4, 1, 5, 11, 17, 15],
+        [3, 8, 1, 4],
+        [19, 10, 1, 11, 9, 14],
+        [16, 4, 5, 6, 11],
+        [7, 1, 13, 5, 2, 11, 10, 18, 3, 16, 17, 4, 17, 1, 7, 12, 6],
+        [14, 1, 4, 3, 5, 17, 6, 19, 18, 3, 9, 2, 13, 0, 12, 9, 8, 1, 7, 3],
+]
+
+
+@pytest.mark.parametrize(
+    "zero_shot, exclude_repeated, seed, expected",
+    [
+        (False, True, 1234, GOLDEN_DEFAULT),
+        (False, False, 1234, GOLDEN_NO_EXCLUDE),
+        (True, True, 99, GOLDEN_ZERO_SHOT),
+        (True, False, 99, GOLDEN_ZERO_SHOT_NO_EXCLUDE),
+    ],
+)
+def test_sampled_tokens_match_recorded_golden(zero_shot, exclude_repeated, seed, expected):
+    # A freshly seeded tiny policy and a ragged batch (left padding, samples stopping at different steps).
+    outputs = generate_speech_tokens(
+        tiny_policy(),
+        PROMPTS * 2,
+        seed=seed,
+        exclude_repeated=exclude_repeated,
+        prompt_speech_ids=GOLDEN_PROMPT_SPEECH if zero_shot else None,
+    )
+    assert outputs == expected

@@ -90,14 +90,14 @@ Method: **{{ method }}**.
 
 ```python
 from peft import PeftModel
-from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
+from rrpo_hf import CosyVoice2LM
 
 policy = PeftModel.from_pretrained(CosyVoice2LM.from_pretrained("{{ adapter_base }}"), "{{ model_id }}")
 ```
 {% else %}This repository holds the {% if saved_format == "merged" %}merged (LoRA folded into the base weights){% else %}full{% endif %} model.
 
 ```python
-from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
+from rrpo_hf import CosyVoice2LM
 
 policy = CosyVoice2LM.from_pretrained("{{ model_id }}")
 ```
