@@ -205,6 +205,9 @@ class DiffROConfig(TrainingArguments):
     def __post_init__(self):
         # A multi-process CPU launch needs gloo; without it every rank silently trains alone (ENVIRONMENT.md).
         launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched_processes > 1 and not torch.cuda.is_available():
+            # No GPU to run on: without use_cpu accelerate would set up no process group (DistributedType.NO).
+            self.use_cpu = True
         if self.ddp_backend is None and launched_processes > 1 and (self.use_cpu or not torch.cuda.is_available()):
             self.ddp_backend = "gloo"
         super().__post_init__()

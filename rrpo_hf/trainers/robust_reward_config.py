@@ -132,6 +132,9 @@ class RobustRewardConfig(TrainingArguments):
         # A multi-process CPU launch needs gloo; without it every rank silently trains alone (ENVIRONMENT.md). Only
         # set it under a launcher: a backend without one makes accelerate expect a process group that never comes.
         launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched_processes > 1 and not torch.cuda.is_available():
+            # No GPU to run on: without use_cpu accelerate would set up no process group (DistributedType.NO).
+            self.use_cpu = True
         if self.ddp_backend is None and launched_processes > 1 and (self.use_cpu or not torch.cuda.is_available()):
             self.ddp_backend = "gloo"
         super().__post_init__()
