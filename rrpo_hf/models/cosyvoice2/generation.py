@@ -224,20 +224,14 @@ def _as_padded_batch(text_ids, text_attention_mask, device) -> tuple[torch.Tenso
 
 
 def _as_prompt_speech(prompt_speech_ids, prompt_speech_attention_mask, batch_size, device):
-    """``(ids, mask)`` of the optional zero-shot prompt speech, right-padded; ``(None, None)`` without any."""
-    if prompt_speech_ids is None:
-        if prompt_speech_attention_mask is not None:
-            raise ValueError("prompt_speech_attention_mask was given without prompt_speech_ids.")
-        return None, None
-    if isinstance(prompt_speech_ids, torch.Tensor):
-        if prompt_speech_ids.dim() != 2 or prompt_speech_ids.shape[0] != batch_size:
-            raise ValueError(
-                f"prompt_speech_ids must have shape (batch={batch_size}, prompt_len), "
-                f"got {tuple(prompt_speech_ids.shape)}."
-            )
-        if prompt_speech_attention_mask is None:
-            prompt_speech_attention_mask = torch.ones_like(prompt_speech_ids)
-        return prompt_speech_ids.long().to(device), prompt_speech_attention_mask.long().to(device)
+    """``(ids, mask)`` of the optional zero-shot prompt speech on ``device``; lists are right-padded.
+
+    Tensor shapes (and a mask without ids) are checked once, where the prompt is embedded
+    (:meth:`CosyVoice2LM.embed_prompt`), before the first decoding step.
+    """
+    if prompt_speech_ids is None or isinstance(prompt_speech_ids, torch.Tensor):
+        to_device = lambda tensor: None if tensor is None else tensor.long().to(device)  # noqa: E731
+        return to_device(prompt_speech_ids), to_device(prompt_speech_attention_mask)
     if prompt_speech_attention_mask is not None:
         raise ValueError("prompt_speech_attention_mask is only meaningful with a padded tensor of prompt_speech_ids.")
     rows = [list(row) for row in prompt_speech_ids]
