@@ -6,33 +6,20 @@ import torch
 from rrpo_hf.data.diffro_collator import DataCollatorForDiffRO
 from rrpo_hf.data.speech_lm_collator import IGNORE_INDEX, DataCollatorForCosyVoice2
 from rrpo_hf.models.cosyvoice2 import generation
-from rrpo_hf.models.cosyvoice2.configuration_cosyvoice2 import CosyVoice2LMConfig
 from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens, ras_sampling
 from rrpo_hf.models.cosyvoice2.modeling_cosyvoice2 import CosyVoice2LM
 from rrpo_hf.models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
+from test_generation import SPEECH_TOKEN_SIZE
+from test_generation import tiny_policy as generation_tiny_policy
 
 
-SPEECH_TOKEN_SIZE = 20  # eos 20, unused stop 21, fill 22
+# SPEECH_TOKEN_SIZE = 20: eos 20, unused stop 21, fill 22
+
 EOS, FILL = 20, 22
 
 
 def tiny_policy(seed: int = 0, text_chunk: int = 2, speech_chunk: int = 3) -> CosyVoice2LM:
-    torch.manual_seed(seed)
-    config = CosyVoice2LMConfig(
-        llm_config=dict(
-            vocab_size=40,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-        ),
-        speech_token_size=SPEECH_TOKEN_SIZE,
-        bistream_text_chunk=text_chunk,
-        bistream_speech_chunk=speech_chunk,
-    )
-    return CosyVoice2LM(config).eval()
+    return generation_tiny_policy(seed, bistream_text_chunk=text_chunk, bistream_speech_chunk=speech_chunk)
 
 
 def embed_sequence(model, items):

@@ -15,7 +15,7 @@ SPEECH_TOKEN_SIZE = 20  # stop ids 20, 21, 22
 PROMPTS = [[3, 4, 5], [6, 7], [8, 9, 10, 11, 12], [13]]
 
 
-def tiny_policy(seed: int = 0) -> CosyVoice2LM:
+def tiny_policy(seed: int = 0, **config_kwargs) -> CosyVoice2LM:
     torch.manual_seed(seed)
     config = CosyVoice2LMConfig(
         llm_config=dict(
@@ -28,6 +28,7 @@ def tiny_policy(seed: int = 0) -> CosyVoice2LM:
             max_position_embeddings=256,
         ),
         speech_token_size=SPEECH_TOKEN_SIZE,
+        **config_kwargs,
     )
     return CosyVoice2LM(config).eval()
 
