@@ -6,9 +6,9 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install system-deps demo test test-fast clean
+.PHONY: install system-deps demo lint format test test-fast clean
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first and pinned: the pinned version resolves to the local CPU wheel; an open range pulls CUDA builds.
 	$(PY) -m pip install -q torch==2.13.0
@@ -25,11 +25,17 @@ system-deps:
 demo: install
 	$(PY) examples/demo.py
 
-test: install system-deps
+lint: install
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format . && $(PY) -m ruff check --fix .
+
+test: install system-deps lint
 	$(PY) -m pytest -q tests
 
-test-fast: install system-deps
+test-fast: install system-deps lint
 	$(PY) -m pytest -q -m "not slow" tests
 
 clean:
-	rm -rf $(VENV) .cache outputs *.egg-info
+	rm -rf $(VENV) .cache .ruff_cache outputs *.egg-info

@@ -38,20 +38,35 @@ from collections import defaultdict
 import torch
 from tqdm.auto import tqdm
 
+from rrpo_hf.data.prompts import instruction_words
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
-from rrpo_hf.models.cosyvoice2.prompts import instruction_words
 from rrpo_hf.models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 from rrpo_hf.trainers import diffro_trainer as diffro_trainer_module
 
+
 IGNORE_INDEX = -100
-#: Backbone sizes: "small" fits a laptop CPU; "0.5b" is CosyVoice2-0.5B's Qwen2 (COSYVOICE2.md).
+#: Backbone sizes: "small" fits a laptop CPU; "0.5b" is CosyVoice2-0.5B's Qwen2 (docs/architecture.md).
 POLICY_SIZES = {
-    "small": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=2048),
-    "0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                 num_key_value_heads=2, vocab_size=151936, rope_theta=1e6, rms_norm_eps=1e-6),
+    "small": dict(
+        hidden_size=256,
+        intermediate_size=1024,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=2048,
+    ),
+    "0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        rope_theta=1e6,
+        rms_norm_eps=1e-6,
+    ),
 }
 #: Dense bf16 peak of known accelerators (TFLOP/s), for MFU.
 #: H200: the dense bf16 figure this project's MFU is stated against (issue 13), below the 989 of the data sheet.
@@ -77,8 +92,12 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
     parser.add_argument("--peak_tflops", type=float, default=None, help="Accelerator peak for MFU (default: by name).")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rollout", choices=["offline", "online"], default="offline",
-                        help="online: each DiffRO step first generates its speech tokens (max speech_len of them).")
+    parser.add_argument(
+        "--rollout",
+        choices=["offline", "online"],
+        default="offline",
+        help="online: each DiffRO step first generates its speech tokens (max speech_len of them).",
+    )
     parser.add_argument("--lora", action="store_true", help="Train a LoRA adapter (r=16, all linear layers) instead.")
     parser.add_argument("--lora_r", type=int, default=16)
     parser.add_argument("--phase_repeats", type=int, default=3, help="Steps of each kind timed phase by phase.")

@@ -21,7 +21,6 @@ import time
 import torch
 
 import rrpo_hf.models.cosyvoice2.generation as generation_module
-
 from rrpo_hf.models.cosyvoice2.configuration_cosyvoice2 import COSYVOICE2_0_5B_BACKBONE, CosyVoice2LMConfig
 from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens
 from rrpo_hf.models.cosyvoice2.modeling_cosyvoice2 import CosyVoice2LM
@@ -124,8 +123,11 @@ def _phase_timers(model, totals: dict):
         generation_module._ras_sample = sample
 
 
-def profile(model, prompts, new_tokens: int, device: str) -> None:
-    """Print per-step time split into phases and torch.profiler's top ops, for one (warmed-up) cached decode."""
+def profile(model, prompts, new_tokens: int, device: str) -> dict[str, float]:
+    """Print per-step time split into phases and torch.profiler's top ops, for one (warmed-up) cached decode.
+
+    Returns the per-step milliseconds of each phase and of the whole step (`"step"`).
+    """
 
     def run():
         return generate_speech_tokens(model, prompts, seed=0, min_new_tokens=new_tokens, max_new_tokens=new_tokens)
@@ -145,14 +147,40 @@ def profile(model, prompts, new_tokens: int, device: str) -> None:
     with torch.profiler.profile(activities=activities) as profiler:
         run()
     print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    return {"step": total * 1e3 / new_tokens, **{name: seconds * 1e3 / new_tokens for name, seconds in totals.items()}}
+
+
+def print_batching_ceiling(batched: dict[str, float], single: dict[str, float], batch_size: int) -> None:
+    """The batch/single ratio the decode loop could reach if nothing outside the backbone grew with the batch.
+
+    The backbone's own growth (its matmuls, attention and masks over `batch_size` rows) is transformers' Qwen2 code,
+    not the loop's; this bounds what trimming the loop can buy.
+    """
+    outside = single["step"] - single["backbone"]
+    ceiling = batch_size * single["step"] / (batched["backbone"] + outside)
+    print(
+        f"backbone step: batch {batch_size} {batched['backbone']:.2f} ms vs batch 1 {single['backbone']:.2f} ms "
+        f"({batched['backbone'] / single['backbone']:.2f}x); loop outside it: "
+        f"{batched['step'] - batched['backbone']:.2f} "
+        f"vs {outside:.2f} ms"
+    )
+    print(
+        f"ceiling batch{batch_size}_vs_batch1 with the loop outside the backbone as cheap as at batch 1: "
+        f"{ceiling:.1f}x "
+        f"(measured {batch_size * single['step'] / batched['step']:.1f}x in the profiled runs)"
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=["tiny", "0.5b"], default="tiny", help="tiny testbed policy or CosyVoice2-0.5B shape")
+    parser.add_argument(
+        "--size", choices=["tiny", "0.5b"], default="tiny", help="tiny testbed policy or CosyVoice2-0.5B shape"
+    )
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--attn-implementation", default="sdpa", help="backbone attention (sdpa, eager, flash_attention_2)")
+    parser.add_argument(
+        "--attn-implementation", default="sdpa", help="backbone attention (sdpa, eager, flash_attention_2)"
+    )
     parser.add_argument("--new-tokens", type=int, default=200, help="tokens decoded per sample")
     parser.add_argument("--batch-size", type=int, default=16, help="the batched configuration")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per cached configuration (best is kept)")
@@ -183,7 +211,9 @@ def main(argv=None):
 
     print(f"{'configuration':<18}{'batch':>6}{'cache':>7}{'seconds':>10}{'tokens/s':>12}")
     for name, row in results.items():
-        print(f"{name:<18}{row['batch_size']:>6}{str(row['use_cache']):>7}{row['seconds']:>10.3f}{row['tokens_per_second']:>12.1f}")
+        print(
+            f"{name:<18}{row['batch_size']:>6}{str(row['use_cache']):>7}{row['seconds']:>10.3f}{row['tokens_per_second']:>12.1f}"
+        )
     ratios = {
         f"batch{args.batch_size}_vs_batch1": results["cached_batched"]["tokens_per_second"]
         / results["cached_single"]["tokens_per_second"]
@@ -195,8 +225,10 @@ def main(argv=None):
     for name, value in ratios.items():
         print(f"ratio {name}: {value:.1f}x")
     if args.profile:
-        for prompts in (batched_prompts, single_prompt):
-            profile(model, prompts, args.new_tokens, args.device)
+        batched, single = (
+            profile(model, prompts, args.new_tokens, args.device) for prompts in (batched_prompts, single_prompt)
+        )
+        print_batching_ceiling(batched, single, args.batch_size)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"args": vars(args), "results": results, "ratios": ratios}, handle, indent=2)

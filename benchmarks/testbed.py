@@ -13,7 +13,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from rrpo_hf.testbed import EmotionWorld, Oracle, TestbedConfig, insert_artifacts, make_emotion_corpus, substitute_tokens
+from rrpo_hf.testbed import (
+    EmotionWorld,
+    Oracle,
+    TestbedConfig,
+    insert_artifacts,
+    make_emotion_corpus,
+    substitute_tokens,
+)
 
 
 def parse_args():
@@ -31,7 +38,9 @@ def main():
     oracle = Oracle(world)
 
     start = time.perf_counter()
-    test = make_emotion_corpus(cli.language, num_train=0, num_test=cli.num_utterances, world=world, seed=cli.seed)["test"]
+    test = make_emotion_corpus(cli.language, num_train=0, num_test=cli.num_utterances, world=world, seed=cli.seed)[
+        "test"
+    ]
     generation_s = time.perf_counter() - start
     texts, tokens, emotions = test["text"], test["speech_tokens"], test["emotion"]
 
@@ -41,7 +50,10 @@ def main():
         "+20% artifacts": insert_artifacts(tokens, 0.20, world, seed=1),
         "10% substitutions": substitute_tokens(tokens, 0.10, world, seed=1),
     }
-    print(f"| speech ({len(test)} utterances, {cli.language}) | emotion accuracy | CER | artifact rate | naturalness | emotion score |")
+    print(
+        f"| speech ({len(test)} utterances, {cli.language}) | emotion accuracy | CER | artifact rate | naturalness | "
+        "emotion score |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     scoring_s = None
     for name, condition_tokens in conditions.items():

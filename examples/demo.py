@@ -1,4 +1,4 @@
-"""Demo (what `make demo` runs): the whole RRPO pipeline at small size on the built-in testbed, in a few minutes on CPU.
+"""Demo (what `make demo` runs): the whole RRPO pipeline at small size on the built-in testbed, minutes on CPU.
 
 For each of 3 seeds:
 
@@ -21,7 +21,8 @@ import time
 
 from trl import TrlParser
 
-from rrpo_hf.evaluation.study import RewardHackingStudyConfig, format_probe_table, format_table1, format_table2, run_study
+from rrpo_hf.study import RewardHackingStudyConfig, format_probe_table, format_table1, format_table2, run_study
+
 
 # Small enough for ~5 minutes on 2 CPU cores; the study recipe runs more seeds and steps.
 DEMO_DEFAULTS = dict(output_dir="outputs/study", seeds=[0, 1, 2], policy_steps=60, eval_steps=5)

@@ -32,7 +32,9 @@ class EvaluateAudioArguments:
         default="speech_tokenizer_v2_25hz",
         metadata={"help": "S3 tokenizer (name or `speech_tokenizer_v2.onnx`) that produced the RM's training tokens."},
     )
-    device: str | None = field(default=None, metadata={"help": "Device of the tokenizer and RM (default: CUDA if any)."})
+    device: str | None = field(
+        default=None, metadata={"help": "Device of the tokenizer and RM (default: CUDA if any)."}
+    )
     batch_size: int = field(default=16, metadata={"help": "Clips per scoring batch."})
     max_duration_s: float = field(default=120.0, metadata={"help": "Longer clips are skipped and listed."})
 

@@ -19,10 +19,10 @@ from transformers import HfArgumentParser
 
 from rrpo_hf.data.audio import (
     AudioValidationConfig,
+    check_dataset_output_dir,
     load_audio_records,
     prepare_speech_token_dataset,
     records_from_dataset,
-    check_dataset_output_dir,
     save_dataset_atomically,
 )
 from rrpo_hf.data.speech_tokenizer import S3SpeechTokenizer, S3TokenizerUnavailableError
@@ -54,7 +54,9 @@ class PrepareDataArguments:
     corpus: str = field(default="", metadata={"help": "Value of the `corpus` column (defaults to the source name)."})
     emotion_aliases: str | None = field(
         default=None,
-        metadata={"help": 'JSON object mapping extra corpus labels to canonical names, e.g. \'{"bored": "neutral"}\'.'},
+        metadata={
+            "help": 'JSON object mapping extra corpus labels to canonical names, e.g. \'{"bored": "neutral"}\'.'
+        },
     )
     tokenizer_model: str = field(
         default="speech_tokenizer_v2_25hz",
@@ -64,13 +66,16 @@ class PrepareDataArguments:
     batch_size: int = field(default=16, metadata={"help": "Clips per tokenizer call."})
     num_proc: int = field(default=1, metadata={"help": "`datasets.map` processes (use 1 with a GPU tokenizer)."})
     cache_dir: str | None = field(
-        default=None, metadata={"help": "Cache of tokenized shards; re-running resumes from it. Default: <output_dir>.cache"}
+        default=None,
+        metadata={"help": "Cache of tokenized shards; re-running resumes from it. Default: <output_dir>.cache"},
     )
     min_duration_s: float = field(default=0.5, metadata={"help": "Shorter clips are skipped."})
     max_duration_s: float = field(default=30.0, metadata={"help": "Longer clips are skipped."})
     min_sampling_rate: int = field(default=16_000, metadata={"help": "Clips recorded below this rate are skipped."})
     silence_threshold_db: float = field(default=-50.0, metadata={"help": "Quieter clips (RMS dBFS) are skipped."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Also push the token dataset to this Hub repo id."})
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "Also push the token dataset to this Hub repo id."}
+    )
 
 
 def main(args: PrepareDataArguments) -> None:
@@ -88,7 +93,9 @@ def main(args: PrepareDataArguments) -> None:
 
         dataset = load_dataset(args.hub_dataset, split=args.hub_split)
         records = records_from_dataset(
-            dataset, audio_column=args.audio_column, emotion_column=args.emotion_column,
+            dataset,
+            audio_column=args.audio_column,
+            emotion_column=args.emotion_column,
             text_column=args.text_column if args.text_column in dataset.column_names else None,
             corpus=args.corpus or args.hub_dataset,
         )
@@ -97,14 +104,19 @@ def main(args: PrepareDataArguments) -> None:
     except S3TokenizerUnavailableError as error:
         raise SystemExit(f"error: {error}") from None
     validation = AudioValidationConfig(
-        min_duration_s=args.min_duration_s, max_duration_s=args.max_duration_s,
-        min_sampling_rate=args.min_sampling_rate, silence_threshold_db=args.silence_threshold_db,
+        min_duration_s=args.min_duration_s,
+        max_duration_s=args.max_duration_s,
+        min_sampling_rate=args.min_sampling_rate,
+        silence_threshold_db=args.silence_threshold_db,
     )
     output_dir = Path(args.output_dir)
     result = prepare_speech_token_dataset(
-        records, tokenizer, validation=validation,
+        records,
+        tokenizer,
+        validation=validation,
         extra_aliases=json.loads(args.emotion_aliases) if args.emotion_aliases else None,
-        batch_size=args.batch_size, num_proc=args.num_proc,
+        batch_size=args.batch_size,
+        num_proc=args.num_proc,
         cache_dir=args.cache_dir or f"{output_dir}.cache",
         skipped_list_path=output_dir.with_name(f"{output_dir.name}.skipped.tsv"),
     )

@@ -9,14 +9,14 @@ DiffRO (base RM) and RRPO (+Adv RM) from the SFT policy and score everything wit
     python examples/reward_hacking_study.py --config recipes/toy/study.yaml          # full run (3 seeds)
     python examples/reward_hacking_study.py --config recipes/toy/study.yaml --seeds 0 --policy_steps 20
 
-The pipeline lives in `rrpo_hf.evaluation.study`; this script only parses the configuration.
+The pipeline lives in `rrpo_hf.study`; this script only parses the configuration.
 """
 
 from __future__ import annotations
 
 from trl import TrlParser
 
-from rrpo_hf.evaluation.study import RewardHackingStudyConfig, format_table1, format_table2, run_study
+from rrpo_hf.study import RewardHackingStudyConfig, format_table1, format_table2, run_study
 
 
 def main(config: RewardHackingStudyConfig) -> dict:

@@ -32,9 +32,10 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import set_seed
 from trl import ModelConfig, ScriptArguments
 
+from rrpo_hf import DiffROConfig, DiffROTrainer
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
 from rrpo_hf.script_utils import ScriptParser, resolve_resume_from_checkpoint
-from rrpo_hf import DiffROConfig, DiffROTrainer
+
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
 # defaults (DiffROConfig: the papers' settings).
@@ -135,7 +136,10 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
     require_stage_output(script_args.reward_model_path, "reward model", "accelerate launch examples/train_rm.py")
     train_dataset, eval_dataset, oracle = load_datasets(script_args)
     model, tokenizer = load_cosyvoice2_lm_and_tokenizer(
-        model_path, script_args.tokenizer_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation
+        model_path,
+        script_args.tokenizer_path,
+        dtype=model_args.dtype,
+        attn_implementation=model_args.attn_implementation,
     )
 
     is_peft = hasattr(model, "peft_config")
@@ -153,7 +157,11 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         judge_model=script_args.judge_model_path,
         oracle=oracle,
     )
-    before = trainer.evaluate(metric_key_prefix="eval_before") if eval_dataset and script_args.evaluate_before_training else {}
+    before = (
+        trainer.evaluate(metric_key_prefix="eval_before")
+        if eval_dataset and script_args.evaluate_before_training
+        else {}
+    )
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
     after = trainer.evaluate() if eval_dataset is not None else {}
@@ -162,7 +170,10 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
     # Recorded so launch tests (and users) can see that every process joined the run.
     trainer.save_metrics(
         "run",
-        {"num_processes": trainer.accelerator.num_processes, "distributed_type": str(trainer.accelerator.distributed_type)},
+        {
+            "num_processes": trainer.accelerator.num_processes,
+            "distributed_type": str(trainer.accelerator.distributed_type),
+        },
     )
     save_policy(trainer, script_args, training_args.output_dir)
 

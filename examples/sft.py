@@ -1,9 +1,10 @@
 """Supervised fine-tuning of the CosyVoice2 LM on (instruction, text, speech tokens): the paper's "+SFT" baseline.
 
-A plain `transformers.Trainer` on `CosyVoice2LM` with `DataCollatorForCosyVoice2` (targets: speech tokens + eos,
-CosyVoice2's loss). With no arguments it trains a tiny policy from scratch on the built-in testbed (language
-`alpha`, instruct-emotion prompts) on CPU in one to two minutes, saves model + tokenizer to `outputs/sft_policy`,
-and prints the final eval loss and the lengths of a few generated samples:
+`CosyVoice2SFTTrainer` (a `transformers.Trainer` that saves LoRA runs merged) on `CosyVoice2LM` with
+`DataCollatorForCosyVoice2` (targets: speech tokens + eos, CosyVoice2's loss). With no arguments it trains a tiny
+policy from scratch on the built-in testbed (language `alpha`, instruct-emotion prompts) on CPU in one to two
+minutes, saves model + tokenizer to `outputs/sft_policy`, and prints the final eval loss and the lengths of a few
+generated samples:
 
     accelerate launch examples/sft.py     # = --config recipes/toy/sft.yaml
 
@@ -29,31 +30,24 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
 from trl import ModelConfig, ScriptArguments
 
+from rrpo_hf import CosyVoice2SFTTrainer, build_cosyvoice2_sft_collator, build_tiny_cosyvoice2_policy
 from rrpo_hf.data.speech_lm_collator import DataCollatorForCosyVoice2
 from rrpo_hf.data.validation import check_speech_lm_dataset
-from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, tiny_cosyvoice2_config
+from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
 from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
 from rrpo_hf.models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
 from rrpo_hf.script_utils import ScriptParser, resolve_resume_from_checkpoint
 from rrpo_hf.testbed import build_testbed_tokenizer
-from rrpo_hf.trainers.saving import MergedSaveMixin
+
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
 # defaults (transformers.TrainingArguments).
 TOY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy" / "sft.yaml"
-
-
-class CosyVoice2SFTTrainer(MergedSaveMixin, Trainer):
-    """`Trainer` whose final save (and `push_to_hub`) of a LoRA run writes the merged model or the adapter."""
-
-    def __init__(self, *args, save_merged: bool = True, **kwargs):
-        self.save_merged = save_merged
-        super().__init__(*args, **kwargs)
 
 
 @dataclass
@@ -142,7 +136,8 @@ def load_sft_datasets(script_args: SFTScriptArguments) -> tuple[Dataset, Dataset
         corpus = DatasetDict({script_args.dataset_train_split: corpus})
     if script_args.dataset_train_split not in corpus:
         raise ValueError(
-            f"{script_args.dataset_name or 'testbed'} has splits {list(corpus)}, not '{script_args.dataset_train_split}'. "
+            f"{script_args.dataset_name or 'testbed'} has splits {list(corpus)}, not "
+            f"'{script_args.dataset_train_split}'. "
             "Set --dataset_train_split."
         )
     train = corpus[script_args.dataset_train_split]
@@ -168,19 +163,21 @@ def load_policy_and_tokenizer(script_args: SFTScriptArguments, model_args: Model
             else build_testbed_tokenizer(instruction_template=script_args.instruction_template)
         )
         if codebook_size is None:
-            raise ValueError("A fresh toy policy needs the testbed corpus (its codebook size); pass --model_name_or_path for other data.")
-        config = tiny_cosyvoice2_config(
+            raise ValueError(
+                "A fresh toy policy needs the testbed corpus (its codebook size); pass --model_name_or_path for other "
+                "data."
+            )
+        model = build_tiny_cosyvoice2_policy(
             tokenizer,
             codebook_size,
+            attn_implementation=model_args.attn_implementation,
             hidden_size=script_args.tiny_hidden_size,
             num_hidden_layers=script_args.tiny_num_hidden_layers,
             num_attention_heads=script_args.tiny_num_attention_heads,
             num_key_value_heads=script_args.tiny_num_key_value_heads,
             intermediate_size=script_args.tiny_intermediate_size,
         )
-        if model_args.attn_implementation:
-            config.llm_config._attn_implementation = model_args.attn_implementation
-        return CosyVoice2LM(config), tokenizer
+        return model, tokenizer
 
     return load_cosyvoice2_lm_and_tokenizer(
         name, script_args.tokenizer_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation
@@ -245,17 +242,14 @@ def main(script_args: SFTScriptArguments, training_args: TrainingArguments, mode
     check_export_options(script_args, model)
     base_config = model.config if not hasattr(model, "get_base_model") else model.get_base_model().config
 
-    emotion_feature = train_dataset.features.get("emotion")
-    collator = DataCollatorForCosyVoice2(
+    collator = build_cosyvoice2_sft_collator(
         tokenizer,
+        base_config,
+        train_dataset.features.get("emotion"),
         instruction_template=script_args.instruction_template,
         use_instruction=script_args.use_instruction,
         max_text_length=script_args.max_text_length,
-        speech_token_size=base_config.speech_token_size,
-        emotion_names=emotion_feature if isinstance(emotion_feature, ClassLabel) else None,
         bistream_probability=script_args.bistream_probability,
-        bistream_text_chunk=base_config.bistream_text_chunk,
-        bistream_speech_chunk=base_config.bistream_speech_chunk,
         seed=training_args.seed,
     )
     # Every row, before the first step (a bad one would otherwise stop the run when its batch comes up, or never).

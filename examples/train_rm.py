@@ -29,10 +29,10 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import set_seed
 from trl import ScriptArguments
 
-from rrpo_hf.data.labels import CANONICAL_EMOTIONS, UnknownEmotionError, emotion_label_maps, normalize_emotion
-from rrpo_hf.models.robust_ser import RobustSERConfig
+from rrpo_hf import RobustRewardConfig, RobustRewardTrainer, build_robust_ser_config
+from rrpo_hf.data.labels import CANONICAL_EMOTIONS, UnknownEmotionError, normalize_emotion
 from rrpo_hf.script_utils import ScriptParser, resolve_resume_from_checkpoint
-from rrpo_hf import RobustRewardConfig, RobustRewardTrainer
+
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
 # defaults (RobustRewardConfig: the paper's regularization).
@@ -57,9 +57,7 @@ class RewardScriptArguments(ScriptArguments):
             "evaluated on its `dataset_test_split` (or as a whole if it is a single Dataset)."
         },
     )
-    testbed_train_language: str = field(
-        default="alpha", metadata={"help": "Testbed language of the training split."}
-    )
+    testbed_train_language: str = field(default="alpha", metadata={"help": "Testbed language of the training split."})
     testbed_eval_languages: list[str] = field(
         default_factory=lambda: ["alpha", "beta"],
         metadata={"help": "Testbed languages whose test splits are evaluated (cross-lingual table)."},
@@ -87,7 +85,9 @@ class RewardModelArguments:
     )
     vocab_size: int | None = field(
         default=None,
-        metadata={"help": "Speech codebook size. Default: the testbed codebook, or 6561 (CosyVoice2 S3) for datasets."},
+        metadata={
+            "help": "Speech codebook size. Default: the testbed codebook, or 6561 (CosyVoice2 S3) for datasets."
+        },
     )
     hidden_size: int = field(default=64, metadata={"help": "Encoder width D."})
     num_hidden_layers: int = field(default=2, metadata={"help": "Encoder layers."})
@@ -132,9 +132,9 @@ def load_datasets(script_args: RewardScriptArguments) -> tuple[Dataset, dict[str
             **corpus_kwargs,
         )["train"]
         evals = {
-            language: make_emotion_corpus(language, num_train=0, num_test=script_args.testbed_num_test, **corpus_kwargs)[
-                "test"
-            ]
+            language: make_emotion_corpus(
+                language, num_train=0, num_test=script_args.testbed_num_test, **corpus_kwargs
+            )["test"]
             for language in script_args.testbed_eval_languages
         }
         return train, evals, world.config.codebook_size
@@ -174,9 +174,9 @@ def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, 
         model_init_kwargs.setdefault("trust_remote_code", model_args.trust_remote_code)
         training_args.model_init_kwargs = model_init_kwargs
     else:
-        id2label, label2id = emotion_label_maps(label_names_of(train_dataset, training_args.label_column))
-        model = RobustSERConfig(
-            vocab_size=model_args.vocab_size or codebook_size or 6561,
+        model = build_robust_ser_config(
+            model_args.vocab_size or codebook_size or 6561,
+            label_names_of(train_dataset, training_args.label_column),
             hidden_size=model_args.hidden_size,
             num_hidden_layers=model_args.num_hidden_layers,
             num_attention_heads=model_args.num_attention_heads,
@@ -185,8 +185,6 @@ def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, 
             attention_dropout=model_args.attention_dropout,
             max_position_embeddings=model_args.max_position_embeddings,
             pooling=model_args.pooling,
-            id2label=id2label,
-            label2id=label2id,
         )
 
     trainer = RobustRewardTrainer(

@@ -9,11 +9,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+
 __version__ = "0.1.0"
 
 # submodule -> public names it provides. One table serves `__getattr__`, `__dir__` and `__all__`.
 _IMPORT_STRUCTURE: dict[str, list[str]] = {
-    "trainers": ["DiffROConfig", "DiffROTrainer", "RobustRewardConfig", "RobustRewardTrainer"],
+    "trainers": [
+        "CosyVoice2SFTTrainer",
+        "DiffROConfig",
+        "DiffROTrainer",
+        "RobustRewardConfig",
+        "RobustRewardTrainer",
+        "build_cosyvoice2_sft_collator",
+        "build_robust_ser_config",
+        "build_tiny_cosyvoice2_policy",
+    ],
     "models.robust_ser": ["RobustSERConfig", "RobustSERForAudioClassification", "RobustSEROutput"],
     "models.cosyvoice2": [
         "CosyVoice2LM",
@@ -34,8 +44,8 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "UnknownEmotionError",
         "normalize_emotion",
     ],
-    "testbed": ["EmotionWorld", "Oracle", "TestbedConfig", "make_emotion_corpus"],
-    "evaluation": ["compute_emotion_metrics", "emotion_recognition_scores"],
+    "testbed": ["EmotionWorld", "Oracle", "OracleScorer", "TestbedConfig", "make_emotion_corpus"],
+    "evaluation": ["EmotionClassifierScorer", "compute_emotion_metrics", "emotion_recognition_scores"],
     "ops": [
         "apply_energy_adaptive_mixup",
         "fgm_perturbation",
@@ -76,7 +86,7 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         UnknownEmotionError,
         normalize_emotion,
     )
-    from .evaluation import compute_emotion_metrics, emotion_recognition_scores
+    from .evaluation import EmotionClassifierScorer, compute_emotion_metrics, emotion_recognition_scores
     from .models.cosyvoice2 import (
         CosyVoice2LM,
         CosyVoice2LMConfig,
@@ -99,5 +109,14 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         token_entropy,
         token_level_kl,
     )
-    from .testbed import EmotionWorld, Oracle, TestbedConfig, make_emotion_corpus
-    from .trainers import DiffROConfig, DiffROTrainer, RobustRewardConfig, RobustRewardTrainer
+    from .testbed import EmotionWorld, Oracle, OracleScorer, TestbedConfig, make_emotion_corpus
+    from .trainers import (
+        CosyVoice2SFTTrainer,
+        DiffROConfig,
+        DiffROTrainer,
+        RobustRewardConfig,
+        RobustRewardTrainer,
+        build_cosyvoice2_sft_collator,
+        build_robust_ser_config,
+        build_tiny_cosyvoice2_policy,
+    )

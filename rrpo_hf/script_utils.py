@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 from trl import TrlParser
 
+
 _TRUE = ("true", "yes", "1")
 _FALSE = ("false", "no", "0", "")
 

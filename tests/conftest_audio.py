@@ -20,7 +20,8 @@ from rrpo_hf.data.speech_tokenizer import SpeechTokenizer
 ESPEAK = shutil.which("espeak-ng")
 
 requires_espeak = pytest.mark.skipif(
-    ESPEAK is None, reason="espeak-ng is not installed (apt-get install espeak-ng); audio tests need synthesized speech"
+    ESPEAK is None,
+    reason="espeak-ng is not installed (apt-get install espeak-ng); audio tests need synthesized speech",
 )
 
 
@@ -29,7 +30,9 @@ def synthesize(path: Path, text: str, voice: str = "en-us", speed: int = 160, pi
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(path), text],
-        check=True, capture_output=True, timeout=30,
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return path
 
@@ -61,7 +64,9 @@ class LogMelBandTokenizer(SpeechTokenizer):
         self.clips_seen = 0
         bins = np.fft.rfftfreq(self.window, 1 / self.sampling_rate)
         edges = np.geomspace(80.0, 7600.0, num_bands + 1)
-        self.filters = np.stack([(bins >= lo) & (bins < hi) for lo, hi in zip(edges[:-1], edges[1:])]).astype(np.float32)
+        self.filters = np.stack([(bins >= lo) & (bins < hi) for lo, hi in zip(edges[:-1], edges[1:])]).astype(
+            np.float32
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -93,7 +98,12 @@ def build_emotion_folder_corpus(root: Path, with_bad_files: bool = True) -> dict
         "sad": ["I miss the old house.", "Nobody came to the party."],
         "neu": ["The train leaves at nine."],
     }
-    voices = {"Happy": ("en-us", 190, 80), "angry": ("en-gb", 210, 30), "sad": ("en-us", 120, 20), "neu": ("en-gb", 160, 50)}
+    voices = {
+        "Happy": ("en-us", 190, 80),
+        "angry": ("en-gb", 210, 30),
+        "sad": ("en-us", 120, 20),
+        "neu": ("en-gb", 160, 50),
+    }
     for emotion, texts in phrases.items():
         voice, speed, pitch = voices[emotion]
         for index, text in enumerate(texts):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest_audio import (  # noqa: E402
     ESPEAK,
@@ -82,7 +83,7 @@ def test_emotion_folder_corpus_to_token_dataset(folder_corpus, tmp_path):
     dataset, report = result.dataset, result.report
 
     assert report.total == len(records) and report.kept == 7 == len(dataset)
-    assert report.counts == {reason: 1 for reason in expected.values()}
+    assert report.counts == dict.fromkeys(expected.values(), 1)
     listed = list(csv.DictReader(open(tmp_path / "skipped.tsv"), delimiter="\t"))
     assert {Path(row["path"]).name: row["reason"] for row in listed} == expected
 
@@ -123,7 +124,8 @@ def test_esd_layout_transcripts_languages_and_splits(folder_corpus, tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{utt}.wav").write_bytes(clip.read_bytes())
     (esd / "0011" / "0011.txt").write_text(
-        "0011_000001\tThe train leaves at nine.\tNeutral\n0011_000701\tReally, you did that?\tSurprise\n", encoding="utf-8"
+        "0011_000001\tThe train leaves at nine.\tNeutral\n0011_000701\tReally, you did that?\tSurprise\n",
+        encoding="utf-8",
     )
     # Mandarin transcripts of the public release are GB-encoded.
     (esd / "0001" / "0001.txt").write_bytes("0001_000351\t今天天气很好\t开心\n".encode("gb18030"))
@@ -137,7 +139,9 @@ def test_esd_layout_transcripts_languages_and_splits(folder_corpus, tmp_path):
         assert (record.speaker, record.emotion, record.split, record.text) == (speaker, emotion, split, text)
         assert record.language == ("zh" if speaker == "0001" else "en")
     dataset = prepare_speech_token_dataset(records, LogMelBandTokenizer(), validation=VALIDATION).dataset
-    labels = dict(zip([Path(p).stem for p in dataset["audio_path"]], dataset.features["emotion"].int2str(dataset["emotion"])))
+    labels = dict(
+        zip([Path(p).stem for p in dataset["audio_path"]], dataset.features["emotion"].int2str(dataset["emotion"]))
+    )
     assert labels == {"0011_000701": "surprised", "0011_000001": "neutral", "0001_000351": "happy"}
 
 
@@ -178,13 +182,22 @@ def test_hub_style_dataset_with_bytes_paths_and_classlabel(folder_corpus):
     corrupt = root / "neu" / "corrupt.wav"
     dataset = Dataset.from_dict(
         {
-            "audio": [{"bytes": happy.read_bytes(), "path": "happy_1.wav"}, {"bytes": None, "path": str(corrupt)},
-                      {"bytes": None, "path": str(root / "sad" / "sad_0.wav")}],
+            "audio": [
+                {"bytes": happy.read_bytes(), "path": "happy_1.wav"},
+                {"bytes": None, "path": str(corrupt)},
+                {"bytes": None, "path": str(root / "sad" / "sad_0.wav")},
+            ],
             "label": [1, 0, 2],
             "sentence": ["x", "y", "z"],
         },
         # datasets encodes Audio values through torchcodec, so the Arrow struct is built first and cast.
-        features=Features({"audio": {"bytes": Value("binary"), "path": Value("string")}, "label": ClassLabel(names=["Neutral", "Happy", "Sadness"]), "sentence": Value("string")}),
+        features=Features(
+            {
+                "audio": {"bytes": Value("binary"), "path": Value("string")},
+                "label": ClassLabel(names=["Neutral", "Happy", "Sadness"]),
+                "sentence": Value("string"),
+            }
+        ),
     )
     # As loaded from the Hub: a decoding Audio feature, which needs torchcodec to decode (absent on CPU machines).
     dataset = dataset.cast_column("audio", Audio())
@@ -200,7 +213,9 @@ def test_hub_style_dataset_with_bytes_paths_and_classlabel(folder_corpus):
 
 
 def test_unmapped_labels_are_all_listed_before_any_decoding(tmp_path):
-    records = [AudioRecord(audio=str(tmp_path / f"{i}.wav"), emotion=e) for i, e in enumerate(["bored", "happy", "sleepy"])]
+    records = [
+        AudioRecord(audio=str(tmp_path / f"{i}.wav"), emotion=e) for i, e in enumerate(["bored", "happy", "sleepy"])
+    ]
     tokenizer = LogMelBandTokenizer()
     with pytest.raises(UnknownEmotionError, match=r"\['bored', 'sleepy'\]"):
         prepare_speech_token_dataset(records, tokenizer)
@@ -216,12 +231,16 @@ def test_num_proc_map_is_cached_and_resumable(folder_corpus, tmp_path):
     root, _ = folder_corpus
     records = scan_emotion_folders(root)
     cache = tmp_path / "cache"
-    first = prepare_speech_token_dataset(records, LogMelBandTokenizer(), validation=VALIDATION, num_proc=2, batch_size=3, cache_dir=cache)
+    first = prepare_speech_token_dataset(
+        records, LogMelBandTokenizer(), validation=VALIDATION, num_proc=2, batch_size=3, cache_dir=cache
+    )
     shards = sorted(p.name for p in cache.glob("speech-tokens-*.arrow"))
     assert len(shards) == 2 and all("_of_00002" in name for name in shards)
 
     counting = LogMelBandTokenizer()
-    again = prepare_speech_token_dataset(records, counting, validation=VALIDATION, num_proc=2, batch_size=3, cache_dir=cache)
+    again = prepare_speech_token_dataset(
+        records, counting, validation=VALIDATION, num_proc=2, batch_size=3, cache_dir=cache
+    )
     assert counting.calls == 0, "a finished run must be reused from the cache, not tokenized again"
     assert again.dataset["speech_tokens"] == first.dataset["speech_tokens"]
     assert again.report.counts == first.report.counts
@@ -247,7 +266,9 @@ def test_s3_tokenizer_reports_why_it_cannot_load(tmp_path):
         pass
     else:
         pytest.skip("s3tokenizer imports on this machine (GPU build); the CPU failure path does not apply")
-    with pytest.raises(S3TokenizerUnavailableError, match=r"s3tokenizer.*(torchaudio|pip install s3tokenizer|onnx|einops)"):
+    with pytest.raises(
+        S3TokenizerUnavailableError, match=r"s3tokenizer.*(torchaudio|pip install s3tokenizer|onnx|einops)"
+    ):
         S3SpeechTokenizer("speech_tokenizer_v2_25hz")
     with pytest.raises(FileNotFoundError, match="speech_tokenizer_v2.onnx"):
         S3SpeechTokenizer(tmp_path / "missing.onnx")

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest_audio import ESPEAK, LogMelBandTokenizer, build_emotion_folder_corpus  # noqa: E402
 
@@ -40,8 +41,12 @@ def tiny_rm():
 
     torch.manual_seed(0)
     config = RobustSERConfig(
-        vocab_size=LogMelBandTokenizer().codebook_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, label_smoothing=0.1,
+        vocab_size=LogMelBandTokenizer().codebook_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        label_smoothing=0.1,
     )
     return RobustSERForAudioClassification(config).eval()
 
@@ -67,8 +72,12 @@ def test_dnsmos_in_range_and_degradations_score_lower(corpus, dnsmos):
 def test_reward_model_scores_match_an_independent_computation(corpus, tiny_rm):
     tokenizer = LogMelBandTokenizer()
     scorer = RewardModelScorer(tiny_rm, tokenizer, batch_size=3, device="cpu")
-    paths = [corpus / "Happy" / "happy_0.wav", corpus / "angry" / "angry_1.wav", corpus / "sad" / "sad_0.wav",
-             corpus / "neu" / "neu_0.wav"]
+    paths = [
+        corpus / "Happy" / "happy_0.wav",
+        corpus / "angry" / "angry_1.wav",
+        corpus / "sad" / "sad_0.wav",
+        corpus / "neu" / "neu_0.wav",
+    ]
     targets = ["happy", "angry", "sad", "neutral"]
     waveforms = [load_and_validate(p) for p in paths]
     scored = scorer(waveforms, targets)
@@ -80,7 +89,9 @@ def test_reward_model_scores_match_an_independent_computation(corpus, tiny_rm):
             logits = tiny_rm(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits[0]
         target_id = torch.tensor(label2id[target])
         # batched + padded must agree with one clip at a time (padding is masked in the RM)
-        assert scored["rm_reward"][index] == pytest.approx(-F.cross_entropy(logits, target_id, label_smoothing=0.1).item(), abs=1e-4)
+        assert scored["rm_reward"][index] == pytest.approx(
+            -F.cross_entropy(logits, target_id, label_smoothing=0.1).item(), abs=1e-4
+        )
         assert scored["rm_target_prob"][index] == pytest.approx(logits.softmax(-1)[target_id].item(), abs=1e-5)
         assert scored["rm_predicted"][index] == tiny_rm.config.id2label[int(logits.argmax())]
         assert scored["rm_correct"][index] == (int(logits.argmax()) == label2id[target])
@@ -96,9 +107,13 @@ def test_reward_model_scores_match_an_independent_computation(corpus, tiny_rm):
 
 
 def test_evaluate_folder_end_to_end_writes_tables_and_plot(corpus, tiny_rm, dnsmos, tmp_path):
-    # One clip per emotion plus every bad file (the non-`neu_*` files of neu/): DNSMOS costs ~1 s of CPU per clip, keep the test short.
-    records = [r for r in scan_emotion_folders(corpus)
-               if r.audio_path.endswith("_0.wav") or "/neu/" in r.audio_path and "neu_" not in r.audio_path]
+    # One clip per emotion plus every bad file (the non-`neu_*` files of neu/): DNSMOS costs ~1 s of CPU per clip, keep
+    # the test short.
+    records = [
+        r
+        for r in scan_emotion_folders(corpus)
+        if r.audio_path.endswith("_0.wav") or "/neu/" in r.audio_path and "neu_" not in r.audio_path
+    ]
 
     def duration_judge(waveforms, target_emotions):
         return [len(w) / 16_000 for w in waveforms]

@@ -9,13 +9,18 @@ from rrpo_hf.data.collators import DataCollatorForEnergyAdaptiveMixup, DataColla
 from rrpo_hf.data.labels import CANONICAL_EMOTIONS, UnknownEmotionError
 from rrpo_hf.ops import EAM_PLAN_KEYS
 
+
 PAD = 100
 
 
 def rows(lengths=(5, 2, 7, 3), seed=0):
     generator = torch.Generator().manual_seed(seed)
     return [
-        {"speech_tokens": torch.randint(0, PAD, (length,), generator=generator).tolist(), "emotion": i % 6, "text": "x"}
+        {
+            "speech_tokens": torch.randint(0, PAD, (length,), generator=generator).tolist(),
+            "emotion": i % 6,
+            "text": "x",
+        }
         for i, length in enumerate(lengths)
     ]
 
@@ -37,10 +42,16 @@ def test_padding_mask_and_labels():
 
 def test_works_on_a_classlabel_dataset_through_a_dataloader():
     features = Features(
-        {"speech_tokens": Sequence(Value("int32")), "emotion": ClassLabel(names=list(CANONICAL_EMOTIONS)), "text": Value("string")}
+        {
+            "speech_tokens": Sequence(Value("int32")),
+            "emotion": ClassLabel(names=list(CANONICAL_EMOTIONS)),
+            "text": Value("string"),
+        }
     )
     dataset = Dataset.from_list(rows(), features=features)
-    loader = DataLoader(dataset, batch_size=4, collate_fn=DataCollatorForEnergyAdaptiveMixup(pad_token_id=PAD, vocab_size=PAD))
+    loader = DataLoader(
+        dataset, batch_size=4, collate_fn=DataCollatorForEnergyAdaptiveMixup(pad_token_id=PAD, vocab_size=PAD)
+    )
     batch = next(iter(loader))
     assert batch["labels"].tolist() == [0, 1, 2, 3] and all(key in batch for key in EAM_PLAN_KEYS)
 
@@ -66,8 +77,18 @@ def test_string_labels_need_label2id_and_are_normalised():
         ({}, [{"speech_tokens": [1, 2]}], KeyError, r"missing column\(s\) \['emotion'\].*remove_unused_columns=False"),
         ({}, [{"tokens": [1, 2], "emotion": 0}], KeyError, r"\['speech_tokens'\].*tokens_column="),
         ({}, [{"speech_tokens": [], "emotion": 0}], ValueError, "empty `speech_tokens`.*filter"),
-        ({"max_length": 3}, [{"speech_tokens": [1, 2, 3, 4], "emotion": 0}], ValueError, "more than max_length=3.*truncation"),
-        ({"vocab_size": PAD}, [{"speech_tokens": [1, PAD + 5], "emotion": 0}], ValueError, r"token id 105 out of the codebook \[0, 100\)"),
+        (
+            {"max_length": 3},
+            [{"speech_tokens": [1, 2, 3, 4], "emotion": 0}],
+            ValueError,
+            "more than max_length=3.*truncation",
+        ),
+        (
+            {"vocab_size": PAD},
+            [{"speech_tokens": [1, PAD + 5], "emotion": 0}],
+            ValueError,
+            r"token id 105 out of the codebook \[0, 100\)",
+        ),
         ({"vocab_size": PAD}, [{"speech_tokens": [-1], "emotion": 0}], ValueError, "out of the codebook"),
         ({}, [], ValueError, "empty list"),
     ],
@@ -93,7 +114,9 @@ def test_eam_plan_is_valid_for_the_padded_batch():
         lengths = batch["attention_mask"].sum(1)
         partner, mix = batch["eam_partner"], batch["eam_mix_length"]
         assert (partner != torch.arange(5)).all()
-        assert (batch["eam_start"] + mix <= lengths).all() and (batch["eam_partner_start"] + mix <= lengths[partner]).all()
+        assert (batch["eam_start"] + mix <= lengths).all() and (
+            batch["eam_partner_start"] + mix <= lengths[partner]
+        ).all()
         assert ((batch["eam_snr_db"] >= -2.0) & (batch["eam_snr_db"] <= 3.0)).all()
 
 
@@ -131,7 +154,9 @@ def test_batch_of_one_is_never_mixed():
 def test_collated_eam_batch_trains_the_reward_model():
     from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 
-    config = RobustSERConfig(vocab_size=PAD, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config = RobustSERConfig(
+        vocab_size=PAD, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
     model = RobustSERForAudioClassification(config)
     collator = DataCollatorForEnergyAdaptiveMixup(pad_token_id=config.pad_token_id, vocab_size=config.vocab_size)
     batch = collator(rows())
@@ -149,7 +174,10 @@ def test_dataloader_workers_draw_different_plans():
     batches = list(loader)
     # Workers 0 and 1 take batches alternately; with one shared stream both would start with the same SNRs.
     assert not torch.equal(batches[0]["eam_snr_db"], batches[1]["eam_snr_db"])
-    assert torch.equal(batches[0]["eam_snr_db"], next(iter(DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collator)))["eam_snr_db"])
+    assert torch.equal(
+        batches[0]["eam_snr_db"],
+        next(iter(DataLoader(dataset, batch_size=4, num_workers=2, collate_fn=collator)))["eam_snr_db"],
+    )
 
 
 def test_right_pad_left_aligns_each_list_and_masks_the_padding():

@@ -11,6 +11,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
 from rrpo_hf.models.cosyvoice2.checkpoint import CosyVoiceCheckpointError, load_cosyvoice_checkpoint
 
+
 SPEECH_TOKEN_SIZE = 24
 TINY_QWEN2 = dict(
     vocab_size=48,
@@ -39,7 +40,8 @@ class ReferenceQwen2LM(nn.Module):
         self.speech_embedding = nn.Embedding(speech_token_size + 3, hidden)
 
     def speech_logits_one(self, text_ids: torch.Tensor, speech_ids: torch.Tensor) -> torch.Tensor:
-        """Unpadded single sample, exactly as COSYVOICE2.md: [sos, embed_tokens(text), task_id, speech_embedding(u)]."""
+        """Unpadded single sample, laid out as docs/architecture.md says:
+        [sos, embed_tokens(text), task_id, speech_embedding(u)]."""
         inputs_embeds = torch.cat(
             [
                 self.llm_embedding.weight[0:1],
@@ -76,25 +78,40 @@ def write_fake_release(root, seed=0) -> tuple[str, ReferenceQwen2LM]:
 
 
 def released_key_shapes(llm: Qwen2Config, speech_vocab: int) -> dict:
-    """The key/shape list of COSYVOICE2.md, written out independently of the library."""
-    d, inter, kv = llm.hidden_size, llm.intermediate_size, llm.num_key_value_heads * llm.hidden_size // llm.num_attention_heads
+    """The key/shape list of docs/architecture.md, written out independently of the library."""
+    d, inter, kv = (
+        llm.hidden_size,
+        llm.intermediate_size,
+        llm.num_key_value_heads * llm.hidden_size // llm.num_attention_heads,
+    )
     keys = {"llm_embedding.weight": (2, d), "llm.model.model.embed_tokens.weight": (llm.vocab_size, d)}
     for i in range(llm.num_hidden_layers):
         p = f"llm.model.model.layers.{i}."
-        keys.update({
-            p + "self_attn.q_proj.weight": (d, d), p + "self_attn.q_proj.bias": (d,),
-            p + "self_attn.k_proj.weight": (kv, d), p + "self_attn.k_proj.bias": (kv,),
-            p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.v_proj.bias": (kv,),
-            p + "self_attn.o_proj.weight": (d, d),
-            p + "mlp.gate_proj.weight": (inter, d), p + "mlp.up_proj.weight": (inter, d),
-            p + "mlp.down_proj.weight": (d, inter),
-            p + "input_layernorm.weight": (d,), p + "post_attention_layernorm.weight": (d,),
-        })
-    keys.update({
-        "llm.model.model.norm.weight": (d,), "llm.model.lm_head.weight": (llm.vocab_size, d),
-        "llm_decoder.weight": (speech_vocab, d), "llm_decoder.bias": (speech_vocab,),
-        "speech_embedding.weight": (speech_vocab, d),
-    })
+        keys.update(
+            {
+                p + "self_attn.q_proj.weight": (d, d),
+                p + "self_attn.q_proj.bias": (d,),
+                p + "self_attn.k_proj.weight": (kv, d),
+                p + "self_attn.k_proj.bias": (kv,),
+                p + "self_attn.v_proj.weight": (kv, d),
+                p + "self_attn.v_proj.bias": (kv,),
+                p + "self_attn.o_proj.weight": (d, d),
+                p + "mlp.gate_proj.weight": (inter, d),
+                p + "mlp.up_proj.weight": (inter, d),
+                p + "mlp.down_proj.weight": (d, inter),
+                p + "input_layernorm.weight": (d,),
+                p + "post_attention_layernorm.weight": (d,),
+            }
+        )
+    keys.update(
+        {
+            "llm.model.model.norm.weight": (d,),
+            "llm.model.lm_head.weight": (llm.vocab_size, d),
+            "llm_decoder.weight": (speech_vocab, d),
+            "llm_decoder.bias": (speech_vocab,),
+            "speech_embedding.weight": (speech_vocab, d),
+        }
+    )
     return keys
 
 
@@ -182,7 +199,12 @@ def test_import_reports_every_missing_unused_and_misshaped_key(release, tmp_path
     with pytest.raises(CosyVoiceCheckpointError) as excinfo:
         load_cosyvoice_checkpoint(str(bad), llm_config=os.path.join(model_dir, "CosyVoice-BlankEN"))
     message = str(excinfo.value)
-    for fragment in ("llm_decoder.bias", "layers.1.mlp.up_proj.weight", "o_proj.bias", "llm_embedding.weight: (3, 32)"):
+    for fragment in (
+        "llm_decoder.bias",
+        "layers.1.mlp.up_proj.weight",
+        "o_proj.bias",
+        "llm_embedding.weight: (3, 32)",
+    ):
         assert fragment in message
 
 

@@ -8,13 +8,21 @@ from transformers import AutoConfig, AutoModel
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
 from rrpo_hf.models.cosyvoice2.checkpoint import CosyVoiceCheckpointError
 
+
 SPEECH_TOKEN_SIZE = 512
 TEXT_VOCAB = 40
 
 
 def tiny_config(**overrides) -> CosyVoice2LMConfig:
-    llm = dict(vocab_size=TEXT_VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    llm = dict(
+        vocab_size=TEXT_VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
     return CosyVoice2LMConfig(llm_config=llm, speech_token_size=SPEECH_TOKEN_SIZE, **overrides)
 
 
@@ -32,8 +40,9 @@ def batch():
     speech_mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
     eos = SPEECH_TOKEN_SIZE
     labels = torch.tensor([[3, 4, eos, -100, -100, -100], [100, 200, 300, 400, 511, eos]])
-    return dict(text_ids=text_ids, text_attention_mask=text_mask, speech_ids=speech_ids,
-                speech_attention_mask=speech_mask), labels
+    return dict(
+        text_ids=text_ids, text_attention_mask=text_mask, speech_ids=speech_ids, speech_attention_mask=speech_mask
+    ), labels
 
 
 def test_config_ids_and_nested_backbone_round_trip(tmp_path):
@@ -43,8 +52,16 @@ def test_config_ids_and_nested_backbone_round_trip(tmp_path):
     assert config.stop_token_ids == [512, 513, 514]
     assert config.hidden_size == 32
     default = CosyVoice2LMConfig()
-    assert (default.speech_vocab_size, default.speech_eos_id, default.stop_token_ids) == (6564, 6561, [6561, 6562, 6563])
-    assert (default.hidden_size, default.llm_config.num_hidden_layers, default.llm_config.vocab_size) == (896, 24, 151936)
+    assert (default.speech_vocab_size, default.speech_eos_id, default.stop_token_ids) == (
+        6564,
+        6561,
+        [6561, 6562, 6563],
+    )
+    assert (default.hidden_size, default.llm_config.num_hidden_layers, default.llm_config.vocab_size) == (
+        896,
+        24,
+        151936,
+    )
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, CosyVoice2LMConfig)
@@ -149,11 +166,17 @@ def test_embed_prompt_is_left_padded_and_kv_cached_decoding_matches_forward(mode
             mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], dim=1)
             positions = positions[:, -1:] + 1
             step_embeds = model.speech_embedding(inputs["speech_ids"][:, step : step + 1])
-            out = model.model(inputs_embeds=step_embeds, attention_mask=mask, position_ids=positions,
-                              past_key_values=cache, use_cache=True)
+            out = model.model(
+                inputs_embeds=step_embeds,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
             cache = out.past_key_values
-            torch.testing.assert_close(model.speech_logits(out.last_hidden_state[:, -1]), full[:, step + 1],
-                                       rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                model.speech_logits(out.last_hidden_state[:, -1]), full[:, step + 1], rtol=1e-5, atol=1e-5
+            )
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(model):

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from test_generation import SPEECH_TOKEN_SIZE
+from test_generation import tiny_policy as generation_tiny_policy
 
 from rrpo_hf.data.diffro_collator import DataCollatorForDiffRO
 from rrpo_hf.data.speech_lm_collator import IGNORE_INDEX, DataCollatorForCosyVoice2
@@ -9,8 +11,6 @@ from rrpo_hf.models.cosyvoice2 import generation
 from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens, ras_sampling
 from rrpo_hf.models.cosyvoice2.modeling_cosyvoice2 import CosyVoice2LM
 from rrpo_hf.models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
-from test_generation import SPEECH_TOKEN_SIZE
-from test_generation import tiny_policy as generation_tiny_policy
 
 
 # SPEECH_TOKEN_SIZE = 20: eos 20, unused stop 21, fill 22
@@ -109,12 +109,18 @@ def test_bistream_forward_matches_upstreams_interleaved_layout():
         assert predicted == [1, 2, 3, FILL, 4, 5, 6, FILL] + list(range(7, 17)) + [EOS]
 
         collator = DataCollatorForCosyVoice2(
-            build_tiny_cosyvoice2_tokenizer(["w"]), use_instruction=False, speech_token_size=SPEECH_TOKEN_SIZE,
-            bistream_probability=1.0, bistream_text_chunk=2, bistream_speech_chunk=3,
+            build_tiny_cosyvoice2_tokenizer(["w"]),
+            use_instruction=False,
+            speech_token_size=SPEECH_TOKEN_SIZE,
+            bistream_probability=1.0,
+            bistream_text_chunk=2,
+            bistream_speech_chunk=3,
         )
         labels = torch.tensor([collator._targets(speech, len(text) // 2)])
         outputs = policy(
-            text_ids=torch.tensor([text]), speech_ids=torch.tensor([speech]), labels=labels,
+            text_ids=torch.tensor([text]),
+            speech_ids=torch.tensor([speech]),
+            labels=labels,
             bistream=torch.tensor([True]),
         )
     assert labels[0].tolist() == predicted
@@ -126,15 +132,21 @@ def test_bistream_rows_mix_with_unistream_rows_in_one_batch():
     policy = tiny_policy(text_chunk=2, speech_chunk=3)
     texts, speeches = [[3, 4, 5, 6, 7], [8, 9]], [list(range(1, 17)), [4, 5, 6]]
     with torch.no_grad():
-        alone = [policy(text_ids=torch.tensor([texts[0]]), speech_ids=torch.tensor([speeches[0]]),
-                        bistream=torch.tensor([True])).logits[0],
-                 policy(text_ids=torch.tensor([texts[1]]), speech_ids=torch.tensor([speeches[1]])).logits[0]]
+        alone = [
+            policy(
+                text_ids=torch.tensor([texts[0]]),
+                speech_ids=torch.tensor([speeches[0]]),
+                bistream=torch.tensor([True]),
+            ).logits[0],
+            policy(text_ids=torch.tensor([texts[1]]), speech_ids=torch.tensor([speeches[1]])).logits[0],
+        ]
         speech_ids = torch.zeros(2, 16, dtype=torch.long)
         speech_ids[0], speech_ids[1, :3] = torch.tensor(speeches[0]), torch.tensor(speeches[1])
         batch = policy(
             text_ids=torch.tensor([texts[0], texts[1] + [0, 0, 0]]),
             text_attention_mask=torch.tensor([[1] * 5, [1, 1, 0, 0, 0]]),
-            speech_ids=speech_ids, speech_attention_mask=(torch.arange(16) < torch.tensor([[16], [3]])).long(),
+            speech_ids=speech_ids,
+            speech_attention_mask=(torch.arange(16) < torch.tensor([[16], [3]])).long(),
             bistream=torch.tensor([True, False]),
         )
     assert batch.logits.shape[1] == 16 + 2 + 1  # speech width + max full chunks + 1
@@ -146,8 +158,13 @@ def test_bistream_rows_mix_with_unistream_rows_in_one_batch():
 def test_collator_trains_eligible_rows_bistream_and_the_model_learns_from_them():
     tokenizer = build_tiny_cosyvoice2_tokenizer(["a", "b", "c", "d", "e"])
     collator = DataCollatorForCosyVoice2(
-        tokenizer, use_instruction=False, speech_token_size=SPEECH_TOKEN_SIZE, bistream_probability=1.0,
-        bistream_text_chunk=2, bistream_speech_chunk=3, seed=0,
+        tokenizer,
+        use_instruction=False,
+        speech_token_size=SPEECH_TOKEN_SIZE,
+        bistream_probability=1.0,
+        bistream_text_chunk=2,
+        bistream_speech_chunk=3,
+        seed=0,
     )
     rows = [
         {"text": "a b c d e", "speech_tokens": list(range(1, 17))},  # 16/5 > 3/2: bistream
@@ -169,8 +186,13 @@ def test_collator_trains_eligible_rows_bistream_and_the_model_learns_from_them()
     assert "bistream" not in plain and plain["labels"].shape == (2, 17)
     # about half the eligible rows at upstream's 0.5
     half = DataCollatorForCosyVoice2(
-        tokenizer, use_instruction=False, speech_token_size=SPEECH_TOKEN_SIZE, bistream_probability=0.5, seed=1,
-        bistream_text_chunk=2, bistream_speech_chunk=3,
+        tokenizer,
+        use_instruction=False,
+        speech_token_size=SPEECH_TOKEN_SIZE,
+        bistream_probability=0.5,
+        seed=1,
+        bistream_text_chunk=2,
+        bistream_speech_chunk=3,
     )([rows[0]] * 400)
     assert 0.4 < half["bistream"].float().mean() < 0.6
 
@@ -180,8 +202,12 @@ def test_model_rejects_labels_without_the_bistream_fill_ids():
     speech = list(range(1, 17))
     unistream_labels = torch.tensor([speech + [EOS] + [IGNORE_INDEX] * 2])
     with pytest.raises(ValueError, match="fill id"):
-        policy(text_ids=torch.tensor([[3, 4, 5, 6, 7]]), speech_ids=torch.tensor([speech]), labels=unistream_labels,
-               bistream=torch.tensor([True]))
+        policy(
+            text_ids=torch.tensor([[3, 4, 5, 6, 7]]),
+            speech_ids=torch.tensor([speech]),
+            labels=unistream_labels,
+            bistream=torch.tensor([True]),
+        )
 
 
 # -- zero-shot prompts ------------------------------------------------------------------------------------------
@@ -195,7 +221,8 @@ def test_zero_shot_forward_reads_prompt_speech_after_task_id():
         # the last prompt token predicts speech 0, ..., the last speech token predicts eos
         reference = policy.llm_decoder(hidden)[0, 1 + len(text) + len(prompt_speech) :]
         outputs = policy(
-            text_ids=torch.tensor([text]), speech_ids=torch.tensor([speech]),
+            text_ids=torch.tensor([text]),
+            speech_ids=torch.tensor([speech]),
             prompt_speech_ids=torch.tensor([prompt_speech]),
         )
     torch.testing.assert_close(outputs.logits[0], reference)
@@ -216,7 +243,8 @@ def test_zero_shot_generation_continues_the_prompt_speech_batched_and_cached():
     # Greedy generation = arg-max of the teacher-forced logits with the same prompt speech.
     with torch.no_grad():
         logits = policy(
-            text_ids=torch.tensor([texts[0]]), speech_ids=torch.tensor([batched[0]]),
+            text_ids=torch.tensor([texts[0]]),
+            speech_ids=torch.tensor([batched[0]]),
             prompt_speech_ids=torch.tensor([prompts[0]]),
         ).logits[0, :5, :SPEECH_TOKEN_SIZE]
     assert logits.argmax(dim=-1).tolist() == batched[0]
@@ -224,8 +252,13 @@ def test_zero_shot_generation_continues_the_prompt_speech_batched_and_cached():
 
 def test_collators_put_the_prompt_transcript_first_and_count_only_the_text():
     tokenizer = build_tiny_cosyvoice2_tokenizer(["Your", "emotion", "is", "happy", "ka", "mi", "pro", "mpt"])
-    row = {"text": "ka mi", "speech_tokens": [1, 2], "emotion": "happy",
-           "prompt_text": "pro mpt", "prompt_speech_tokens": [5, 6, 7]}
+    row = {
+        "text": "ka mi",
+        "speech_tokens": [1, 2],
+        "emotion": "happy",
+        "prompt_text": "pro mpt",
+        "prompt_speech_tokens": [5, 6, 7],
+    }
     plain_row = {"text": "mi", "speech_tokens": [3], "emotion": "happy", "prompt_text": "", "prompt_speech_tokens": []}
     collator = DataCollatorForCosyVoice2(tokenizer, speech_token_size=SPEECH_TOKEN_SIZE)
     batch = collator([row, plain_row])
@@ -243,9 +276,9 @@ def test_collators_put_the_prompt_transcript_first_and_count_only_the_text():
     with pytest.raises(ValueError, match="prompt_text"):
         plain([{**row, "prompt_text": ""}])
 
-    diffro = DataCollatorForDiffRO(
-        tokenizer, {"happy": 0}, with_speech=False, speech_token_size=SPEECH_TOKEN_SIZE
-    )([row])
+    diffro = DataCollatorForDiffRO(tokenizer, {"happy": 0}, with_speech=False, speech_token_size=SPEECH_TOKEN_SIZE)(
+        [row]
+    )
     assert diffro["prompt_speech_ids"].tolist() == [[5, 6, 7]] and diffro["text_ratio_lengths"].tolist() == [2]
 
 
@@ -285,8 +318,13 @@ def test_zero_shot_prompt_builder_feeds_generation():
     assert inputs["text_ids"] == ids(["pro", "Your", "emotion", "is", "sad", "<|endofprompt|>", "ka", "mi"])
     assert inputs["prompt_speech_ids"] == [4, 5] and inputs["text_length_for_ratio"] == 2
     tokens = generate_speech_tokens(
-        tiny_policy(), [inputs["text_ids"]], prompt_speech_ids=[inputs["prompt_speech_ids"]],
-        text_lengths_for_ratio=[inputs["text_length_for_ratio"]], min_len_ratio=2.0, max_len_ratio=3.0, seed=0,
+        tiny_policy(),
+        [inputs["text_ids"]],
+        prompt_speech_ids=[inputs["prompt_speech_ids"]],
+        text_lengths_for_ratio=[inputs["text_length_for_ratio"]],
+        min_len_ratio=2.0,
+        max_len_ratio=3.0,
+        seed=0,
     )[0]
     assert 4 <= len(tokens) <= 6  # bounds from the 2 spoken tokens, not the 8 text ids
     with pytest.raises(ValueError, match="transcript"):
@@ -298,10 +336,30 @@ def test_sft_script_trains_bistream_rows_and_exports_a_loadable_llm_pt(tmp_path)
 
     sft = load_sft_script()
     args = [
-        "--output_dir", str(tmp_path / "policy"), "--testbed_num_train", "32", "--testbed_num_test", "8",
-        "--tiny_hidden_size", "32", "--tiny_num_hidden_layers", "1", "--tiny_intermediate_size", "64",
-        "--max_steps", "2", "--per_device_train_batch_size", "16", "--num_generation_samples", "0",
-        "--bistream_probability", "1.0", "--export_cosyvoice", "true", "--report_to", "none",
+        "--output_dir",
+        str(tmp_path / "policy"),
+        "--testbed_num_train",
+        "32",
+        "--testbed_num_test",
+        "8",
+        "--tiny_hidden_size",
+        "32",
+        "--tiny_num_hidden_layers",
+        "1",
+        "--tiny_intermediate_size",
+        "64",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "16",
+        "--num_generation_samples",
+        "0",
+        "--bistream_probability",
+        "1.0",
+        "--export_cosyvoice",
+        "true",
+        "--report_to",
+        "none",
     ]
     script_args, training_args, model_args = sft.make_parser().parse_args_and_config(args)
     result = sft.main(script_args, training_args, model_args)

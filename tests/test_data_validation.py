@@ -10,10 +10,16 @@ from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
 from rrpo_hf.data.collators import DataCollatorForSpeechEmotion
 from rrpo_hf.data.labels import CANONICAL_EMOTIONS
+from rrpo_hf.data.prompts import instruction_words
 from rrpo_hf.data.speech_lm_collator import DataCollatorForCosyVoice2
-from rrpo_hf.data.validation import ROW_INDEX_COLUMN, check_speech_lm_dataset
-from rrpo_hf.models.cosyvoice2.prompts import instruction_words
+from rrpo_hf.data.validation import (
+    ROW_INDEX_COLUMN,
+    check_speech_lm_dataset,
+    check_token_range,
+    check_token_range_in_column,
+)
 from rrpo_hf.models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
+
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["ka", "mi", "to", "su"]
@@ -122,8 +128,26 @@ def test_reward_collator_names_the_dataset_row():
     with pytest.raises(ValueError, match=r"^Dataset row 42: Unknown emotion label 'bored'"):
         collator(rows)
     rows[1] = {"speech_tokens": [1, 9], "emotion": 1}
-    with pytest.raises(ValueError, match=r"^Sample 1 of the batch has token id 9 out of the codebook"):
+    with pytest.raises(ValueError, match=r"^Sample 1 of the batch: speech token ids .*token id 9 out of the codebook"):
         collator(rows)
+
+
+def test_token_range_message_names_the_row_the_bad_id_and_the_fix():
+    check_token_range([0, 5, 7], 8, "Sample 0 of the batch")  # every id in the codebook
+    with pytest.raises(ValueError) as raised:
+        check_token_range([3, -2, 9], 8, "Dataset row 4", column="prompt_speech_tokens")
+    message = str(raised.value)
+    assert message.startswith("Dataset row 4: 'prompt_speech_tokens' ids must lie in [0, 8), found range [-2, 9]")
+    assert "token id -2 out of the codebook [0, 8) at position 1" in message
+    assert "speech tokenizer" in message and "stop ids stripped" in message
+
+
+def test_token_range_over_a_column_names_the_dataset_row():
+    dataset = Dataset.from_dict({"speech_tokens": [[1, 2], [3], [4, 20, 5], [30]]})
+    column = dataset.with_format("arrow")[:]["speech_tokens"]
+    check_token_range_in_column(column, 64, "train", "speech_tokens")
+    with pytest.raises(ValueError, match=r"^Dataset row 12 of the eval dataset: 'speech_tokens' ids .*token id 20 "):
+        check_token_range_in_column(column, 16, "eval", "speech_tokens", offset=10)
 
 
 def load_sft_script():
@@ -154,13 +178,20 @@ def test_sft_script_rejects_bad_rows_before_the_first_step(tmp_path):
     sft = load_sft_script()
     script_args, training_args, model_args = sft.make_parser().parse_args_and_config(
         [
-            "--model_name_or_path", str(tmp_path / "policy"),
-            "--dataset_name", str(tmp_path / "data"),
-            "--output_dir", str(tmp_path / "out"),
-            "--max_steps", "4",
-            "--per_device_train_batch_size", "2",
-            "--use_cpu", "true",
-            "--report_to", "none",
+            "--model_name_or_path",
+            str(tmp_path / "policy"),
+            "--dataset_name",
+            str(tmp_path / "data"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--max_steps",
+            "4",
+            "--per_device_train_batch_size",
+            "2",
+            "--use_cpu",
+            "true",
+            "--report_to",
+            "none",
         ]
     )
     with pytest.raises(ValueError, match=r"(?s)1 of 32 row.*Dataset row 29:.*'bored'"):
@@ -174,7 +205,11 @@ def test_reward_trainer_rejects_max_length_beyond_the_positions(tmp_path):
 
     model = RobustSERForAudioClassification(
         RobustSERConfig(
-            vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+            vocab_size=8,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
             max_position_embeddings=32,
         )
     )

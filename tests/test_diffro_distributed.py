@@ -40,10 +40,17 @@ def launch(config: str, output_dir: Path, *script_args: str, script: Path = SCRI
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(CONFIGS / config),
-        "--main_process_port", str(free_port()),
-        str(script), "--output_dir", str(output_dir), *script_args,
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / config),
+        "--main_process_port",
+        str(free_port()),
+        str(script),
+        "--output_dir",
+        str(output_dir),
+        *script_args,
     ]
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=400)
     assert completed.returncode == 0, f"{config} failed:\n{completed.stdout[-3000:]}\n{completed.stderr[-6000:]}"
@@ -72,13 +79,17 @@ def check_cases(summary: dict, expected_type: str, max_steps: int = 2):
 
 @pytest.fixture(scope="module")
 def ddp_summary(tmp_path_factory):
-    return launch("cpu_ddp.yaml", tmp_path_factory.mktemp("diffro_ddp"), "--rollouts", "offline,online", "--check_resume")
+    return launch(
+        "cpu_ddp.yaml", tmp_path_factory.mktemp("diffro_ddp"), "--rollouts", "offline,online", "--check_resume"
+    )
 
 
 @pytest.fixture(scope="module")
 def zero3_summary(tmp_path_factory):
     # ZeRO-3 resumes through DeepSpeed's own (partitioned) checkpoint, a different path from DDP's.
-    return launch("cpu_zero3.yaml", tmp_path_factory.mktemp("diffro_z3"), "--rollouts", "offline,online", "--check_resume")
+    return launch(
+        "cpu_zero3.yaml", tmp_path_factory.mktemp("diffro_z3"), "--rollouts", "offline,online", "--check_resume"
+    )
 
 
 @pytest.mark.slow
@@ -126,8 +137,13 @@ def save_models(folder: Path, codebook_size: int = 512) -> Path:
     policy = CosyVoice2LM(
         CosyVoice2LMConfig(
             llm_config=dict(
-                vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=512,
             ),
             speech_token_size=codebook_size,
         )
@@ -146,8 +162,12 @@ def save_models(folder: Path, codebook_size: int = 512) -> Path:
         torch.manual_seed(seed)
         RobustSERForAudioClassification(
             RobustSERConfig(
-                vocab_size=codebook_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                intermediate_size=64, max_position_embeddings=512,
+                vocab_size=codebook_size,
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=512,
             )
         ).save_pretrained(folder / name)
     return folder
@@ -163,13 +183,21 @@ def test_diffro_zero3_init_from_saved_folders_full_and_lora(tmp_path):
     """
     models = save_models(tmp_path / "models")
     summary = launch(
-        "cpu_zero3_init.yaml", tmp_path / "run", "--models_dir", str(models),
+        "cpu_zero3_init.yaml",
+        tmp_path / "run",
+        "--models_dir",
+        str(models),
         script=REPO / "tests" / "scripts" / "diffro_zero3_paths.py",
     )
     # The last case passes the reward model as a module already partitioned by from_pretrained under zero.Init.
     # "adapter": a trained LoRA adapter given as a PeftModel, whose reference is its own frozen copy (KL 0 at step 1).
     assert list(summary) == [
-        "full:offline", "full:online", "lora:offline", "lora:online", "adapter:offline", "full:offline:rm_module"
+        "full:offline",
+        "full:online",
+        "lora:offline",
+        "lora:online",
+        "adapter:offline",
+        "full:offline:rm_module",
     ]
     for case, result in summary.items():
         assert len(result["losses"]) == 2 and result["kl"][0] == pytest.approx(0.0, abs=1e-6), case

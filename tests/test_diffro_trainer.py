@@ -13,6 +13,7 @@ from rrpo_hf.ops import fgm_perturbation, mixup_emotion_loss, sample_gumbel_nois
 from rrpo_hf.testbed import Oracle, TestbedConfig, build_testbed_tokenizer, make_emotion_corpus
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 
+
 CODEBOOK = 512
 
 
@@ -212,7 +213,9 @@ def test_kl_is_zero_against_an_identical_reference_and_positive_after_an_update(
 def test_lora_reference_is_the_disabled_adapter(tmp_path, corpus, tokenizer):
     from peft import LoraConfig
 
-    trainer = make_trainer(tmp_path, corpus, tokenizer, beta=0.1, peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    trainer = make_trainer(
+        tmp_path, corpus, tokenizer, beta=0.1, peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
     assert trainer.ref_model is None
     assert _kl_of(trainer) == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at zero
     with torch.no_grad():
@@ -279,13 +282,20 @@ def test_offline_speech_longer_than_the_reward_model_reads_fails_before_training
         make_trainer(tmp_path, corpus, tokenizer, reward_model=make_reward_model(max_positions=limit))
     with pytest.raises(ValueError, match=f"max_speech_length={limit + 1} exceeds.*max_position_embeddings={limit}"):
         make_trainer(
-            tmp_path, corpus, tokenizer, reward_model=make_reward_model(max_positions=limit),
+            tmp_path,
+            corpus,
+            tokenizer,
+            reward_model=make_reward_model(max_positions=limit),
             max_speech_length=limit + 1,
         )
 
     # The fix the message names: truncate the long rows to what the reward model reads, and train.
     trainer = make_trainer(
-        tmp_path, corpus, tokenizer, reward_model=make_reward_model(max_positions=limit), max_speech_length=limit,
+        tmp_path,
+        corpus,
+        tokenizer,
+        reward_model=make_reward_model(max_positions=limit),
+        max_speech_length=limit,
         max_steps=1,
     )
     truncated = [len(tokens) for tokens in trainer.train_dataset["speech_tokens"]]
@@ -297,8 +307,13 @@ def test_offline_speech_longer_than_the_reward_model_reads_fails_before_training
 def test_online_generation_is_capped_at_what_the_reward_model_reads(tmp_path, corpus, tokenizer, caplog):
     with caplog.at_level("WARNING", logger="rrpo_hf.trainers.diffro_trainer"):
         trainer = make_trainer(
-            tmp_path, corpus, tokenizer, reward_model=make_reward_model(max_positions=8), rollout="online",
-            max_new_tokens=None, max_steps=1,
+            tmp_path,
+            corpus,
+            tokenizer,
+            reward_model=make_reward_model(max_positions=8),
+            rollout="online",
+            max_new_tokens=None,
+            max_steps=1,
         )
     assert trainer.max_speech_length == 8
     assert "capped at 8 tokens" in caplog.text
@@ -314,7 +329,14 @@ def test_online_generation_is_capped_at_what_the_reward_model_reads(tmp_path, co
 
 def test_seeded_training_run_increases_the_reward(tmp_path, corpus, tokenizer, trained_reward_model):
     trainer = make_trainer(
-        tmp_path, corpus, tokenizer, reward_model=trained_reward_model, beta=0.0, reward_adv_alpha=0.5, learning_rate=3e-3, max_steps=24,
+        tmp_path,
+        corpus,
+        tokenizer,
+        reward_model=trained_reward_model,
+        beta=0.0,
+        reward_adv_alpha=0.5,
+        learning_rate=3e-3,
+        max_steps=24,
         per_device_train_batch_size=8,
     )
     trainer.train()
@@ -343,7 +365,9 @@ def test_lora_leaves_base_weights_unchanged_and_full_finetuning_changes_them(tmp
             continue
         key = name.replace(".base_layer", "")
         assert torch.equal(param.detach(), base[key]), name
-    assert any(not torch.equal(p.detach(), lora_before[n]) for n, p in trainer.model.named_parameters() if "lora_" in n)
+    assert any(
+        not torch.equal(p.detach(), lora_before[n]) for n, p in trainer.model.named_parameters() if "lora_" in n
+    )
 
     full_policy = make_policy(tokenizer)
     before = {k: v.clone() for k, v in full_policy.state_dict().items()}
@@ -389,18 +413,27 @@ def test_target_emotions_are_mapped_through_the_reward_models_label2id(tmp_path,
 def test_missing_columns_are_clear_errors(tmp_path, corpus, tokenizer):
     with pytest.raises(ValueError, match=r"lacks the column\(s\) \['speech_tokens'\].*--rollout online"):
         DiffROTrainer(
-            make_policy(tokenizer), make_reward_model(), make_args(tmp_path),
-            train_dataset=corpus["train"].remove_columns("speech_tokens"), processing_class=tokenizer,
+            make_policy(tokenizer),
+            make_reward_model(),
+            make_args(tmp_path),
+            train_dataset=corpus["train"].remove_columns("speech_tokens"),
+            processing_class=tokenizer,
         )
     # Online rollouts do not need speech tokens.
     DiffROTrainer(
-        make_policy(tokenizer), make_reward_model(), make_args(tmp_path, rollout="online"),
-        train_dataset=corpus["train"].remove_columns("speech_tokens"), processing_class=tokenizer,
+        make_policy(tokenizer),
+        make_reward_model(),
+        make_args(tmp_path, rollout="online"),
+        train_dataset=corpus["train"].remove_columns("speech_tokens"),
+        processing_class=tokenizer,
     )
     with pytest.raises(ValueError, match=r"\['emotion'\]"):
         DiffROTrainer(
-            make_policy(tokenizer), make_reward_model(), make_args(tmp_path),
-            train_dataset=corpus["train"].remove_columns("emotion"), processing_class=tokenizer,
+            make_policy(tokenizer),
+            make_reward_model(),
+            make_args(tmp_path),
+            train_dataset=corpus["train"].remove_columns("emotion"),
+            processing_class=tokenizer,
         )
     with pytest.raises(ValueError, match="processing_class"):
         DiffROTrainer(make_policy(tokenizer), make_reward_model(), make_args(tmp_path), train_dataset=corpus["train"])
@@ -436,7 +469,9 @@ def test_evaluation_scores_samples_with_reward_model_judge_and_oracle(tmp_path, 
 def test_save_writes_model_card_and_export_writes_cosyvoice_llm_pt(tmp_path, corpus, tokenizer):
     from peft import LoraConfig
 
-    trainer = make_trainer(tmp_path, corpus, tokenizer, peft_config=LoraConfig(r=4, target_modules=["q_proj"]), max_steps=1)
+    trainer = make_trainer(
+        tmp_path, corpus, tokenizer, peft_config=LoraConfig(r=4, target_modules=["q_proj"]), max_steps=1
+    )
     trainer.train()
     trainer.save_model()
     card = open(os.path.join(trainer.args.output_dir, "README.md"), encoding="utf-8").read()
@@ -444,7 +479,9 @@ def test_save_writes_model_card_and_export_writes_cosyvoice_llm_pt(tmp_path, cor
     path = trainer.export_cosyvoice(tmp_path / "export" / "llm.pt")
     state = torch.load(path, map_location="cpu")
     merged = copy.deepcopy(trainer.model).merge_and_unload()
-    torch.testing.assert_close(state["llm.model.model.layers.0.self_attn.q_proj.weight"], merged.model.layers[0].self_attn.q_proj.weight)
+    torch.testing.assert_close(
+        state["llm.model.model.layers.0.self_attn.q_proj.weight"], merged.model.layers[0].self_attn.q_proj.weight
+    )
     assert "llm_decoder.bias" in state
     reloaded = CosyVoice2LM.from_cosyvoice(path, llm_config=merged.config.llm_config)
     torch.testing.assert_close(reloaded.llm_decoder.weight, merged.llm_decoder.weight)
@@ -457,7 +494,9 @@ def _run_example(argv):
     import importlib.util
     import sys
 
-    spec = importlib.util.spec_from_file_location("rrpo_example", os.path.join(os.path.dirname(__file__), "..", "examples", "rrpo.py"))
+    spec = importlib.util.spec_from_file_location(
+        "rrpo_example", os.path.join(os.path.dirname(__file__), "..", "examples", "rrpo.py")
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
@@ -482,10 +521,28 @@ def test_example_runs_rrpo_on_the_testbed_and_saves_the_policy(tmp_path, tokeniz
     make_reward_model().save_pretrained(rm_dir)
     trainer = _run_example(
         [
-            "--config", os.path.join(os.path.dirname(__file__), "..", "recipes", "toy", "rrpo.yaml"),
-            "--model_name_or_path", str(policy_dir), "--reward_model_path", str(rm_dir), "--output_dir", str(out_dir),
-            "--testbed_num_train", "32", "--testbed_num_test", "4", "--max_steps", "2", "--max_new_tokens", "8",
-            "--per_device_train_batch_size", "4", "--use_peft", "--lora_target_modules", "q_proj", "--export_cosyvoice",
+            "--config",
+            os.path.join(os.path.dirname(__file__), "..", "recipes", "toy", "rrpo.yaml"),
+            "--model_name_or_path",
+            str(policy_dir),
+            "--reward_model_path",
+            str(rm_dir),
+            "--output_dir",
+            str(out_dir),
+            "--testbed_num_train",
+            "32",
+            "--testbed_num_test",
+            "4",
+            "--max_steps",
+            "2",
+            "--max_new_tokens",
+            "8",
+            "--per_device_train_batch_size",
+            "4",
+            "--use_peft",
+            "--lora_target_modules",
+            "q_proj",
+            "--export_cosyvoice",
         ]
     )
     assert trainer.method_name == "RRPO" and trainer.is_peft_model

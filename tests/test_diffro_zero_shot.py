@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from test_diffro_trainer import CODEBOOK, first_batch, make_trainer
 
 from rrpo_hf.testbed import build_testbed_tokenizer, make_emotion_corpus
 from rrpo_hf.trainers import diffro_trainer
-from test_diffro_trainer import CODEBOOK, first_batch, make_trainer
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,9 @@ def zero_shot_corpus():
     return {"train": train, "test": corpus["test"]}
 
 
-def test_online_step_generates_from_and_teacher_forces_the_prompt_speech(tmp_path, zero_shot_corpus, tokenizer,
-                                                                         monkeypatch):
+def test_online_step_generates_from_and_teacher_forces_the_prompt_speech(
+    tmp_path, zero_shot_corpus, tokenizer, monkeypatch
+):
     trainer = make_trainer(tmp_path, zero_shot_corpus, tokenizer, rollout="online", max_steps=1, max_new_tokens=8)
     batch = first_batch(trainer)
     assert batch["prompt_speech_ids"].shape[1] == 6 and batch["prompt_speech_attention_mask"].all()
@@ -53,4 +54,6 @@ def test_online_step_generates_from_and_teacher_forces_the_prompt_speech(tmp_pat
     assert torch.equal(call["prompt_speech_ids"], batch["prompt_speech_ids"])
     assert torch.equal(call["text_lengths_for_ratio"], batch["text_ratio_lengths"])
     assert call["exclude_repeated"] is True  # DiffROConfig.ras_exclude_repeated default: upstream's rule
-    assert forward_calls and all(torch.equal(k["prompt_speech_ids"], batch["prompt_speech_ids"]) for k in forward_calls)
+    assert forward_calls and all(
+        torch.equal(k["prompt_speech_ids"], batch["prompt_speech_ids"]) for k in forward_calls
+    )

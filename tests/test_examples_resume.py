@@ -23,6 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -68,14 +69,50 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 # ------------------------------------------------------------------------------------------------ tiny settings
 
 SFT_ARGS = [
-    "--testbed_num_train", "48", "--testbed_num_test", "8", "--tiny_hidden_size", "32", "--tiny_num_hidden_layers",
-    "1", "--tiny_intermediate_size", "64", "--per_device_train_batch_size", "8", "--num_generation_samples", "0",
-    "--logging_steps", "1", "--lr_scheduler_type", "constant", "--warmup_steps", "0", "--save_strategy", "steps",
+    "--testbed_num_train",
+    "48",
+    "--testbed_num_test",
+    "8",
+    "--tiny_hidden_size",
+    "32",
+    "--tiny_num_hidden_layers",
+    "1",
+    "--tiny_intermediate_size",
+    "64",
+    "--per_device_train_batch_size",
+    "8",
+    "--num_generation_samples",
+    "0",
+    "--logging_steps",
+    "1",
+    "--lr_scheduler_type",
+    "constant",
+    "--warmup_steps",
+    "0",
+    "--save_strategy",
+    "steps",
 ]
 RM_ARGS = [
-    "--testbed_num_train", "64", "--testbed_num_test", "16", "--hidden_size", "32", "--num_hidden_layers", "1",
-    "--intermediate_size", "64", "--per_device_train_batch_size", "8", "--logging_steps", "1",
-    "--lr_scheduler_type", "constant", "--warmup_steps", "0", "--save_strategy", "steps",
+    "--testbed_num_train",
+    "64",
+    "--testbed_num_test",
+    "16",
+    "--hidden_size",
+    "32",
+    "--num_hidden_layers",
+    "1",
+    "--intermediate_size",
+    "64",
+    "--per_device_train_batch_size",
+    "8",
+    "--logging_steps",
+    "1",
+    "--lr_scheduler_type",
+    "constant",
+    "--warmup_steps",
+    "0",
+    "--save_strategy",
+    "steps",
 ]
 
 
@@ -90,24 +127,53 @@ def stage_outputs(tmp_path_factory):
     tokenizer = build_testbed_tokenizer(instruction_template="en")
     torch.manual_seed(0)
     policy = CosyVoice2LM(
-        tiny_cosyvoice2_config(tokenizer, 512, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                               num_key_value_heads=2, intermediate_size=64)
+        tiny_cosyvoice2_config(
+            tokenizer,
+            512,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=64,
+        )
     )
     policy.save_pretrained(root / "sft")
     tokenizer.save_pretrained(root / "sft")
     RobustSERForAudioClassification(
-        RobustSERConfig(vocab_size=512, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512)
+        RobustSERConfig(
+            vocab_size=512,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        )
     ).save_pretrained(root / "rm")
     return root
 
 
 def rrpo_args(stage_outputs: Path) -> list[str]:
     return [
-        "--model_name_or_path", str(stage_outputs / "sft"), "--reward_model_path", str(stage_outputs / "rm"),
-        "--testbed_num_train", "32", "--testbed_num_test", "4", "--max_eval_samples", "4", "--max_new_tokens", "8",
-        "--per_device_train_batch_size", "4", "--evaluate_before_training", "false", "--logging_steps", "1",
-        "--save_strategy", "steps",
+        "--model_name_or_path",
+        str(stage_outputs / "sft"),
+        "--reward_model_path",
+        str(stage_outputs / "rm"),
+        "--testbed_num_train",
+        "32",
+        "--testbed_num_test",
+        "4",
+        "--max_eval_samples",
+        "4",
+        "--max_new_tokens",
+        "8",
+        "--per_device_train_batch_size",
+        "4",
+        "--evaluate_before_training",
+        "false",
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "steps",
     ]
 
 
@@ -120,16 +186,31 @@ LORA_ARGS = ["--use_peft", "true", "--lora_r", "4", "--lora_target_modules", "q_
 def check_resume(tmp_path, monkeypatch, script: str, argv: list[str], steps: int = 4, interrupt_at: int = 2):
     """Uninterrupted `steps` vs stopped at `interrupt_at` and resumed with `--resume_from_checkpoint true`."""
     full_dir, resumed_dir = tmp_path / "uninterrupted", tmp_path / "resumed"
-    run_example(script, [*argv, "--output_dir", str(full_dir), "--max_steps", str(steps),
-                         "--save_steps", str(interrupt_at)])
-    run_example(script, [*argv, "--output_dir", str(resumed_dir), "--max_steps", str(interrupt_at),
-                         "--save_steps", str(interrupt_at)])
+    run_example(
+        script, [*argv, "--output_dir", str(full_dir), "--max_steps", str(steps), "--save_steps", str(interrupt_at)]
+    )
+    run_example(
+        script,
+        [*argv, "--output_dir", str(resumed_dir), "--max_steps", str(interrupt_at), "--save_steps", str(interrupt_at)],
+    )
     checkpoint = resumed_dir / f"checkpoint-{interrupt_at}"
     stamp = (checkpoint / "trainer_state.json").stat().st_mtime_ns
 
     counter = StepCounter(monkeypatch)
-    result = run_example(script, [*argv, "--output_dir", str(resumed_dir), "--max_steps", str(steps),
-                                  "--save_steps", str(interrupt_at), "--resume_from_checkpoint", "true"])
+    result = run_example(
+        script,
+        [
+            *argv,
+            "--output_dir",
+            str(resumed_dir),
+            "--max_steps",
+            str(steps),
+            "--save_steps",
+            str(interrupt_at),
+            "--resume_from_checkpoint",
+            "true",
+        ],
+    )
     trainer = result["trainer"] if isinstance(result, dict) else result
     assert counter.calls == steps - interrupt_at, "the resumed run restarted instead of continuing"
     assert trainer.state.global_step == steps
@@ -170,16 +251,31 @@ def test_same_seed_gives_the_same_model(tmp_path, script):
     argv = {"sft": SFT_ARGS, "train_rm": RM_ARGS}[script]
     for name in ("a", "b"):
         torch.rand(7)  # earlier RNG use in the same process must not matter
-        run_example(script, [*argv, "--output_dir", str(tmp_path / name), "--max_steps", "2", "--seed", "3",
-                             "--save_strategy", "no"])
+        run_example(
+            script,
+            [*argv, "--output_dir", str(tmp_path / name), "--max_steps", "2", "--seed", "3", "--save_strategy", "no"],
+        )
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
 
 
 def test_rrpo_same_seed_gives_the_same_lora_policy(tmp_path, stage_outputs):
     for name in ("a", "b"):
         torch.rand(7)
-        run_example("rrpo", [*rrpo_args(stage_outputs), *LORA_ARGS, "--output_dir", str(tmp_path / name),
-                             "--max_steps", "2", "--seed", "3", "--save_strategy", "no"])
+        run_example(
+            "rrpo",
+            [
+                *rrpo_args(stage_outputs),
+                *LORA_ARGS,
+                "--output_dir",
+                str(tmp_path / name),
+                "--max_steps",
+                "2",
+                "--seed",
+                "3",
+                "--save_strategy",
+                "no",
+            ],
+        )
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
 
 
@@ -211,8 +307,18 @@ def test_lora_folder_holds_exactly_one_model_and_reloads(tmp_path, stage_outputs
 
     out = tmp_path / "out"
     base_args = rrpo_args(stage_outputs) if script == "rrpo" else SFT_ARGS
-    argv = [*base_args, *LORA_ARGS, "--output_dir", str(out), "--max_steps", "1", "--save_strategy", "no",
-            "--save_merged", str(save_merged).lower()]
+    argv = [
+        *base_args,
+        *LORA_ARGS,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--save_merged",
+        str(save_merged).lower(),
+    ]
     if script == "sft":
         # An adapter needs a base model folder to name: start from the saved toy policy.
         argv += ["--model_name_or_path", str(stage_outputs / "sft")]
@@ -259,14 +365,43 @@ def test_rrpo_continues_a_lora_sft_adapter_folder(tmp_path, stage_outputs):
 
     sft_out = tmp_path / "sft_adapter"
     # No LoRA dropout: the adapter's own config travels with it, and dropout would make step 1's KL non-zero.
-    run_example("sft", [*SFT_ARGS, *LORA_ARGS, "--lora_dropout", "0", "--model_name_or_path",
-                        str(stage_outputs / "sft"), "--output_dir", str(sft_out), "--max_steps", "2",
-                        "--save_strategy", "no", "--save_merged", "false"])
+    run_example(
+        "sft",
+        [
+            *SFT_ARGS,
+            *LORA_ARGS,
+            "--lora_dropout",
+            "0",
+            "--model_name_or_path",
+            str(stage_outputs / "sft"),
+            "--output_dir",
+            str(sft_out),
+            "--max_steps",
+            "2",
+            "--save_strategy",
+            "no",
+            "--save_merged",
+            "false",
+        ],
+    )
     assert (sft_out / "adapter_config.json").is_file() and not (sft_out / "config.json").exists()
     argv = rrpo_args(stage_outputs)
     argv[argv.index("--model_name_or_path") + 1] = str(sft_out)
-    trainer = run_example("rrpo", [*argv, *LORA_ARGS, "--output_dir", str(tmp_path / "rrpo"), "--max_steps", "2",
-                                   "--save_strategy", "no", "--beta", "0.1"])
+    trainer = run_example(
+        "rrpo",
+        [
+            *argv,
+            *LORA_ARGS,
+            "--output_dir",
+            str(tmp_path / "rrpo"),
+            "--max_steps",
+            "2",
+            "--save_strategy",
+            "no",
+            "--beta",
+            "0.1",
+        ],
+    )
     policy = trainer.accelerator.unwrap_model(trainer.model)
     assert isinstance(policy, PeftModel) and trainer.ref_adapter_name == "ref"
     sft_lora = load_file(sft_out / "adapter_model.safetensors")
@@ -281,8 +416,9 @@ def test_full_fine_tuning_folder_holds_the_full_model(tmp_path, stage_outputs, c
     from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
 
     out = tmp_path / "out"
-    trainer = run_example("rrpo", [*rrpo_args(stage_outputs), "--output_dir", str(out), "--max_steps", "1",
-                                   "--save_strategy", "no"])
+    trainer = run_example(
+        "rrpo", [*rrpo_args(stage_outputs), "--output_dir", str(out), "--max_steps", "1", "--save_strategy", "no"]
+    )
     files = {p.name for p in out.iterdir()}
     assert FULL_FILES <= files and not ADAPTER_FILES & files
     reloaded = load_without_warnings(lambda: CosyVoice2LM.from_pretrained(out), caplog)

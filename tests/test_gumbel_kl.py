@@ -69,7 +69,9 @@ def test_kl_is_zero_for_identical_policies_and_matches_the_definition():
     assert token_level_kl(policy, policy.detach().clone()).item() == pytest.approx(0.0, abs=1e-6)
     reference = torch.randn(2, 5, 9)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
-    per_position = F.kl_div(reference.log_softmax(-1), policy.log_softmax(-1), log_target=True, reduction="none").sum(-1)
+    per_position = F.kl_div(reference.log_softmax(-1), policy.log_softmax(-1), log_target=True, reduction="none").sum(
+        -1
+    )
     kl = token_level_kl(policy, reference, mask)
     torch.testing.assert_close(kl, per_position[mask].mean())
     assert kl.item() > 0

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score
+from transformers.trainer_utils import EvalPrediction
 
 from rrpo_hf.evaluation import (
     EmotionRecognitionMetrics,
@@ -8,7 +9,6 @@ from rrpo_hf.evaluation import (
     emotion_recognition_scores,
     format_emotion_eval_table,
 )
-from transformers.trainer_utils import EvalPrediction
 
 
 def test_metric_hand_computed_values():
@@ -33,7 +33,9 @@ def test_metric_matches_sklearn_on_imbalanced_data():
 
 
 def test_per_class_recall_and_errors():
-    scores = emotion_recognition_scores([0, 0, 1], [0, 1, 1], label_names=["neutral", "happy", "sad"], return_per_class=True)
+    scores = emotion_recognition_scores(
+        [0, 0, 1], [0, 1, 1], label_names=["neutral", "happy", "sad"], return_per_class=True
+    )
     assert scores["recall_neutral"] == 1.0 and scores["recall_happy"] == 0.5
     assert "recall_sad" not in scores  # absent class: recall undefined
     with pytest.raises(ValueError, match="same length"):

@@ -48,11 +48,17 @@ def test_mixup_emotion_loss_is_eq3():
         log_probs = torch.log_softmax(logit_row, dim=-1)
         return -sum(((1 - epsilon) * (k == label) + epsilon / num_classes) * log_probs[k] for k in range(num_classes))
 
-    expected = sum(
-        (1 - mixup_lambda[i]) * loss_ls(logits[i], labels[i].item()) + mixup_lambda[i] * loss_ls(logits[i], partner_labels[i].item())
-        for i in range(4)
-    ) / 4
-    assert torch.allclose(mixup_emotion_loss(logits, labels, partner_labels, mixup_lambda, epsilon), expected, atol=1e-6)
+    expected = (
+        sum(
+            (1 - mixup_lambda[i]) * loss_ls(logits[i], labels[i].item())
+            + mixup_lambda[i] * loss_ls(logits[i], partner_labels[i].item())
+            for i in range(4)
+        )
+        / 4
+    )
+    assert torch.allclose(
+        mixup_emotion_loss(logits, labels, partner_labels, mixup_lambda, epsilon), expected, atol=1e-6
+    )
     per_sample = mixup_emotion_loss(logits, labels, partner_labels, mixup_lambda, epsilon, reduction="none")
     assert per_sample.shape == (4,) and torch.allclose(per_sample.mean(), expected, atol=1e-6)
     # lambda = 0 everywhere is plain label-smoothed cross-entropy.
@@ -127,7 +133,9 @@ def reference_sample_plan(lengths, snr_range_db, generator):
         plan["eam_start"].append(min(int(u_start[i].item() * (lengths[i] - l_mix + 1)), lengths[i] - l_mix))
     for i in range(batch_size):
         j, l_mix = plan["eam_partner"][i], mix_lengths[i]
-        plan["eam_partner_start"].append(min(int(u_partner_start[i].item() * (lengths[j] - l_mix + 1)), lengths[j] - l_mix))
+        plan["eam_partner_start"].append(
+            min(int(u_partner_start[i].item() * (lengths[j] - l_mix + 1)), lengths[j] - l_mix)
+        )
     return plan
 
 
@@ -171,7 +179,7 @@ def test_sample_eam_plan_matches_the_loop_transcription():
 def test_sample_eam_plan_constraints_over_many_batches():
     generator = torch.Generator().manual_seed(0)
     seen_starts = set()
-    for trial in range(200):
+    for _ in range(200):
         lengths = torch.randint(1, 30, (int(torch.randint(2, 9, (1,), generator=generator)),), generator=generator)
         plan = sample_eam_plan(lengths, (-5.0, 5.0), generator)
         partner, mix = plan["eam_partner"], plan["eam_mix_length"]
@@ -206,7 +214,9 @@ def test_apply_energy_adaptive_mixup_matches_the_loop_transcription():
     plan = sample_eam_plan(torch.tensor(lengths), (-5.0, 5.0), torch.Generator().manual_seed(4))
     batch, mask = pad(features_list)
     mixed, mixup_lambda = apply_energy_adaptive_mixup(batch, mask, **plan)
-    reference_mixed, reference_lambda, energies = reference_apply(features_list, {k: v.tolist() for k, v in plan.items()})
+    reference_mixed, reference_lambda, energies = reference_apply(
+        features_list, {k: v.tolist() for k, v in plan.items()}
+    )
     for i, length in enumerate(lengths):
         assert torch.allclose(mixed[i, :length], reference_mixed[i], atol=1e-5)
         assert torch.count_nonzero(mixed[i, length:]) == 0  # padding untouched
@@ -215,7 +225,9 @@ def test_apply_energy_adaptive_mixup_matches_the_loop_transcription():
         segment = added[plan["eam_start"][i] : plan["eam_start"][i] + plan["eam_mix_length"][i]]
         e_i, e_j, e_j_target = energies[i]
         assert (segment**2).mean().item() == pytest.approx(e_j_target, rel=1e-4)
-        assert 10 * math.log10(e_j / (segment**2).mean().item()) == pytest.approx(plan["eam_snr_db"][i].item(), abs=1e-3)
+        assert 10 * math.log10(e_j / (segment**2).mean().item()) == pytest.approx(
+            plan["eam_snr_db"][i].item(), abs=1e-3
+        )
         assert torch.count_nonzero(added.abs().sum(-1)) == plan["eam_mix_length"][i]
     assert torch.allclose(mixup_lambda, torch.tensor(reference_lambda), atol=1e-6)
     assert ((mixup_lambda > 0) & (mixup_lambda < 1)).all()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 
@@ -49,7 +50,7 @@ def make_parser(name: str):
     if name == "reward_hacking_study":
         from trl import TrlParser
 
-        from rrpo_hf.evaluation.study import RewardHackingStudyConfig
+        from rrpo_hf.study import RewardHackingStudyConfig
 
         return TrlParser((RewardHackingStudyConfig,))
     return load_example(name).make_parser()
@@ -147,6 +148,13 @@ def test_argument_free_run_is_the_toy_recipe_and_a_dataset_run_is_not(script, to
     # A dataset run without a recipe starts from the library defaults, not from the toy's.
     training_args = parser_of().parse_args_and_config(["--dataset_name", "org/data", "--output_dir", "o"])[1]
     reference = type(training_args)(output_dir="o")
-    for name in ("max_steps", "learning_rate", "num_train_epochs", "lr_scheduler_type", "use_cpu",
-                 "per_device_train_batch_size", "logging_steps"):
+    for name in (
+        "max_steps",
+        "learning_rate",
+        "num_train_epochs",
+        "lr_scheduler_type",
+        "use_cpu",
+        "per_device_train_batch_size",
+        "logging_steps",
+    ):
         assert plain(getattr(training_args, name)) == plain(getattr(reference, name)), name

@@ -1,4 +1,4 @@
-"""Reward-hacking study (issue 7): statistics, aggregation, configuration and a tiny seeded end-to-end run."""
+"""Reward-hacking study: statistics, aggregation, configuration and a tiny seeded end-to-end run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rrpo_hf.evaluation.study import (
+from rrpo_hf.study import (
     POLICY_METHODS,
     RM_VARIANTS,
     TABLE1_COLUMNS,
@@ -21,6 +21,7 @@ from rrpo_hf.evaluation.study import (
     mean_confidence_interval,
     run_study,
 )
+
 
 REPO = Path(__file__).resolve().parents[1]
 

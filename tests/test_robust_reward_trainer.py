@@ -10,6 +10,7 @@ from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassifi
 from rrpo_hf.trainers import RobustRewardConfig, RobustRewardTrainer
 from rrpo_hf.trainers.robust_reward_trainer import ablation_row
 
+
 VOCAB = 40
 
 
@@ -319,7 +320,11 @@ def test_string_and_reordered_labels_are_mapped_to_model_ids(tmp_path):
         ({"speech_tokens": [[1, 2], [3]], "emotion": ["sad", "bored"]}, UnknownEmotionError, "'bored'"),
         ({"speech_tokens": [[1, 2], [3, VOCAB]], "emotion": ["sad", "sad"]}, ValueError, f"token id {VOCAB}"),
         ({"speech_tokens": [[1, 2], [-1]], "emotion": ["sad", "sad"]}, ValueError, "token id -1"),
-        ({"speech_tokens": [[1, 2], []], "emotion": ["sad", "sad"]}, ValueError, r"empty `speech_tokens` at row\(s\) \[1\]"),
+        (
+            {"speech_tokens": [[1, 2], []], "emotion": ["sad", "sad"]},
+            ValueError,
+            r"empty `speech_tokens` at row\(s\) \[1\]",
+        ),
         ({"speech_tokens": [[1] * 65], "emotion": ["sad"]}, ValueError, "max_position_embeddings=64"),
         ({"speech_tokens": [[1, 2]], "emotion": [6]}, ValueError, r"label id\(s\) \[6\]"),
     ],

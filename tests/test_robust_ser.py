@@ -15,6 +15,7 @@ from rrpo_hf.data.labels import CANONICAL_EMOTIONS
 from rrpo_hf.models.robust_ser import DEFAULT_EMOTIONS, RobustSERConfig, RobustSERForAudioClassification
 from rrpo_hf.ops import apply_energy_adaptive_mixup, mixup_emotion_loss, sample_eam_plan
 
+
 VOCAB = 40
 
 
@@ -152,8 +153,14 @@ def test_training_step_with_gradient_checkpointing_updates_every_trained_paramet
 @pytest.mark.parametrize(
     "make_inputs, message",
     [
-        (lambda ids, mask: dict(input_ids=ids.masked_fill(ids == ids[0, 0], VOCAB + 3), attention_mask=mask), "out of the codebook"),
-        (lambda ids, mask: dict(input_ids=ids.masked_fill(ids == ids[0, 0], -1), attention_mask=mask), "out of the codebook"),
+        (
+            lambda ids, mask: dict(input_ids=ids.masked_fill(ids == ids[0, 0], VOCAB + 3), attention_mask=mask),
+            "out of the codebook",
+        ),
+        (
+            lambda ids, mask: dict(input_ids=ids.masked_fill(ids == ids[0, 0], -1), attention_mask=mask),
+            "out of the codebook",
+        ),
         (lambda ids, mask: dict(input_ids=ids, attention_mask=mask * torch.tensor([[1], [0], [1]])), "empty"),
         (lambda ids, mask: dict(input_ids=torch.randint(0, VOCAB, (2, 30))), "max_position_embeddings"),
         (lambda ids, mask: dict(input_token_probs=torch.rand(3, 9, VOCAB + 3), attention_mask=mask), "vocab mismatch"),
@@ -174,7 +181,9 @@ def test_bad_input_raises_a_clear_error(model, make_inputs, message):
 def test_bad_token_id_error_names_the_value_and_the_fix(model):
     input_ids, attention_mask = padded_batch()
     input_ids[2, 4] = 6000
-    with pytest.raises(ValueError, match=r"token id 6000 out of the codebook \[0, 40\) at sample 2, frame 4.*speech tokenizer"):
+    with pytest.raises(
+        ValueError, match=r"token id 6000 out of the codebook \[0, 40\) at sample 2, frame 4.*speech tokenizer"
+    ):
         model(input_ids=input_ids, attention_mask=attention_mask)
 
 
@@ -244,10 +253,14 @@ def test_saved_folder_loads_as_remote_code_without_rrpo_hf(model, tmp_path):
     checkpoint = tmp_path / "checkpoint"
     model.save_pretrained(checkpoint)
     saved_files = sorted(os.listdir(checkpoint))
-    assert {"modeling_robust_ser.py", "configuration_robust_ser.py", "eam.py", "label_smoothing.py"} <= set(saved_files)
+    assert {"modeling_robust_ser.py", "configuration_robust_ser.py", "eam.py", "label_smoothing.py"} <= set(
+        saved_files
+    )
     for name in saved_files:
         if name.endswith(".py"):
-            assert not re.search(r"^\s*(from|import)\s+(rrpo_hf|\.\.)", (checkpoint / name).read_text(), re.MULTILINE), name
+            assert not re.search(
+                r"^\s*(from|import)\s+(rrpo_hf|\.\.)", (checkpoint / name).read_text(), re.MULTILINE
+            ), name
     auto_map = json.loads((checkpoint / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForAudioClassification"] == "modeling_robust_ser.RobustSERForAudioClassification"
 
@@ -261,7 +274,16 @@ def test_saved_folder_loads_as_remote_code_without_rrpo_hf(model, tmp_path):
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH",)}
     env.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     subprocess.run(
-        [sys.executable, "-I", "-c", REMOTE_SCRIPT, str(checkpoint), str(tmp_path / "resaved"), str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt")],
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            REMOTE_SCRIPT,
+            str(checkpoint),
+            str(tmp_path / "resaved"),
+            str(tmp_path / "inputs.pt"),
+            str(tmp_path / "out.pt"),
+        ],
         cwd=workdir,
         env=env,
         check=True,

@@ -27,6 +27,7 @@ from rrpo_hf.evaluation import (
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 from rrpo_hf.testbed import EmotionWorld, insert_artifacts
 
+
 CUE, FILLERS, ARTIFACTS = 0, (1, 2, 3, 4, 5), (6, 7)
 CUE_WEIGHT, BIAS = 20.0, -2.0
 LENGTH = 8
@@ -88,7 +89,11 @@ def predict(model, sequences):
 def tiny_random_model(seed: int = 0):
     torch.manual_seed(seed)
     config = RobustSERConfig(
-        vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
         max_position_embeddings=24,
     )
     return RobustSERForAudioClassification(config).eval()
@@ -175,7 +180,12 @@ def test_artifact_sensitivity_is_large_for_a_model_keyed_on_artifacts():
     model = hand_built_model(artifact_weight=40.0)
     neutral, angry = utterances(10, 0, seed=4), utterances(3, 1, seed=5)
     result = artifact_sensitivity(
-        model, neutral + angry, ["neutral"] * 10 + ["angry"] * 3, "angry", ARTIFACTS, rate=1 / LENGTH,
+        model,
+        neutral + angry,
+        ["neutral"] * 10 + ["angry"] * 3,
+        "angry",
+        ARTIFACTS,
+        rate=1 / LENGTH,
         show_progress=False,
     )
     assert result["n"] == 10  # target-emotion utterances are not probed

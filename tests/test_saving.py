@@ -21,14 +21,20 @@ from rrpo_hf.utils.saving import (
     recover_interrupted_save,
 )
 
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_rm(seed: int, num_labels: int = 3) -> RobustSERForAudioClassification:
     torch.manual_seed(seed)
     config = RobustSERConfig(
-        vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=32, num_labels=num_labels,
+        vocab_size=16,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=num_labels,
     )
     return RobustSERForAudioClassification(config).eval()
 
@@ -219,8 +225,15 @@ def test_killed_save_leaves_the_old_model_or_the_new_one(tmp_path, kill_at, expe
 
     torch.manual_seed(1)
     new = RobustSERForAudioClassification(
-        RobustSERConfig(vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=32, num_labels=5)
+        RobustSERConfig(
+            vocab_size=16,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=32,
+            num_labels=5,
+        )
     ).eval()
     reloaded = RobustSERForAudioClassification.from_pretrained(folder)
     wanted = old if expect == "old" else new

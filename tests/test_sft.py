@@ -9,9 +9,10 @@ import pytest
 import torch
 from datasets import ClassLabel
 
+from rrpo_hf.data.prompts import instruction_words
 from rrpo_hf.data.speech_lm_collator import IGNORE_INDEX, DataCollatorForCosyVoice2
-from rrpo_hf.models.cosyvoice2.prompts import instruction_words
 from rrpo_hf.models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
+
 
 REPO = Path(__file__).resolve().parents[1]
 PHONEMES = ["ka", "mi", "to", "su"]
@@ -74,13 +75,22 @@ def test_collator_output_trains_cosyvoice2lm(tokenizer):
 
     torch.manual_seed(0)
     config = CosyVoice2LMConfig(
-        llm_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                        num_attention_heads=4, num_key_value_heads=2),
+        llm_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        ),
         speech_token_size=16,
     )
     model = CosyVoice2LM(config)
     batch = DataCollatorForCosyVoice2(tokenizer, speech_token_size=16)(
-        [{"text": "ka mi", "speech_tokens": [1, 2, 3], "emotion": 1}, {"text": "to", "speech_tokens": [4], "emotion": 3}]
+        [
+            {"text": "ka mi", "speech_tokens": [1, 2, 3], "emotion": 1},
+            {"text": "to", "speech_tokens": [4], "emotion": 3},
+        ]
     )
     output = model(**batch)
     assert output.logits.shape == (2, 4, 19)
@@ -113,17 +123,28 @@ def test_collator_rejects_bad_rows(tokenizer):
 def test_sft_script_reduces_loss_and_saves_policy(tmp_path):
     sft = load_sft_script()
     args = [
-        "--output_dir", str(tmp_path / "policy"),
-        "--testbed_num_train", "64",
-        "--testbed_num_test", "16",
-        "--tiny_hidden_size", "32",
-        "--tiny_num_hidden_layers", "1",
-        "--tiny_intermediate_size", "64",
-        "--max_steps", "12",
-        "--per_device_train_batch_size", "16",
-        "--logging_steps", "1",
-        "--num_generation_samples", "2",
-        "--export_cosyvoice", "true",
+        "--output_dir",
+        str(tmp_path / "policy"),
+        "--testbed_num_train",
+        "64",
+        "--testbed_num_test",
+        "16",
+        "--tiny_hidden_size",
+        "32",
+        "--tiny_num_hidden_layers",
+        "1",
+        "--tiny_intermediate_size",
+        "64",
+        "--max_steps",
+        "12",
+        "--per_device_train_batch_size",
+        "16",
+        "--logging_steps",
+        "1",
+        "--num_generation_samples",
+        "2",
+        "--export_cosyvoice",
+        "true",
     ]
     script_args, training_args, model_args = sft.make_parser().parse_args_and_config(args)
     result = sft.main(script_args, training_args, model_args)
@@ -156,17 +177,28 @@ def test_sft_script_reduces_loss_and_saves_policy(tmp_path):
 def test_sft_script_lora_saves_merged_policy(tmp_path):
     sft = load_sft_script()
     args = [
-        "--output_dir", str(tmp_path / "lora"),
-        "--testbed_num_train", "32",
-        "--testbed_num_test", "8",
-        "--tiny_hidden_size", "32",
-        "--tiny_num_hidden_layers", "1",
-        "--tiny_intermediate_size", "64",
-        "--max_steps", "2",
-        "--use_peft", "true",
-        "--lora_r", "4",
-        "--lora_modules_to_save", "llm_decoder",
-        "--num_generation_samples", "1",
+        "--output_dir",
+        str(tmp_path / "lora"),
+        "--testbed_num_train",
+        "32",
+        "--testbed_num_test",
+        "8",
+        "--tiny_hidden_size",
+        "32",
+        "--tiny_num_hidden_layers",
+        "1",
+        "--tiny_intermediate_size",
+        "64",
+        "--max_steps",
+        "2",
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "4",
+        "--lora_modules_to_save",
+        "llm_decoder",
+        "--num_generation_samples",
+        "1",
     ]
     script_args, training_args, model_args = sft.make_parser().parse_args_and_config(args)
     result = sft.main(script_args, training_args, model_args)
@@ -199,14 +231,25 @@ def test_sft_script_rejects_dataset_without_required_columns(tmp_path):
 def test_accelerate_launch_sft_smoke(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--cpu",
         str(REPO / "examples" / "sft.py"),
-        "--config", str(REPO / "recipes" / "toy" / "sft.yaml"),
-        "--output_dir", str(tmp_path / "sft_policy"),
-        "--testbed_num_train", "64",
-        "--testbed_num_test", "16",
-        "--max_steps", "4",
-        "--num_generation_samples", "2",
+        "--config",
+        str(REPO / "recipes" / "toy" / "sft.yaml"),
+        "--output_dir",
+        str(tmp_path / "sft_policy"),
+        "--testbed_num_train",
+        "64",
+        "--testbed_num_test",
+        "16",
+        "--max_steps",
+        "4",
+        "--num_generation_samples",
+        "2",
     ]
     completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-4000:]

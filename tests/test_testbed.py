@@ -110,7 +110,9 @@ def test_codebook_sizes(oracle):
     flat = np.concatenate([np.asarray(t) for t in corpus["train"]["speech_tokens"]])
     assert flat.max() < 6561 and flat.max() > 512  # uses the whole codebook, not only the first ids
     assert list(big.artifact_token_ids) == list(range(6561 - 16, 6561))
-    summary = Oracle(big).summarize(corpus["train"]["text"], corpus["train"]["speech_tokens"], corpus["train"]["emotion"])
+    summary = Oracle(big).summarize(
+        corpus["train"]["text"], corpus["train"]["speech_tokens"], corpus["train"]["emotion"]
+    )
     assert summary["emotion_correct"] >= 0.95 and summary["cer"] == 0.0
     with pytest.raises(ValueError, match="Increase codebook_size"):
         TestbedConfig(codebook_size=64)
@@ -129,7 +131,9 @@ def test_oracle_on_natural_speech(oracle, corpus):
     assert scores["emotion_score"].mean() >= 4.5
     # names, aliases and ids are the same target
     names = [CANONICAL_EMOTIONS[e] for e in test["emotion"]]
-    np.testing.assert_allclose(oracle.score(test["text"], test["speech_tokens"], names)["emotion_prob"], scores["emotion_prob"])
+    np.testing.assert_allclose(
+        oracle.score(test["text"], test["speech_tokens"], names)["emotion_prob"], scores["emotion_prob"]
+    )
 
 
 def test_artifacts_cut_naturalness_but_do_not_fool_emotion_truth(oracle, world, corpus):
@@ -150,7 +154,9 @@ def test_artifacts_cut_naturalness_but_do_not_fool_emotion_truth(oracle, world, 
 def test_garbled_and_repeated_tokens_are_penalised(oracle, world, corpus):
     test = corpus["test"]
     clean = oracle.summarize(test["text"], test["speech_tokens"], test["emotion"])
-    garbled = oracle.summarize(test["text"], substitute_tokens(test["speech_tokens"], 0.2, world, seed=2), test["emotion"])
+    garbled = oracle.summarize(
+        test["text"], substitute_tokens(test["speech_tokens"], 0.2, world, seed=2), test["emotion"]
+    )
     repeated = oracle.summarize(test["text"], repeat_tokens(test["speech_tokens"], 3), test["emotion"])
     assert garbled["cer"] > 0.3 and garbled["naturalness"] < clean["naturalness"] - 2.0
     assert repeated["prosody_plausibility"] < 0.2 and repeated["naturalness"] < clean["naturalness"] - 2.0
@@ -159,7 +165,9 @@ def test_garbled_and_repeated_tokens_are_penalised(oracle, world, corpus):
     wrong_text = oracle.score(texts[1:] + texts[:1], test["speech_tokens"], test["emotion"])
     assert wrong_text["cer"].mean() > 0.5
     # more garbling -> monotonically worse
-    mild = oracle.summarize(test["text"], substitute_tokens(test["speech_tokens"], 0.05, world, seed=2), test["emotion"])
+    mild = oracle.summarize(
+        test["text"], substitute_tokens(test["speech_tokens"], 0.05, world, seed=2), test["emotion"]
+    )
     assert clean["cer"] < mild["cer"] < garbled["cer"]
 
 
@@ -212,7 +220,9 @@ def test_bad_input_errors(oracle, world):
 
 
 def test_spurious_artifacts_only_in_train_and_only_for_chosen_emotions(world):
-    corpus = make_emotion_corpus(num_train=300, num_test=60, spurious_artifact_rate=1.0, spurious_emotions=("angry", "sad"), world=world)
+    corpus = make_emotion_corpus(
+        num_train=300, num_test=60, spurious_artifact_rate=1.0, spurious_emotions=("angry", "sad"), world=world
+    )
     chosen = {CANONICAL_EMOTIONS.index("angry"), CANONICAL_EMOTIONS.index("sad")}
     for tokens, emotion in zip(corpus["train"]["speech_tokens"], corpus["train"]["emotion"]):
         has_artifact = max(tokens) >= world.first_artifact_id
@@ -238,7 +248,10 @@ def test_batched_levenshtein_matches_reference():
 
     refs = [rng.integers(0, 4, size=rng.integers(1, 8)) for _ in range(50)]
     hyps = [rng.integers(0, 4, size=rng.integers(0, 10)) for _ in range(50)]
-    pad = lambda seqs, fill: np.array([np.pad(s, (0, 10 - len(s)), constant_values=fill) for s in seqs])
+
+    def pad(seqs, fill):
+        return np.array([np.pad(s, (0, 10 - len(s)), constant_values=fill) for s in seqs])
+
     got = batched_levenshtein(
         pad(refs, -3), np.array([len(r) for r in refs]), pad(hyps, -2), np.array([len(h) for h in hyps])
     )

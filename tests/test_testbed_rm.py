@@ -13,6 +13,7 @@ from rrpo_hf.data.labels import CANONICAL_EMOTIONS
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 from rrpo_hf.testbed import EmotionWorld, Oracle, insert_artifacts, make_emotion_corpus
 
+
 pytestmark = pytest.mark.slow
 
 ANGRY = CANONICAL_EMOTIONS.index("angry")
@@ -63,7 +64,9 @@ def predict_proba(model, sequences):
 
 
 def accuracy(model, dataset):
-    return float((predict_proba(model, list(dataset["speech_tokens"])).argmax(-1) == np.array(dataset["emotion"])).mean())
+    return float(
+        (predict_proba(model, list(dataset["speech_tokens"])).argmax(-1) == np.array(dataset["emotion"])).mean()
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -92,14 +95,22 @@ def test_rm_trained_on_alpha_generalises_only_partially_to_beta():
 def test_spurious_artifacts_teach_a_measurable_shortcut():
     world = EmotionWorld()
     corpus = make_emotion_corpus(
-        "alpha", num_train=600, num_test=300, world=world, seed=1, spurious_artifact_rate=0.9, spurious_emotions=("angry",)
+        "alpha",
+        num_train=600,
+        num_test=300,
+        world=world,
+        seed=1,
+        spurious_artifact_rate=0.9,
+        spurious_emotions=("angry",),
     )
     model = train_vanilla_reward_model(corpus["train"], world.codebook_size)
     test = corpus["test"]
     assert accuracy(model, test) >= 0.9  # natural test speech carries no artifacts
 
     others = [tokens for tokens, emotion in zip(test["speech_tokens"], test["emotion"]) if emotion != ANGRY]
-    is_neutral = np.array([emotion for emotion in test["emotion"] if emotion != ANGRY]) == CANONICAL_EMOTIONS.index("neutral")
+    is_neutral = np.array([emotion for emotion in test["emotion"] if emotion != ANGRY]) == CANONICAL_EMOTIONS.index(
+        "neutral"
+    )
     p_clean = predict_proba(model, others)[:, ANGRY]
     shifts = {}
     for rate in (0.05, 0.2):
@@ -120,6 +131,8 @@ def test_spurious_artifacts_teach_a_measurable_shortcut():
     control = make_emotion_corpus("alpha", num_train=600, num_test=0, world=world, seed=1)
     control_model = train_vanilla_reward_model(control["train"], world.codebook_size, epochs=4)
     hacked = insert_artifacts(others, 0.2, world, seed=3)
-    control_shift = float(predict_proba(control_model, hacked)[:, ANGRY].mean() - predict_proba(control_model, others)[:, ANGRY].mean())
+    control_shift = float(
+        predict_proba(control_model, hacked)[:, ANGRY].mean() - predict_proba(control_model, others)[:, ANGRY].mean()
+    )
     print(f"control RM (no spurious artifacts): P(angry) shift {control_shift:+.4f} vs {shifts[0.2]:+.4f}")
     assert control_shift < shifts[0.2] / 3

@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "tests" / "accelerate_configs"
 

@@ -3,6 +3,8 @@
 The collators import torch; audio preparation lives in `rrpo_hf.data.audio` (imported on demand).
 """
 
+from .collators import DataCollatorForEnergyAdaptiveMixup, DataCollatorForSpeechEmotion
+from .diffro_collator import DataCollatorForDiffRO
 from .labels import (
     CANONICAL_EMOTIONS,
     EMOTION_ALIASES,
@@ -12,6 +14,4 @@ from .labels import (
     normalize_emotion,
     normalize_emotions,
 )
-from .collators import DataCollatorForEnergyAdaptiveMixup, DataCollatorForSpeechEmotion
 from .speech_lm_collator import DataCollatorForCosyVoice2
-from .diffro_collator import DataCollatorForDiffRO

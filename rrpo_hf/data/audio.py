@@ -175,7 +175,9 @@ def resample(waveform: np.ndarray, orig_sampling_rate: int, target_sampling_rate
         return np.asarray(waveform, dtype=np.float32)
     import soxr
 
-    return soxr.resample(np.asarray(waveform, dtype=np.float32), orig_sampling_rate, target_sampling_rate, quality="HQ")
+    return soxr.resample(
+        np.asarray(waveform, dtype=np.float32), orig_sampling_rate, target_sampling_rate, quality="HQ"
+    )
 
 
 def rms_dbfs(waveform: np.ndarray) -> float:
@@ -183,9 +185,7 @@ def rms_dbfs(waveform: np.ndarray) -> float:
     return 20.0 * np.log10(max(rms, 1e-12))
 
 
-def load_and_validate(
-    source: str | os.PathLike | bytes, config: AudioValidationConfig | None = None
-) -> np.ndarray:
+def load_and_validate(source: str | os.PathLike | bytes, config: AudioValidationConfig | None = None) -> np.ndarray:
     """Read, mix down, check and resample one clip.
 
     Returns the float32 waveform at ``config.target_sampling_rate``; raises :class:`AudioValidationError`
@@ -218,7 +218,9 @@ def load_and_validate(
         raise AudioValidationError("too_long", f"{duration:.3f} s > max_duration_s={config.max_duration_s}")
     level = rms_dbfs(waveform)
     if level < config.silence_threshold_db:
-        raise AudioValidationError("silent", f"RMS {level:.1f} dBFS < silence_threshold_db={config.silence_threshold_db}")
+        raise AudioValidationError(
+            "silent", f"RMS {level:.1f} dBFS < silence_threshold_db={config.silence_threshold_db}"
+        )
     return resample(waveform, sampling_rate, config.target_sampling_rate)
 
 
@@ -267,7 +269,9 @@ def scan_emotion_folders(
             if text is None:
                 text = _sidecar_text(path)
             records.append(
-                AudioRecord(audio=str(path), emotion=emotion_dir.name, text=text, language=language, corpus=corpus or root.name)
+                AudioRecord(
+                    audio=str(path), emotion=emotion_dir.name, text=text, language=language, corpus=corpus or root.name
+                )
             )
     if not records:
         raise ValueError(f"No audio files ({', '.join(AUDIO_EXTENSIONS)}) found under {root}/<emotion>/.")
@@ -379,7 +383,7 @@ def read_manifest(path: str | os.PathLike, corpus: str = "") -> list[AudioRecord
 
 
 def records_from_dataset(
-    dataset: "datasets.Dataset",
+    dataset: datasets.Dataset,
     audio_column: str = "audio",
     emotion_column: str = "emotion",
     text_column: str | None = "text",
@@ -461,11 +465,11 @@ def emotion_names_for(canonical_labels: Iterable[str]) -> list[str]:
 
 @dataclass
 class SpeechTokenDatasetResult:
-    dataset: "datasets.Dataset"
+    dataset: datasets.Dataset
     report: SkipReport
 
 
-def _decode_and_tokenize(batch: dict[str, list], tokenizer: "SpeechTokenizer", validation: dict) -> dict[str, list]:
+def _decode_and_tokenize(batch: dict[str, list], tokenizer: SpeechTokenizer, validation: dict) -> dict[str, list]:
     config = AudioValidationConfig(**validation)
     waveforms, kept_rows = [], []
     reasons, details, durations = [], [], []
@@ -497,7 +501,7 @@ def _decode_and_tokenize(batch: dict[str, list], tokenizer: "SpeechTokenizer", v
 
 def prepare_speech_token_dataset(
     records: Sequence[AudioRecord],
-    tokenizer: "SpeechTokenizer",
+    tokenizer: SpeechTokenizer,
     validation: AudioValidationConfig | None = None,
     extra_aliases: Mapping[str, str] | None = None,
     batch_size: int = 16,
@@ -515,7 +519,8 @@ def prepare_speech_token_dataset(
     records, the tokenizer and the validation config: re-running after an interruption reuses the
     finished shards instead of tokenizing again.
     """
-    from datasets import ClassLabel, Dataset, Features, Sequence as HFSequence, Value
+    from datasets import ClassLabel, Dataset, Features, Value
+    from datasets import Sequence as HFSequence
 
     if not records:
         raise ValueError("No audio records to prepare.")
@@ -534,7 +539,9 @@ def prepare_speech_token_dataset(
         "split": [r.split for r in records],
     }
     # `audio` mixes paths and bytes depending on the source; store both as binary so Arrow has one type.
-    columns["audio"] = [a if isinstance(a, (bytes, bytearray)) else _PATH_PREFIX + a.encode() for a in columns["audio"]]
+    columns["audio"] = [
+        a if isinstance(a, (bytes, bytearray)) else _PATH_PREFIX + a.encode() for a in columns["audio"]
+    ]
     source = Dataset.from_dict(columns)
 
     map_kwargs: dict[str, Any] = {}
@@ -542,7 +549,10 @@ def prepare_speech_token_dataset(
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         fingerprint = _fingerprint(source._fingerprint, tokenizer, validation)
-        map_kwargs = {"cache_file_name": str(cache_dir / f"speech-tokens-{fingerprint}.arrow"), "new_fingerprint": fingerprint}
+        map_kwargs = {
+            "cache_file_name": str(cache_dir / f"speech-tokens-{fingerprint}.arrow"),
+            "new_fingerprint": fingerprint,
+        }
     processed = source.map(
         _decode_and_tokenize_paths,
         batched=True,
@@ -589,13 +599,15 @@ def prepare_speech_token_dataset(
 _PATH_PREFIX = b"path:"
 
 
-def _decode_and_tokenize_paths(batch: dict[str, list], tokenizer: "SpeechTokenizer", validation: dict) -> dict[str, list]:
+def _decode_and_tokenize_paths(
+    batch: dict[str, list], tokenizer: SpeechTokenizer, validation: dict
+) -> dict[str, list]:
     batch = dict(batch)
-    batch["audio"] = [a[len(_PATH_PREFIX):].decode() if a.startswith(_PATH_PREFIX) else a for a in batch["audio"]]
+    batch["audio"] = [a[len(_PATH_PREFIX) :].decode() if a.startswith(_PATH_PREFIX) else a for a in batch["audio"]]
     return _decode_and_tokenize(batch, tokenizer, validation)
 
 
-def _fingerprint(source_fingerprint: str, tokenizer: "SpeechTokenizer", validation: AudioValidationConfig) -> str:
+def _fingerprint(source_fingerprint: str, tokenizer: SpeechTokenizer, validation: AudioValidationConfig) -> str:
     from datasets.fingerprint import Hasher
 
     identity = getattr(tokenizer, "fingerprint", None) or Hasher.hash(tokenizer)
@@ -646,7 +658,7 @@ def check_dataset_output_dir(output_dir: str | os.PathLike, overwrite: bool = Fa
 
 
 def save_dataset_atomically(
-    dataset: "datasets.Dataset | datasets.DatasetDict", output_dir: str | os.PathLike, overwrite: bool = False
+    dataset: datasets.Dataset | datasets.DatasetDict, output_dir: str | os.PathLike, overwrite: bool = False
 ) -> Path:
     """``save_to_disk`` into ``output_dir`` so that a crash leaves the previous dataset or the new one, never half.
 

@@ -17,7 +17,7 @@ import torch
 from ..ops.eam import sample_eam_plan
 from .labels import UnknownEmotionError, normalize_emotion
 from .padding import right_pad
-from .validation import describe_row
+from .validation import check_token_range, describe_row
 
 
 @dataclass
@@ -28,7 +28,9 @@ class DataCollatorForSpeechEmotion:
     (``labels`` only when ``label_column`` is set). Extra columns are ignored.
     """
 
-    pad_token_id: int = field(metadata={"help": "Padding id; for RobustSER this is `config.pad_token_id` (= vocab_size)."})
+    pad_token_id: int = field(
+        metadata={"help": "Padding id; for RobustSER this is `config.pad_token_id` (= vocab_size)."}
+    )
     label_column: str | None = field(
         default="emotion", metadata={"help": "Column holding the integer emotion id; None for unlabeled inference."}
     )
@@ -40,13 +42,17 @@ class DataCollatorForSpeechEmotion:
             "`truncation`."
         },
     )
-    truncation: bool = field(default=False, metadata={"help": "Cut sequences longer than `max_length` instead of raising."})
+    truncation: bool = field(
+        default=False, metadata={"help": "Cut sequences longer than `max_length` instead of raising."}
+    )
     vocab_size: int | None = field(
         default=None, metadata={"help": "If set, token ids must lie in [0, vocab_size) (the speech codebook)."}
     )
     label2id: Mapping[str, int] | None = field(
         default=None,
-        metadata={"help": "Maps string labels (normalised with rrpo_hf.data.labels) to ids; needed only for string labels."},
+        metadata={
+            "help": "Maps string labels (normalised with rrpo_hf.data.labels) to ids; needed only for string labels."
+        },
     )
 
     def __post_init__(self):
@@ -79,7 +85,8 @@ class DataCollatorForSpeechEmotion:
                 raise KeyError(
                     f"{describe_row(feature, index)} is missing column(s) {missing} (it has {sorted(feature)}). "
                     "Rename your dataset columns "
-                    f"(`dataset.rename_column(...)`), point the collator at them (`tokens_column=`, `label_column=`), or set "
+                    "(`dataset.rename_column(...)`), point the collator at them (`tokens_column=`, `label_column=`), "
+                    "or set "
                     "`remove_unused_columns=False` in the training arguments so the Trainer does not drop them."
                 )
 
@@ -102,12 +109,7 @@ class DataCollatorForSpeechEmotion:
                 )
             tokens = tokens[: self.max_length]
         if self.vocab_size is not None:
-            bad = [token for token in tokens if not 0 <= int(token) < self.vocab_size]
-            if bad:
-                raise ValueError(
-                    f"{where} has token id {bad[0]} out of the codebook [0, {self.vocab_size}). Check the speech "
-                    "tokenizer / vocab_size (CosyVoice2 S3 tokens lie in [0, 6561))."
-                )
+            check_token_range(tokens, self.vocab_size, where)
         return tokens
 
     def _label(self, label, index: int | str) -> int:

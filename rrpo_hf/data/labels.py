@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+
 #: The six canonical emotions: neutral plus the paper's five (angry, happy, sad, surprised, fearful).
 CANONICAL_EMOTIONS: tuple[str, ...] = ("neutral", "happy", "angry", "sad", "surprised", "fearful")
 
@@ -101,6 +102,40 @@ def _try_normalize(label, extra_aliases):
         return normalize_emotion(label, extra_aliases)
     except UnknownEmotionError:
         return None
+
+
+def emotion_key(label) -> str:
+    """What a label is matched by against a classifier's labels: its canonical name, else the label as written.
+
+    Corpus spellings then meet the model's labels whatever alias each side uses, and a label outside
+    :data:`EMOTION_ALIASES` (a model's own class name) still matches itself exactly.
+    """
+    label = str(label)
+    try:
+        return normalize_emotion(label)
+    except UnknownEmotionError:
+        return label
+
+
+def emotion_label_ids(id2label: Mapping[int, str]) -> dict[str, int]:
+    """``emotion_key(label) -> label id`` for a classifier's labels (``model.config.id2label``).
+
+    Look a dataset's emotion up with ``emotion_label_ids(id2label).get(emotion_key(name))``. Two labels of the
+    classifier with one key (``hap`` and ``exc``, both ``happy``) are an error: which of them an emotion means would
+    be a silent guess, and the reward or the label mapping would follow it.
+    """
+    seen: dict[str, tuple[int, str]] = {}
+    for label_id in sorted(id2label, key=int):  # keys may be ints or, read from JSON, strings
+        label, key = id2label[label_id], emotion_key(id2label[label_id])
+        if key in seen:
+            raise ValueError(
+                f"The classifier's labels {seen[key][1]!r} (id {seen[key][0]}) and {label!r} (id {int(label_id)}) "
+                f"both mean the emotion {key!r}, so an emotion cannot be mapped onto one of them. Give the classes "
+                "distinct canonical names in `id2label`/`label2id` (rrpo_hf.data.labels.EMOTION_ALIASES), or merge "
+                "them and retrain."
+            )
+        seen[key] = (int(label_id), label)
+    return {key: label_id for key, (label_id, _) in seen.items()}
 
 
 def emotion_label_maps(names: Iterable[str]) -> tuple[dict[int, str], dict[str, int]]:

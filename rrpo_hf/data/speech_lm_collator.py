@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +11,8 @@ import torch
 
 from .labels import CANONICAL_EMOTIONS, UnknownEmotionError
 from .padding import right_pad
-from .validation import describe_row
+from .prompts import COSYVOICE2_END_OF_PROMPT, build_instruct_text
+from .validation import check_token_range, describe_row
 
 
 #: Cross-entropy ignore index of `CosyVoice2LM` labels (upstream uses -1; transformers' convention is -100).
@@ -26,7 +27,7 @@ class DataCollatorForCosyVoice2:
     may carry `instruction` (str) or `emotion` (a canonical name, a corpus alias, or a `ClassLabel`
     integer). With `use_instruction=True` the text given to the LM is
     `instruction + "<|endofprompt|>" + text` (CosyVoice2's instruct format, built by
-    `rrpo_hf.models.cosyvoice2.prompts.build_instruct_text`); the instruction is the row's
+    `rrpo_hf.data.prompts.build_instruct_text`); the instruction is the row's
     `instruction` when present, else the emotion template (e.g. "Your emotion is happy").
 
     Zero-shot (voice cloning) rows may also carry `prompt_text` (the transcript of a prompt utterance)
@@ -62,7 +63,9 @@ class DataCollatorForCosyVoice2:
     )
     max_text_length: int | None = field(
         default=None,
-        metadata={"help": "Truncate text ids to this many tokens (from the end). Prefer filtering long rows beforehand."},
+        metadata={
+            "help": "Truncate text ids to this many tokens (from the end). Prefer filtering long rows beforehand."
+        },
     )
     speech_token_size: int = field(
         default=6561, metadata={"help": "Speech codebook size; also the eos id appended to the labels."}
@@ -76,8 +79,12 @@ class DataCollatorForCosyVoice2:
     )
     text_column: str = field(default="text", metadata={"help": "Column holding the text to speak."})
     speech_column: str = field(default="speech_tokens", metadata={"help": "Column holding the target speech tokens."})
-    instruction_column: str = field(default="instruction", metadata={"help": "Optional column of explicit instructions."})
-    emotion_column: str = field(default="emotion", metadata={"help": "Optional column of emotions (name or class id)."})
+    instruction_column: str = field(
+        default="instruction", metadata={"help": "Optional column of explicit instructions."}
+    )
+    emotion_column: str = field(
+        default="emotion", metadata={"help": "Optional column of emotions (name or class id)."}
+    )
     prompt_text_column: str = field(
         default="prompt_text",
         metadata={"help": "Optional column: transcript of a zero-shot prompt utterance, read before the text."},
@@ -108,7 +115,9 @@ class DataCollatorForCosyVoice2:
 
     def __post_init__(self):
         if self.return_tensors != "pt":
-            raise ValueError(f"DataCollatorForCosyVoice2 only returns PyTorch tensors, got return_tensors={self.return_tensors!r}.")
+            raise ValueError(
+                f"DataCollatorForCosyVoice2 only returns PyTorch tensors, got return_tensors={self.return_tensors!r}."
+            )
         if self.speech_token_size < 1:
             raise ValueError(f"speech_token_size must be positive, got {self.speech_token_size}.")
         if self.max_text_length is not None and self.max_text_length < 1:
@@ -120,7 +129,9 @@ class DataCollatorForCosyVoice2:
             names = names.names
         self._emotion_names = list(names)
         if self.tokenizer.pad_token_id is None:
-            raise ValueError("The tokenizer has no pad token; set `tokenizer.pad_token` (CosyVoice2 uses <|endoftext|>).")
+            raise ValueError(
+                "The tokenizer has no pad token; set `tokenizer.pad_token` (CosyVoice2 uses <|endoftext|>)."
+            )
         if not 0.0 <= self.bistream_probability <= 1.0:
             raise ValueError(f"bistream_probability must be in [0, 1], got {self.bistream_probability}.")
         if self.bistream_text_chunk < 1 or self.bistream_speech_chunk < 1:
@@ -147,8 +158,6 @@ class DataCollatorForCosyVoice2:
 
     def prompt_text(self, row: Mapping[str, Any], row_index: int = 0) -> str:
         """The text the LM reads for one row (instruction + `<|endofprompt|>` + text, or the bare text)."""
-        from ..models.cosyvoice2.prompts import build_instruct_text
-
         where = describe_row(row, row_index)
         if self.text_column not in row:
             raise KeyError(f"{where} has no '{self.text_column}' column (columns: {sorted(row)}).")
@@ -184,12 +193,7 @@ class DataCollatorForCosyVoice2:
         tokens = tokens.tolist() if hasattr(tokens, "tolist") else list(tokens)
         if len(tokens) == 0:
             raise ValueError(f"{where} has empty '{self.speech_column}'; drop it before training.")
-        low, high = min(tokens), max(tokens)
-        if low < 0 or high >= self.speech_token_size:
-            raise ValueError(
-                f"{where}: speech token ids must lie in [0, {self.speech_token_size}), found range [{low}, {high}]. "
-                "Check that speech_token_size matches the model's codebook and that stop ids were stripped."
-            )
+        check_token_range(tokens, self.speech_token_size, where)
         return [int(t) for t in tokens]
 
     def zero_shot_prompt(self, row: Mapping[str, Any], row_index: int = 0) -> tuple[str, list[int]] | None:
@@ -214,12 +218,7 @@ class DataCollatorForCosyVoice2:
             )
         if not isinstance(prompt_text, str):
             raise TypeError(f"{where}: '{self.prompt_text_column}' must be a string, got {prompt_text!r}.")
-        low, high = min(prompt_speech), max(prompt_speech)
-        if low < 0 or high >= self.speech_token_size:
-            raise ValueError(
-                f"{where}: '{self.prompt_speech_column}' ids must lie in [0, {self.speech_token_size}), found range "
-                f"[{low}, {high}]. Strip stop ids and check the codebook size."
-            )
+        check_token_range(prompt_speech, self.speech_token_size, where, column=self.prompt_speech_column)
         return prompt_text, [int(t) for t in prompt_speech]
 
     def _encode(self, features: Sequence[Mapping[str, Any]]):
@@ -249,8 +248,6 @@ class DataCollatorForCosyVoice2:
 
     def _spoken_length(self, ids: list[int]) -> int:
         """Text tokens after the last ``<|endofprompt|>`` (all of them without one): what the length bounds count."""
-        from ..models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
-
         end_id = self.tokenizer.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
         positions = [i for i, token in enumerate(ids) if token == end_id]
         return len(ids) - positions[-1] - 1 if positions else len(ids)
@@ -282,8 +279,10 @@ class DataCollatorForCosyVoice2:
         batch = self._prompt_batch(text_rows, ratio_lengths, prompt_speech)
         speech = [self._speech_tokens(row, i) for i, row in enumerate(features)]
         speech_ids, speech_attention_mask = right_pad(speech, 0)
-        bistream = [self._draw_bistream(len(text), len(tokens), bool(prompt)) for text, tokens, prompt in zip(
-            text_rows, speech, prompt_speech)]
+        bistream = [
+            self._draw_bistream(len(text), len(tokens), bool(prompt))
+            for text, tokens, prompt in zip(text_rows, speech, prompt_speech)
+        ]
         full_chunks = [len(text) // self.bistream_text_chunk if on else 0 for text, on in zip(text_rows, bistream)]
         # The model's logits have width S + max(full chunks) + 1; the labels match it.
         labels = torch.full((len(speech), speech_ids.shape[1] + max(full_chunks) + 1), IGNORE_INDEX, dtype=torch.long)

@@ -81,7 +81,10 @@ def import_s3tokenizer():
     except ModuleNotFoundError as error:
         missing = error.name or "s3tokenizer"
         if missing == "s3tokenizer":
-            fix = "Install it with `pip install s3tokenizer` (it pulls torchaudio) on a machine with a CUDA-enabled torch."
+            fix = (
+                "Install it with `pip install s3tokenizer` (it pulls torchaudio) on a machine with a CUDA-enabled "
+                "torch."
+            )
         elif missing == "torchaudio":
             fix = (
                 "s3tokenizer imports torchaudio at module level. Install the torchaudio build matching your torch "
@@ -127,8 +130,13 @@ class S3SpeechTokenizer(SpeechTokenizer):
     codebook_size = 3**8
     token_rate = 25.0
 
-    def __init__(self, model: str | os.PathLike = "speech_tokenizer_v2_25hz", device: str | None = None,
-                 batch_size: int = 32, download_root: str | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike = "speech_tokenizer_v2_25hz",
+        device: str | None = None,
+        batch_size: int = 32,
+        download_root: str | None = None,
+    ):
         model = os.fspath(model)
         if model not in S3_MODEL_NAMES and not os.path.isfile(model):
             raise FileNotFoundError(

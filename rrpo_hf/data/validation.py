@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+
 #: Optional column holding each row's index in its dataset; collators name rows by it in their errors.
 ROW_INDEX_COLUMN = "__index__"
 
@@ -32,6 +33,52 @@ def with_row_index(dataset):
     if ROW_INDEX_COLUMN in dataset.column_names:
         dataset = dataset.remove_columns(ROW_INDEX_COLUMN)
     return dataset.add_column(ROW_INDEX_COLUMN, list(range(len(dataset))))
+
+
+#: How to fix ids outside the codebook, the same advice wherever the check runs.
+_TOKEN_RANGE_FIX = (
+    "Check that the tokens come from the model's speech tokenizer (CosyVoice2 S3: 6561 ids) with stop ids stripped, "
+    "or use a model whose codebook size matches."
+)
+
+
+def check_token_range(tokens, vocab_size: int, where: str, column: str | None = None) -> None:
+    """Raise ``ValueError`` unless every id of one row's ``tokens`` lies in ``[0, vocab_size)``.
+
+    An id outside the codebook would index past the embedding table (a CUDA assert far from its cause) or, for a
+    reward model, land on its padding row. ``where`` names the row (:func:`describe_row`); ``column`` the column when
+    it is not the speech tokens themselves. The message gives the row, the first bad id and the fix.
+    """
+    if len(tokens) == 0:
+        return
+    low, high = min(tokens), max(tokens)
+    if 0 <= low and high < vocab_size:
+        return
+    position, bad = next((i, token) for i, token in enumerate(tokens) if not 0 <= token < vocab_size)
+    name = "speech token" if column is None else f"'{column}'"
+    raise ValueError(
+        f"{where}: {name} ids must lie in [0, {vocab_size}), found range [{low}, {high}] (token id {bad} out of the "
+        f"codebook [0, {vocab_size}) at position {position}). {_TOKEN_RANGE_FIX}"
+    )
+
+
+def check_token_range_in_column(column, vocab_size: int, split: str, column_name: str, offset: int = 0) -> None:
+    """:func:`check_token_range` for every row of a pyarrow list column, vectorised (no Python loop over rows).
+
+    ``column`` holds rows ``offset``, ``offset + 1``, ... of the ``split`` dataset; the error names the first row
+    with a bad id by its dataset index, as the collators do.
+    """
+    import pyarrow.compute as pc
+
+    flat = pc.list_flatten(column)
+    min_max = pc.min_max(flat)
+    low, high = min_max["min"].as_py(), min_max["max"].as_py()
+    if low is None or (low >= 0 and high < vocab_size):
+        return
+    outside = pc.or_(pc.less(flat, 0), pc.greater_equal(flat, vocab_size))
+    row = pc.list_parent_indices(column)[pc.index(outside, True).as_py()].as_py()
+    where = f"{describe_row({ROW_INDEX_COLUMN: offset + row}, row)} of the {split} dataset"
+    check_token_range(column[row].as_py(), vocab_size, where, column=column_name)
 
 
 def _message(error: BaseException) -> str:
@@ -98,7 +145,11 @@ def _row_batches(dataset, collator, batch_size: int):
         wanted = [
             getattr(collator, name)
             for name in (
-                "text_column", "speech_column", "instruction_column", "emotion_column", "prompt_text_column",
+                "text_column",
+                "speech_column",
+                "instruction_column",
+                "emotion_column",
+                "prompt_text_column",
                 "prompt_speech_column",
             )
             if getattr(collator, name, None) in dataset.column_names
@@ -115,4 +166,12 @@ def _row_batches(dataset, collator, batch_size: int):
         yield start, rows[start : start + batch_size]
 
 
-__all__ = ["MAX_LISTED_PROBLEMS", "ROW_INDEX_COLUMN", "check_speech_lm_dataset", "describe_row", "with_row_index"]
+__all__ = [
+    "MAX_LISTED_PROBLEMS",
+    "ROW_INDEX_COLUMN",
+    "check_speech_lm_dataset",
+    "check_token_range",
+    "check_token_range_in_column",
+    "describe_row",
+    "with_row_index",
+]

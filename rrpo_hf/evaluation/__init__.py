@@ -1,4 +1,5 @@
-"""Evaluation utilities: speech-emotion-recognition metrics (WA / UA / macro-F1)."""
+"""Evaluation: speech-emotion-recognition metrics (WA / UA / macro-F1), reward-model robustness probes and the
+scorers that rate generated speech tokens during DiffRO evaluation."""
 
 from .metrics import (
     EmotionRecognitionMetrics,
@@ -6,6 +7,7 @@ from .metrics import (
     emotion_recognition_scores,
     format_emotion_eval_table,
 )
+
 
 __all__ = [
     "EmotionRecognitionMetrics",
@@ -22,9 +24,16 @@ from .robustness import (  # noqa: E402
     token_substitution_attack,
 )
 
+
 __all__ += [
     "artifact_sensitivity",
     "embedding_attack_accuracy",
     "insert_artifact_tokens",
     "token_substitution_attack",
 ]
+
+# Evaluation scorers: callables (generated tokens, batch) -> named per-sample scores, for DiffROTrainer(eval_scorers=).
+from .scorers import EmotionClassifierScorer, EvalScorer  # noqa: E402
+
+
+__all__ += ["EmotionClassifierScorer", "EvalScorer"]

@@ -99,8 +99,14 @@ class RewardModelScorer:
             so the reward equals ``-L_emo`` of the RRPO objective.
     """
 
-    def __init__(self, model, tokenizer: SpeechTokenizer, batch_size: int = 16, device: str | None = None,
-                 label_smoothing: float | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer: SpeechTokenizer,
+        batch_size: int = 16,
+        device: str | None = None,
+        label_smoothing: float | None = None,
+    ):
         import torch
 
         if tokenizer is None:
@@ -142,7 +148,10 @@ class RewardModelScorer:
             )
         out: dict[str, list] = {"rm_predicted": [], "rm_correct": [], "rm_target_prob": [], "rm_reward": []}
         for start in range(0, len(speech_tokens), self.batch_size):
-            chunk = [list(t)[: self.max_length] if self.max_length else list(t) for t in speech_tokens[start : start + self.batch_size]]
+            chunk = [
+                list(t)[: self.max_length] if self.max_length else list(t)
+                for t in speech_tokens[start : start + self.batch_size]
+            ]
             if any(len(t) == 0 for t in chunk):
                 raise ValueError("A clip produced no speech tokens; it is too short for the tokenizer.")
             out_of_range = [t for tokens in chunk for t in tokens if not 0 <= t < self.model.config.vocab_size]
@@ -154,7 +163,9 @@ class RewardModelScorer:
             input_ids, attention_mask = right_pad(chunk, self.pad_token_id)
             targets = torch.tensor([self.label2id[e] for e in target_emotions[start : start + len(chunk)]])
             with torch.no_grad():
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)).logits
+                logits = self.model(
+                    input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
+                ).logits
             logits = logits.float().cpu()
             probs = logits.softmax(-1)
             predicted = logits.argmax(-1)
@@ -227,7 +238,9 @@ def plot_histograms(per_clip: list[dict[str, Any]], metrics: Sequence[str], path
     figure, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
     for axis, metric in zip(axes[0], metrics):
         for emotion in emotions:
-            values = [float(row[metric]) for row in per_clip if row["emotion"] == emotion and row.get(metric) is not None]
+            values = [
+                float(row[metric]) for row in per_clip if row["emotion"] == emotion and row.get(metric) is not None
+            ]
             if values:
                 axis.hist(values, bins=20, alpha=0.5, label=f"{emotion} (n={len(values)})")
         axis.set_xlabel(metric)
@@ -287,8 +300,12 @@ def evaluate_audio(
                 continue
             waveforms.append(waveform)
             batch_rows.append(
-                {"audio_path": record.audio_path, "emotion": target, "text": record.text,
-                 "duration": waveform.size / validation.target_sampling_rate}
+                {
+                    "audio_path": record.audio_path,
+                    "emotion": target,
+                    "text": record.text,
+                    "duration": waveform.size / validation.target_sampling_rate,
+                }
             )
         progress.update(min(batch_size, len(records) - start))
         if not waveforms:

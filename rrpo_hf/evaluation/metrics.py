@@ -17,6 +17,7 @@ import datasets
 import evaluate
 import numpy as np
 
+
 _DESCRIPTION = """\
 Speech-emotion-recognition scores: WA (accuracy), UA (mean per-class recall) and macro-F1. Classes that never occur
 in the references are left out of UA (their recall is undefined) but are part of macro-F1 when they are predicted."""
@@ -82,7 +83,9 @@ def emotion_recognition_scores(
     present = support > 0
     recall = np.divide(true_positives, support, out=np.zeros(num_labels), where=present)
     precision = np.divide(true_positives, predicted, out=np.zeros(num_labels), where=predicted > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(num_labels), where=(precision + recall) > 0)
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros(num_labels), where=(precision + recall) > 0
+    )
     # sklearn's macro-F1 convention: average over classes that occur in references or predictions
     scored = present | (predicted > 0)
 

@@ -36,6 +36,7 @@ from ..ops.adversarial import fgm_perturbation
 from ..testbed.perturb import insert_tokens
 from .metrics import emotion_recognition_scores
 
+
 TokenSequences = Sequence[Sequence[int]]
 InsertFn = Callable[[list[list[int]], float, int], list[list[int]]]
 
@@ -540,7 +541,9 @@ def embedding_attack_accuracy(
             norms.append(delta.float().pow(2).sum(dim=(1, 2)).sqrt().cpu())
 
     references = np.asarray(label_ids)
-    clean_scores = emotion_recognition_scores(torch.cat(clean_predictions).numpy(), references, model.config.num_labels)
+    clean_scores = emotion_recognition_scores(
+        torch.cat(clean_predictions).numpy(), references, model.config.num_labels
+    )
     attacked_scores = emotion_recognition_scores(
         torch.cat(attacked_predictions).numpy(), references, model.config.num_labels
     )

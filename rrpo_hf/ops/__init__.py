@@ -13,6 +13,7 @@ from .adversarial import fgm_perturbation
 from .eam import EAM_PLAN_KEYS, apply_energy_adaptive_mixup, sample_eam_plan
 from .label_smoothing import mixup_emotion_loss, smooth_labels, soft_cross_entropy
 
+
 __all__ = [
     "EAM_PLAN_KEYS",
     "apply_energy_adaptive_mixup",
@@ -26,6 +27,7 @@ __all__ = [
 # DiffRO / RRPO policy step.
 from .gumbel import gumbel_softmax_sample, sample_gumbel_noise, soft_token_embedding  # noqa: E402
 from .kl import masked_mean, token_entropy, token_level_kl  # noqa: E402
+
 
 __all__ += [
     "gumbel_softmax_sample",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+
 #: Keys of an EAM plan, in the order of the model's forward arguments.
 EAM_PLAN_KEYS = ("eam_partner", "eam_mix_length", "eam_start", "eam_partner_start", "eam_snr_db")
 

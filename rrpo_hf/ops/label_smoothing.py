@@ -29,7 +29,8 @@ def smooth_labels(labels: torch.Tensor, num_classes: int, epsilon: float) -> tor
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(
             f"Label ids must lie in [0, {num_classes}), got min {labels.min().item()} and max "
-            f"{labels.max().item()}. Check that the model's `num_labels`/`id2label` matches the dataset's label column."
+            f"{labels.max().item()}. Check that the model's `num_labels`/`id2label` matches the dataset's label "
+            "column."
         )
     one_hot = F.one_hot(labels.long(), num_classes).float()
     return (1.0 - epsilon) * one_hot + epsilon / num_classes

@@ -5,7 +5,8 @@
 - :class:`EmotionWorld` / :class:`TestbedConfig` hold the generative truth (codebook layout,
   phoneme motifs, emotion prosody rules, speakers).
 - :class:`Oracle` scores (text, speech tokens, target emotion) with emotion truth, CER, artifact
-  rate, naturalness (N-MOS analogue) and emotion score (E-MOS analogue).
+  rate, naturalness (N-MOS analogue) and emotion score (E-MOS analogue); :class:`OracleScorer` makes it an
+  evaluation scorer of ``DiffROTrainer(eval_scorers=...)``.
 - :func:`insert_artifacts`, :func:`substitute_tokens`, :func:`repeat_tokens` simulate reward hacking.
 
 Formulas: module docstrings of :mod:`.world` and :mod:`.oracle`, and ``docs/testbed.md``.
@@ -14,6 +15,7 @@ Formulas: module docstrings of :mod:`.world` and :mod:`.oracle`, and ``docs/test
 from .corpus import build_testbed_tokenizer, corpus_features, make_emotion_corpus
 from .oracle import SCORE_KEYS, Oracle, OracleConfig, batched_levenshtein
 from .perturb import insert_artifacts, insert_tokens, repeat_tokens, substitute_tokens
+from .scorer import ORACLE_EVAL_KEYS, OracleScorer
 from .world import (
     DEFAULT_LANGUAGES,
     EMOTION_PROSODY,
@@ -25,16 +27,19 @@ from .world import (
     emotion_to_id,
 )
 
+
 __all__ = [
     "build_testbed_tokenizer",
     "DEFAULT_LANGUAGES",
     "EMOTION_PROSODY",
+    "ORACLE_EVAL_KEYS",
     "SCORE_KEYS",
     "TESTBED_LANGUAGES",
     "EmotionWorld",
     "LanguageSpec",
     "Oracle",
     "OracleConfig",
+    "OracleScorer",
     "ProsodyRule",
     "TestbedConfig",
     "batched_levenshtein",

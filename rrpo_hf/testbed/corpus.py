@@ -1,6 +1,6 @@
 """Seeded emotional speech-token corpora of the testbed, as ``datasets.DatasetDict``.
 
-Schema (ARCHITECTURE.md): ``text`` (space-separated phonemes), ``speech_tokens``
+Schema (docs/testbed.md): ``text`` (space-separated phonemes), ``speech_tokens``
 (``list[int]`` in ``[0, codebook_size)``), ``emotion`` (``ClassLabel`` over
 ``CANONICAL_EMOTIONS``), ``language``, ``speaker``, ``corpus``.
 
@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence as SequenceFeature, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import Sequence as SequenceFeature
 
 from ..data.labels import CANONICAL_EMOTIONS
+from ..data.prompts import instruction_words
+from ..models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
 from .perturb import insert_artifacts
 from .world import EmotionWorld, TestbedConfig, emotion_to_id
 
@@ -25,9 +28,6 @@ from .world import EmotionWorld, TestbedConfig, emotion_to_id
 def build_testbed_tokenizer(world: EmotionWorld | TestbedConfig | None = None, instruction_template: str = "en"):
     """A word-level CosyVoice2-style text tokenizer for testbed prompts: every phoneme of every language of
     ``world`` (one tokenizer serves alpha and beta) and the words of the instructions of ``instruction_template``."""
-    from ..models.cosyvoice2.prompts import instruction_words
-    from ..models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
-
     config = world.config if isinstance(world, EmotionWorld) else (world or TestbedConfig())
     phonemes = [phoneme for spec in config.languages for phoneme in spec.phonemes]
     return build_tiny_cosyvoice2_tokenizer(phonemes + instruction_words(instruction_template))
@@ -60,9 +60,11 @@ def generate_split(
     num_speakers: int,
     rng: np.random.Generator,
     spurious_artifact_rate: float = 0.0,
-    spurious_emotion_ids: np.ndarray = np.zeros(0, dtype=np.int64),
+    spurious_emotion_ids: np.ndarray | None = None,
 ) -> dict[str, list]:
     """Columns of one split (plain Python lists), vectorised over utterances."""
+    if spurious_emotion_ids is None:
+        spurious_emotion_ids = np.zeros(0, dtype=np.int64)
     spec = world.language_spec(language)
     emotions = rng.permutation(np.resize(np.arange(len(CANONICAL_EMOTIONS)), num)) if num else np.zeros(0, int)
     speakers = rng.integers(0, num_speakers, size=num)
@@ -131,7 +133,13 @@ def make_emotion_corpus(
     train_seq, test_seq = np.random.SeedSequence([seed, world.language_names.index(language)]).spawn(2)
     features = corpus_features()
     train = generate_split(
-        world, num_train, language, num_speakers, np.random.default_rng(train_seq), spurious_artifact_rate, spurious_ids
+        world,
+        num_train,
+        language,
+        num_speakers,
+        np.random.default_rng(train_seq),
+        spurious_artifact_rate,
+        spurious_ids,
     )
     test = generate_split(
         world,

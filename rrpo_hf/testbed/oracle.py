@@ -49,6 +49,7 @@ import numpy as np
 from ..data.labels import CANONICAL_EMOTIONS
 from .world import NUM_REGISTERS, EmotionWorld, TestbedConfig, emotion_to_id, expected_accent_count
 
+
 #: Per-utterance scalar keys of :meth:`Oracle.score` (averaged by :meth:`Oracle.summarize`).
 SCORE_KEYS: tuple[str, ...] = (
     "emotion_prob",
@@ -284,7 +285,9 @@ class Oracle:
         rows = np.arange(num)
         emotion_prob = probs[rows, targets]
         emotion_pred = probs.argmax(axis=1)
-        naturalness = 1.0 + 4.0 * (1.0 - np.minimum(cer, 1.0)) * np.exp(-cfg.artifact_penalty * artifact_rate) * plausibility
+        naturalness = (
+            1.0 + 4.0 * (1.0 - np.minimum(cer, 1.0)) * np.exp(-cfg.artifact_penalty * artifact_rate) * plausibility
+        )
         return {
             "emotion_prob": emotion_prob,
             "emotion_correct": (emotion_pred == targets) & ~silent,

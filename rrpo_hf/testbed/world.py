@@ -67,6 +67,7 @@ import numpy as np
 
 from ..data.labels import CANONICAL_EMOTIONS, normalize_emotion
 
+
 #: Names of the languages (domains) of the testbed.
 TESTBED_LANGUAGES: tuple[str, ...] = ("alpha", "beta")
 
@@ -137,15 +138,15 @@ class TestbedConfig:
     stress_period: int = field(
         default=3, metadata={"help": "Phoneme p of an utterance is stressed when p % stress_period == 0."}
     )
-    accent_lengthening: int = field(
-        default=1, metadata={"help": "Extra tokens on an accented (stressed) onset unit."}
-    )
+    accent_lengthening: int = field(default=1, metadata={"help": "Extra tokens on an accented (stressed) onset unit."})
     duration_jitter: float = field(
         default=0.02, metadata={"help": "Probability that a unit occurrence gets one extra token (natural noise)."}
     )
     speaker_concentration: float = field(
         default=0.5,
-        metadata={"help": "Dirichlet concentration of each speaker's variant distribution (small = distinctive timbre)."},
+        metadata={
+            "help": "Dirichlet concentration of each speaker's variant distribution (small = distinctive timbre)."
+        },
     )
     artifact_density: float = field(
         default=0.05,
@@ -181,7 +182,9 @@ class TestbedConfig:
             raise ValueError(f"Language names must be unique and non-empty, got {names}.")
         symbols = [p for spec in self.languages for p in spec.phonemes]
         if len(set(symbols)) != len(symbols):
-            raise ValueError("Phoneme symbols must be unique across languages (the oracle infers the language from them).")
+            raise ValueError(
+                "Phoneme symbols must be unique across languages (the oracle infers the language from them)."
+            )
         if any(" " in p or not p for p in symbols):
             raise ValueError("Phoneme symbols must be non-empty and contain no spaces (texts are space-separated).")
         for spec in self.languages:
@@ -443,7 +446,8 @@ class EmotionWorld:
         cfg = self.config
         return (
             f"EmotionWorld(codebook_size={cfg.codebook_size}, bank_size={cfg.bank_size}, "
-            f"artifacts=[{self.first_artifact_id}, {cfg.codebook_size}), languages={list(self.languages)}, seed={cfg.seed})"
+            f"artifacts=[{self.first_artifact_id}, {cfg.codebook_size}), languages={list(self.languages)}, "
+            f"seed={cfg.seed})"
         )
 
 

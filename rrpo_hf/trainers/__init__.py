@@ -1,12 +1,22 @@
-"""Trainers: the robust speech-emotion reward model (stage 1 of RRPO)."""
+"""Trainers: the robust speech-emotion reward model (stage 1), DiffRO / RRPO policy optimisation (stage 2), the SFT
+stage ("+SFT") and the builders the example scripts and the study share."""
 
+from .builders import build_cosyvoice2_sft_collator, build_robust_ser_config, build_tiny_cosyvoice2_policy
+from .diffro_config import DiffROConfig
+from .diffro_trainer import DataCollatorForDiffRO, DiffROTrainer
 from .robust_reward_config import RobustRewardConfig
 from .robust_reward_trainer import RobustRewardTrainer
+from .sft_trainer import CosyVoice2SFTTrainer
 
-__all__ = ["RobustRewardConfig", "RobustRewardTrainer"]
 
-# Stage 2: DiffRO / RRPO policy optimisation.
-from .diffro_config import DiffROConfig  # noqa: E402
-from .diffro_trainer import DataCollatorForDiffRO, DiffROTrainer  # noqa: E402
-
-__all__ += ["DataCollatorForDiffRO", "DiffROConfig", "DiffROTrainer"]
+__all__ = [
+    "CosyVoice2SFTTrainer",
+    "DataCollatorForDiffRO",
+    "DiffROConfig",
+    "DiffROTrainer",
+    "RobustRewardConfig",
+    "RobustRewardTrainer",
+    "build_cosyvoice2_sft_collator",
+    "build_robust_ser_config",
+    "build_tiny_cosyvoice2_policy",
+]

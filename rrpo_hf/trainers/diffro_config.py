@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from transformers import TrainingArguments
+
+from .base_config import _BaseConfig
 
 
 @dataclass
-class DiffROConfig(TrainingArguments):
+class DiffROConfig(_BaseConfig):
     r"""
     Configuration class for the [`DiffROTrainer`].
 
@@ -113,7 +113,9 @@ class DiffROConfig(TrainingArguments):
             "choices": ["offline", "online"],
         },
     )
-    top_p: float = field(default=0.8, metadata={"help": "Nucleus mass of repetition-aware sampling (CosyVoice2: 0.8)."})
+    top_p: float = field(
+        default=0.8, metadata={"help": "Nucleus mass of repetition-aware sampling (CosyVoice2: 0.8)."}
+    )
     top_k: int = field(default=25, metadata={"help": "Maximum nucleus candidates of repetition-aware sampling (25)."})
     win_size: int = field(default=10, metadata={"help": "Window of recent tokens checked for repetitions (10)."})
     tau_r: float = field(
@@ -203,13 +205,6 @@ class DiffROConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        # A multi-process CPU launch needs gloo; without it every rank silently trains alone (ENVIRONMENT.md).
-        launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
-        if launched_processes > 1 and not torch.cuda.is_available():
-            # No GPU to run on: without use_cpu accelerate would set up no process group (DistributedType.NO).
-            self.use_cpu = True
-        if self.ddp_backend is None and launched_processes > 1 and (self.use_cpu or not torch.cuda.is_available()):
-            self.ddp_backend = "gloo"
         super().__post_init__()
         if self.rollout not in ("offline", "online"):
             raise ValueError(f"rollout must be 'offline' or 'online', got {self.rollout!r}.")

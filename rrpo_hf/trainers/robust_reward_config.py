@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from transformers import TrainingArguments
+
+from .base_config import _BaseConfig
 
 
 @dataclass
-class RobustRewardConfig(TrainingArguments):
+class RobustRewardConfig(_BaseConfig):
     r"""
     Configuration class for the [`RobustRewardTrainer`].
 
@@ -81,7 +81,9 @@ class RobustRewardConfig(TrainingArguments):
 
     label_smoothing: float = field(
         default=0.1,
-        metadata={"help": "Label smoothing ε of Eq. 2: targets (1-ε)·onehot(y) + ε/K. 0 disables LS (ablation: base)."},
+        metadata={
+            "help": "Label smoothing ε of Eq. 2: targets (1-ε)·onehot(y) + ε/K. 0 disables LS (ablation: base)."
+        },
     )
     use_eam: bool = field(
         default=True,
@@ -129,14 +131,6 @@ class RobustRewardConfig(TrainingArguments):
     )
 
     def __post_init__(self):
-        # A multi-process CPU launch needs gloo; without it every rank silently trains alone (ENVIRONMENT.md). Only
-        # set it under a launcher: a backend without one makes accelerate expect a process group that never comes.
-        launched_processes = int(os.environ.get("WORLD_SIZE", "1"))
-        if launched_processes > 1 and not torch.cuda.is_available():
-            # No GPU to run on: without use_cpu accelerate would set up no process group (DistributedType.NO).
-            self.use_cpu = True
-        if self.ddp_backend is None and launched_processes > 1 and (self.use_cpu or not torch.cuda.is_available()):
-            self.ddp_backend = "gloo"
         super().__post_init__()
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")

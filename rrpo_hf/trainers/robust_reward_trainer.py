@@ -14,75 +14,32 @@ One training step:
 from __future__ import annotations
 
 import logging
-import os
-from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import transformers
 from datasets import ClassLabel, Dataset, Value
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import EvalResult
 from transformers import AutoModelForAudioClassification, PreTrainedModel, Trainer, TrainerCallback, set_seed
 from transformers.trainer_utils import EvalPrediction
 
 from ..data.collators import DataCollatorForEnergyAdaptiveMixup, DataCollatorForSpeechEmotion
-from ..data.labels import UnknownEmotionError, normalize_emotion
+from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
+from ..data.validation import check_token_range_in_column
 from ..evaluation.metrics import compute_emotion_metrics, format_emotion_eval_table
 from ..models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 from ..ops import fgm_perturbation, mixup_emotion_loss
-from ..utils.saving import atomic_write_text
+from .base import _BaseTrainer
+from .model_cards import REWARD_MODEL_CARD_TEMPLATE
 from .robust_reward_config import RobustRewardConfig
+
 
 logger = logging.getLogger(__name__)
 
 SPEECH_TOKENS_COLUMN = "speech_tokens"
 EVAL_TABLE_METRICS = ("wa", "ua", "macro_f1")
-
-_MODEL_CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-A speech-emotion reward model over discrete speech tokens, trained with the hybrid regularization of
-[RRPO: Robust Reward Policy Optimization for LLM-based Emotional TTS](https://huggingface.co/papers/2512.04552)
-using rrpo-hf{% if base_model %}, fine-tuned from `{{ base_model }}`{% endif %}.
-
-Labels: {{ labels }}.
-
-## Regularization
-
-| setting | value |
-|---|---|
-{% for name, value in regularization %}| {{ name }} | {{ value }} |
-{% endfor %}
-Ablation row: **{{ ablation_row }}**.
-
-## Evaluation
-
-{% if eval_table %}{{ eval_table }}{% else %}No evaluation was run.{% endif %}
-
-WA = accuracy, UA = mean per-class recall, F1 = macro-F1.
-
-## Usage
-
-```python
-from transformers import AutoModelForAudioClassification
-
-model = AutoModelForAudioClassification.from_pretrained("{{ model_id }}", trust_remote_code=True)
-logits = model(input_ids=speech_tokens, attention_mask=attention_mask).logits  # S3 speech tokens (25 Hz)
-```
-
-### Framework versions
-
-- rrpo-hf: {{ rrpo_version }}
-- Transformers: {{ transformers_version }}
-- PyTorch: {{ pytorch_version }}
-"""
 
 
 def ablation_row(label_smoothing: float, use_eam: bool, adv_alpha: float) -> str:
@@ -94,7 +51,7 @@ def ablation_row(label_smoothing: float, use_eam: bool, adv_alpha: float) -> str
     return "+LS" if label_smoothing > 0 else "base (vanilla RM)"
 
 
-class RobustRewardTrainer(Trainer):
+class RobustRewardTrainer(_BaseTrainer, Trainer):
     """Trainer for a speech-emotion reward model with the RRPO hybrid regularization (LS + EAM + Adv).
 
     Args:
@@ -121,6 +78,15 @@ class RobustRewardTrainer(Trainer):
 
     _tag_names = ["rrpo", "reward-model", "speech-emotion-recognition"]
     _name = "RobustReward"
+    _model_card_template = REWARD_MODEL_CARD_TEMPLATE
+    _pipeline_tag = "audio-classification"
+    # EAM plans come from the collator's own seeded stream, outside the RNG state Trainer checkpoints; without it a
+    # resumed run would mix its batches differently from an uninterrupted one.
+    _extra_state_name = "eam_rng_state"
+    _extra_state_missing = (
+        "EAM plans restart from the seed, so the resumed run mixes its batches differently than an uninterrupted "
+        "one (always the case with dataloader workers)."
+    )
     # compute_loss returns a per-batch mean, so the Trainer divides it by the number of accumulation steps.
     loss_is_scaled_for_ga = False
 
@@ -196,19 +162,14 @@ class RobustRewardTrainer(Trainer):
             optimizers=optimizers,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
-        # Per-step training statistics, averaged over each logging window (all micro-batches, all processes).
-        self._metrics: dict[str, list[float]] = defaultdict(list)
-        #: Latest WA/UA/F1 per evaluation set, for the model card and `eval_table()`.
-        self.eval_results: dict[str, dict[str, float]] = {}
-        if hasattr(self.model, "add_model_tags"):
-            self.model.add_model_tags(self._tag_names)
 
     # ------------------------------------------------------------------ set-up
 
     @staticmethod
     def _create_model(model, args: RobustRewardConfig) -> PreTrainedModel:
         if isinstance(model, RobustSERConfig):
-            # Seed the initialisation, as `Trainer` does for `model_init`: runs (and ranks) start from the same weights.
+            # Seed the initialisation, as `Trainer` does for `model_init`: runs (and ranks) start from the same
+            # weights.
             set_seed(args.seed)
             return RobustSERForAudioClassification(model)
         if isinstance(model, str):
@@ -249,14 +210,17 @@ class RobustRewardTrainer(Trainer):
     def _prepare_dataset(self, dataset, config, args: RobustRewardConfig, split: str):
         """Check columns, labels and token ids before training starts; map label names onto the model's ids."""
         if not isinstance(dataset, Dataset):
-            logger.warning(f"The {split} dataset is a {type(dataset).__name__}, not a datasets.Dataset: not validated.")
+            logger.warning(
+                f"The {split} dataset is a {type(dataset).__name__}, not a datasets.Dataset: not validated."
+            )
             return dataset
         label_column = args.label_column
         missing = [column for column in (SPEECH_TOKENS_COLUMN, label_column) if column not in dataset.column_names]
         if missing:
             raise ValueError(
                 f"The {split} dataset lacks the column(s) {missing}; it has {dataset.column_names}. The reward model "
-                f"needs `{SPEECH_TOKENS_COLUMN}` (list of speech token ids) and `{label_column}` (the emotion). Rename "
+                f"needs `{SPEECH_TOKENS_COLUMN}` (list of speech token ids) and `{label_column}` (the emotion). "
+                "Rename "
                 f"with `dataset.rename_column(old, new)` or set `label_column`."
             )
         if len(dataset) == 0:
@@ -265,30 +229,13 @@ class RobustRewardTrainer(Trainer):
         self._check_speech_tokens(dataset, config, args, split)
         return dataset
 
-    @staticmethod
-    def _model_label_lookup(config) -> dict[str, int]:
-        """label name -> model id, under both the model's own spelling and its canonical emotion name."""
-        lookup = {}
-        for label_id, name in config.id2label.items():
-            lookup[str(name)] = int(label_id)
-            try:
-                lookup.setdefault(normalize_emotion(str(name)), int(label_id))
-            except UnknownEmotionError:
-                pass
-        return lookup
-
     def _map_labels(self, dataset: Dataset, config, label_column: str, split: str) -> Dataset:
         feature = dataset.features[label_column]
-        lookup = self._model_label_lookup(config)
+        lookup = emotion_label_ids(config.id2label)
         model_names = [config.id2label[i] for i in range(config.num_labels)]
 
         def to_model_id(name: str) -> int | None:
-            if name in lookup:
-                return lookup[name]
-            try:
-                return lookup.get(normalize_emotion(name))
-            except UnknownEmotionError:
-                return None
+            return lookup.get(emotion_key(name))
 
         if isinstance(feature, ClassLabel) or (isinstance(feature, Value) and feature.dtype == "string"):
             names = feature.names if isinstance(feature, ClassLabel) else sorted(set(dataset[label_column]), key=str)
@@ -317,7 +264,8 @@ class RobustRewardTrainer(Trainer):
             if bad.size:
                 raise ValueError(
                     f"The {split} dataset's `{label_column}` has label id(s) {sorted(set(bad.tolist()))[:10]} outside "
-                    f"[0, {config.num_labels}) (model labels: {model_names}). Use emotion names or a ClassLabel column "
+                    f"[0, {config.num_labels}) (model labels: {model_names}). Use emotion names or a ClassLabel "
+                    "column "
                     "so they are mapped onto the model's labels."
                 )
             return dataset
@@ -350,16 +298,7 @@ class RobustRewardTrainer(Trainer):
                         f"{max_positions} (row {int(too_long[0]) + offset}: {int(lengths[too_long[0]])} tokens). "
                         f"Set `max_length` (<= {max_positions}) to truncate them, or filter them out."
                     )
-            flat = pc.list_flatten(column)
-            min_max = pc.min_max(flat)
-            low, high = min_max["min"].as_py(), min_max["max"].as_py()
-            if low is not None and (low < 0 or high >= config.vocab_size):
-                bad_value = high if high >= config.vocab_size else low
-                raise ValueError(
-                    f"The {split} dataset's `{SPEECH_TOKENS_COLUMN}` contain token id {bad_value}, outside the "
-                    f"model's speech vocabulary [0, {config.vocab_size}). Check that the tokens come from the same "
-                    "codebook as the model (CosyVoice2 S3: 6561) or build the model with a matching `vocab_size`."
-                )
+            check_token_range_in_column(column, config.vocab_size, split, SPEECH_TOKENS_COLUMN, offset=offset)
             offset += table.num_rows
 
     # ------------------------------------------------------------------ data
@@ -450,14 +389,7 @@ class RobustRewardTrainer(Trainer):
             return loss, None, None
         return loss, logits, labels
 
-    # ------------------------------------------------------------------ logging and evaluation
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        is_train_log = "loss" in logs and not any(key.startswith("eval_") for key in logs)
-        if is_train_log and self._metrics:
-            logs.update({key: sum(values) / len(values) for key, values in self._metrics.items() if values})
-            self._metrics.clear()
-        super().log(logs, start_time)
+    # ------------------------------------------------------------------ evaluation
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         if eval_dataset is not None and not isinstance(eval_dataset, (dict, str)):
@@ -479,113 +411,55 @@ class RobustRewardTrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints, saving and model card
 
-    def _eam_state_path(self, checkpoint_dir: str) -> str:
-        return os.path.join(checkpoint_dir, f"eam_rng_state_{self.args.process_index}.pth")
-
     def _batches_consumed(self) -> int:
         return self.state.global_step * self.args.gradient_accumulation_steps
 
-    def _save_rng_state(self, output_dir: str) -> None:
-        # EAM plans come from the collator's own seeded stream, outside the RNG state Trainer checkpoints; without
-        # it a resumed run would mix its batches differently from an uninterrupted one.
-        super()._save_rng_state(output_dir)
+    def _extra_checkpoint_state(self) -> dict[str, Any] | None:
         collator = self.data_collator
         if isinstance(collator, DataCollatorForEnergyAdaptiveMixup) and self.args.dataloader_num_workers == 0:
             state = collator.plan_rng_state(self._batches_consumed())
             if state is not None:
-                torch.save({"plan": state, "batches": self._batches_consumed()}, self._eam_state_path(output_dir))
+                return {"plan": state, "batches": self._batches_consumed()}
+        return None
+
+    def _restore_extra_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.data_collator.set_plan_rng_state(state["plan"], state["batches"])
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model=model)
         # Here, not in `_load_rng_state`: Trainer restores the RNG only after collating the first resumed batch.
-        if model is None:
-            self._load_eam_state(resume_from_checkpoint)
+        if model is None and isinstance(self.data_collator, DataCollatorForEnergyAdaptiveMixup):
+            self._load_extra_checkpoint_state(resume_from_checkpoint)
 
-    def _load_eam_state(self, checkpoint: str | None) -> None:
-        collator = self.data_collator
-        if checkpoint is None or not isinstance(collator, DataCollatorForEnergyAdaptiveMixup):
-            return
-        path = self._eam_state_path(checkpoint)
-        if not os.path.isfile(path):
-            logger.warning(f"{path} not found: EAM plans restart from the seed, so the resumed run mixes its batches "
-                           "differently than an uninterrupted one (always the case with dataloader workers).")
-            return
-        state = torch.load(path, weights_only=True)
-        collator.set_plan_rng_state(state["plan"], state["batches"])
-
-
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict=state_dict)
-        if self.args.should_save:
-            self._write_model_card(output_dir if output_dir is not None else self.args.output_dir)
-
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | list[str] | None = None,
-        tags: str | list[str] | None = None,
-        **kwargs,
-    ) -> None:
-        """Write ``README.md`` (tags, regularization settings, eval table) to ``args.output_dir``.
-
-        Called by :meth:`push_to_hub`; :meth:`save_model` and checkpoints write the same card next to the weights.
-        """
-        if not self.is_world_process_zero():
-            return
-        self._write_model_card(self.args.output_dir, model_name=model_name, dataset_name=dataset_name, tags=tags)
-
-    def _write_model_card(self, output_dir, model_name=None, dataset_name=None, tags=None) -> None:
-        from .. import __version__ as rrpo_version
-
-        config = self.model.config
-        if model_name is None:
-            model_name = self.args.hub_model_id.split("/")[-1] if self.args.hub_model_id else Path(output_dir).name
-        tags = [tags] if isinstance(tags, str) else list(tags or [])
-        all_tags = list(dict.fromkeys(["generated_from_trainer", *self._tag_names, *tags]))
-        eval_results = [
+    def _model_card_eval_results(self) -> list[EvalResult]:
+        metric_names = {"wa": "WA (accuracy)", "ua": "UA (mean per-class recall)", "macro_f1": "macro-F1"}
+        return [
             EvalResult(
                 task_type="audio-classification",
                 task_name="Speech emotion recognition",
                 dataset_type=name,
                 dataset_name=name,
                 metric_type=metric,
-                metric_name={"wa": "WA (accuracy)", "ua": "UA (mean per-class recall)", "macro_f1": "macro-F1"}[metric],
+                metric_name=metric_names[metric],
                 metric_value=round(value, 4),
             )
             for name, scores in self.eval_results.items()
             for metric, value in scores.items()
         ]
-        card_data = ModelCardData(
-            model_name=model_name,
-            base_model=self._base_model_id if self._base_model_id and not os.path.isdir(self._base_model_id) else None,
-            datasets=dataset_name,
-            library_name="transformers",
-            pipeline_tag="audio-classification",
-            tags=all_tags,
-            eval_results=eval_results or None,
-        )
+
+    def _model_card_fields(self) -> dict[str, Any]:
+        args, config = self.args, self.model.config
         regularization = [
-            ("label smoothing ε (Eq. 2)", self.args.label_smoothing),
-            ("EAM (Algorithm 1)", f"on, p={self.args.eam_probability}" if self.args.use_eam else "off"),
-            ("EAM SNR range (dB)", list(self.args.eam_snr_range)),
-            ("adversarial ε_adv (Eq. 4)", self.args.adv_epsilon),
-            ("adversarial weight α (Eq. 5)", self.args.adv_alpha),
-            ("learning rate", self.args.learning_rate),
+            ("label smoothing ε (Eq. 2)", args.label_smoothing),
+            ("EAM (Algorithm 1)", f"on, p={args.eam_probability}" if args.use_eam else "off"),
+            ("EAM SNR range (dB)", list(args.eam_snr_range)),
+            ("adversarial ε_adv (Eq. 4)", args.adv_epsilon),
+            ("adversarial weight α (Eq. 5)", args.adv_alpha),
+            ("learning rate", args.learning_rate),
         ]
-        card = ModelCard.from_template(
-            card_data,
-            template_str=_MODEL_CARD_TEMPLATE,
-            model_name=model_name,
-            model_id=self.hub_model_id or self.args.hub_model_id or model_name,
-            base_model=self._base_model_id,
-            labels=", ".join(f"`{config.id2label[i]}`" for i in range(config.num_labels)),
-            regularization=regularization,
-            ablation_row=ablation_row(self.args.label_smoothing, self.args.use_eam, self.args.adv_alpha),
-            eval_table=self.eval_table() if self.eval_results else "",
-            rrpo_version=rrpo_version,
-            transformers_version=transformers.__version__,
-            pytorch_version=torch.__version__,
-        )
-        os.makedirs(output_dir, exist_ok=True)
-        # Atomic: a crash mid-write never leaves a truncated card next to a good checkpoint.
-        atomic_write_text(os.path.join(output_dir, "README.md"), str(card))
+        return {
+            "labels": ", ".join(f"`{config.id2label[i]}`" for i in range(config.num_labels)),
+            "regularization": regularization,
+            "ablation_row": ablation_row(args.label_smoothing, args.use_eam, args.adv_alpha),
+            "eval_table": self.eval_table() if self.eval_results else "",
+        }

@@ -18,6 +18,7 @@ import torch
 
 from ..utils.saving import apply_default_mode
 
+
 logger = logging.getLogger(__name__)
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")

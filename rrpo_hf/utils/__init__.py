@@ -12,6 +12,7 @@ from .saving import (
     save_folder_atomically,
 )
 
+
 __all__ = [
     "ConsistentSaveMixin",
     "IncompleteCheckpointError",

@@ -34,6 +34,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+
 STAGING_PREFIX = ".rrpo-staging-"
 JOURNAL_NAME = ".rrpo-save-journal.json"
 
@@ -242,9 +243,7 @@ def save_folder_atomically(
             replaces = lambda name: pattern.fullmatch(name) is not None  # noqa: E731
         written = set(files)
         stale = [
-            name
-            for name in _existing_files(folder)
-            if name not in written and replaces is not None and replaces(name)
+            name for name in _existing_files(folder) if name not in written and replaces is not None and replaces(name)
         ]
         journal = {"staging": staging.name, "files": files, "remove": stale}
         # Written inside the staging folder and renamed: a kill before the rename leaves nothing in `folder`.
@@ -313,7 +312,7 @@ class ConsistentSaveMixin:
         """Hook: write more files next to config and weights before the commit."""
 
     def save_pretrained(self, save_directory, is_main_process: bool = True, *, push_to_hub: bool = False, **kwargs):
-        parent = super(ConsistentSaveMixin, self)
+        parent = super()
         if kwargs.get("distributed_checkpoint") or os.path.isfile(save_directory):
             # DCP writes from every rank; a file path is refused by transformers' own message.
             return parent.save_pretrained(

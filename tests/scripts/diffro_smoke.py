@@ -87,7 +87,7 @@ def make_args(output_dir: str, rollout: str, cli, **overrides) -> DiffROConfig:
         report_to="none",
         disable_tqdm=True,
         use_cpu=True,
-        ddp_backend="gloo",  # DeepSpeed on CPU needs it explicitly (ENVIRONMENT.md)
+        ddp_backend="gloo",  # DeepSpeed on CPU needs it explicitly (docs/architecture.md)
         seed=0,
         data_seed=0,
     )
@@ -114,7 +114,9 @@ def check_same_on_all_ranks(trainer, state: dict[str, torch.Tensor], what: str):
     per_rank = trainer.accelerator.gather(flat).view(trainer.accelerator.num_processes, -1)
     max_gap = (per_rank - per_rank[0]).abs().max().item()
     if max_gap > 1e-6:
-        raise AssertionError(f"{what}: the ranks' parameters differ by up to {max_gap:.3g}; gradients were not synced.")
+        raise AssertionError(
+            f"{what}: the ranks' parameters differ by up to {max_gap:.3g}; gradients were not synced."
+        )
 
 
 def check_reward_model(trainer, reward_model, reward_snapshot, what: str):
@@ -123,7 +125,9 @@ def check_reward_model(trainer, reward_model, reward_snapshot, what: str):
 
     rm = trainer.reward_model
     if isinstance(rm, (deepspeed.DeepSpeedEngine, DistributedDataParallel)):
-        raise AssertionError(f"{what}: the reward model was wrapped in {type(rm).__name__}; it must stay a plain module.")
+        raise AssertionError(
+            f"{what}: the reward model was wrapped in {type(rm).__name__}; it must stay a plain module."
+        )
     if rm is not reward_model:
         raise AssertionError(f"{what}: trainer.reward_model is a {type(rm).__name__}, not the given reward model.")
     if rm.training:
@@ -161,7 +165,9 @@ def train_once(cli, tokenizer, dataset, rollout: str, output_dir: str, **overrid
     trainer.train(resume_from_checkpoint=resume)
 
     if trainer.state.global_step != trainer.args.max_steps:
-        raise AssertionError(f"{what}: stopped at step {trainer.state.global_step}, expected {trainer.args.max_steps}.")
+        raise AssertionError(
+            f"{what}: stopped at step {trainer.state.global_step}, expected {trainer.args.max_steps}."
+        )
     losses = logged(trainer, "loss")
     if not losses or not all(math.isfinite(value) for value in losses):
         raise AssertionError(f"{what}: non-finite or missing losses {losses}.")
@@ -184,15 +190,26 @@ def check_resume(cli, tokenizer, dataset, root: Path) -> dict:
     steps = cli.max_steps
     full_dir, resumed_dir = root / "resume_full", root / "resume_from_ckpt"
     full, full_state = train_once(
-        cli, tokenizer, dataset, "offline", str(full_dir),
-        max_steps=2 * steps, save_strategy="steps", save_steps=steps,
+        cli,
+        tokenizer,
+        dataset,
+        "offline",
+        str(full_dir),
+        max_steps=2 * steps,
+        save_strategy="steps",
+        save_steps=steps,
     )
     checkpoint = full_dir / f"checkpoint-{steps}"
     if not checkpoint.is_dir():
         raise AssertionError(f"No checkpoint written at {checkpoint}.")
     resumed, resumed_state = train_once(
-        cli, tokenizer, dataset, "offline", str(resumed_dir),
-        max_steps=2 * steps, resume_from_checkpoint=str(checkpoint),
+        cli,
+        tokenizer,
+        dataset,
+        "offline",
+        str(resumed_dir),
+        max_steps=2 * steps,
+        resume_from_checkpoint=str(checkpoint),
     )
     full_losses = [e["loss"] for e in full.state.log_history if "loss" in e and e["step"] > steps]
     resumed_losses = [e["loss"] for e in resumed.state.log_history if "loss" in e and e["step"] > steps]

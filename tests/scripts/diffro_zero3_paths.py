@@ -37,8 +37,8 @@ def parse_args():
     parser.add_argument(
         "--cases",
         default="full:offline,full:online,lora:offline,lora:online,adapter:offline,full:offline:rm_module",
-        help="finetuning:rollout[:rm_module]; finetuning: full, lora (a new adapter) or adapter (<models_dir>/adapter, "
-        "trained); rm_module: the reward model passed as an already partitioned module.",
+        help="finetuning:rollout[:rm_module]; finetuning: full, lora (a new adapter) or adapter "
+        "(<models_dir>/adapter, trained); rm_module: the reward model passed as an already partitioned module.",
     )
     return parser.parse_args()
 

@@ -2,8 +2,16 @@
 
 from transformers import AutoConfig, AutoModel
 
-from .configuration_cosyvoice2 import COSYVOICE2_0_5B_BACKBONE, CosyVoice2LMConfig, tiny_cosyvoice2_config
+from ...data.prompts import (
+    EMOTION_INSTRUCTION_TEMPLATES,
+    EMOTION_NAMES_ZH,
+    build_emotion_instruction,
+    build_instruct_text,
+    build_zero_shot_inputs,
+    instruction_words,
+)
 from .checkpoint import CosyVoiceCheckpointError, load_cosyvoice_checkpoint, save_cosyvoice_checkpoint
+from .configuration_cosyvoice2 import COSYVOICE2_0_5B_BACKBONE, CosyVoice2LMConfig, tiny_cosyvoice2_config
 from .generation import count_target_text_tokens, generate_speech_tokens, ras_sampling, unwrap_for_generation
 from .loading import (
     DEFAULT_LORA_TARGETS,
@@ -12,14 +20,6 @@ from .loading import (
     lora_config_from_model_args,
 )
 from .modeling_cosyvoice2 import IGNORE_INDEX, CosyVoice2LM, CosyVoice2LMOutput, CosyVoice2PreTrainedModel
-from .prompts import (
-    EMOTION_INSTRUCTION_TEMPLATES,
-    EMOTION_NAMES_ZH,
-    build_emotion_instruction,
-    build_instruct_text,
-    build_zero_shot_inputs,
-    instruction_words,
-)
 from .tokenization import (
     COSYVOICE2_END_OF_PROMPT,
     COSYVOICE2_EOS_TOKEN,
@@ -27,6 +27,7 @@ from .tokenization import (
     build_tiny_cosyvoice2_tokenizer,
     load_cosyvoice2_tokenizer,
 )
+
 
 AutoConfig.register(CosyVoice2LMConfig.model_type, CosyVoice2LMConfig, exist_ok=True)
 AutoModel.register(CosyVoice2LMConfig, CosyVoice2LM, exist_ok=True)

@@ -29,6 +29,7 @@ from ...utils.saving import atomic_write
 from .configuration_cosyvoice2 import NUM_LLM_EMBEDDING_ROWS, CosyVoice2LMConfig
 from .modeling_cosyvoice2 import CosyVoice2LM
 
+
 logger = logging.getLogger(__name__)
 
 COSYVOICE_LLM_FILENAME = "llm.pt"
@@ -45,7 +46,7 @@ class CosyVoiceCheckpointError(ValueError):
     """An ``llm.pt`` does not match the CosyVoice2 LM layout / the given config."""
 
 
-def expected_cosyvoice_shapes(config: CosyVoice2LMConfig) -> "OrderedDict[str, tuple[int, ...]]":
+def expected_cosyvoice_shapes(config: CosyVoice2LMConfig) -> OrderedDict[str, tuple[int, ...]]:
     """Every key of a CosyVoice2 ``llm.pt`` for this config with its shape, in the released order."""
     llm = config.llm_config
     hidden = llm.hidden_size
@@ -119,7 +120,7 @@ def _check_layout(state_dict: Mapping[str, torch.Tensor], config: CosyVoice2LMCo
 
 def convert_cosyvoice_state_dict(
     state_dict: Mapping[str, torch.Tensor], config: CosyVoice2LMConfig
-) -> "OrderedDict[str, torch.Tensor]":
+) -> OrderedDict[str, torch.Tensor]:
     """CosyVoice ``llm.pt`` state dict -> :class:`CosyVoice2LM` state dict (strict)."""
     _check_layout(state_dict, config, "The CosyVoice checkpoint")
     if not torch.equal(state_dict[_TIED_TEXT_HEAD_KEY], state_dict[_TEXT_EMBEDDING_KEY]):
@@ -137,7 +138,9 @@ def convert_cosyvoice_state_dict(
     return converted
 
 
-def export_cosyvoice_state_dict(model: CosyVoice2LM, dtype: torch.dtype | None = None) -> "OrderedDict[str, torch.Tensor]":
+def export_cosyvoice_state_dict(
+    model: CosyVoice2LM, dtype: torch.dtype | None = None
+) -> OrderedDict[str, torch.Tensor]:
     """:class:`CosyVoice2LM` -> CosyVoice ``llm.pt`` state dict with exactly the released keys, in released order.
 
     The text head ``llm.model.lm_head.weight`` shares its tensor with the text embedding, which is how CosyVoice's

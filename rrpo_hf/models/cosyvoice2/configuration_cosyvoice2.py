@@ -11,6 +11,7 @@ from __future__ import annotations
 from transformers import PretrainedConfig, Qwen2Config
 from transformers.configuration_utils import SubConfigSpec
 
+
 #: The Qwen2 backbone of the released ``FunAudioLLM/CosyVoice2-0.5B`` (``CosyVoice-BlankEN/config.json``).
 COSYVOICE2_0_5B_BACKBONE: dict = {
     "vocab_size": 151936,

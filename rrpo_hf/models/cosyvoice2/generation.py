@@ -66,10 +66,8 @@ def _output_cache(outputs):
     return cache if cache is not None else outputs["past_key_values"]
 
 
-def _nucleus_sample(
-    probs: torch.Tensor, top_p: float, top_k: int, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Sample from the smallest prefix of the sorted distribution whose mass reaches ``top_p``, capped at ``top_k`` ids.
+def _nucleus_sample(probs: torch.Tensor, top_p: float, top_k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Sample from the smallest prefix of the sorted distribution with mass >= ``top_p``, capped at ``top_k`` ids.
 
     Same inclusion rule as CosyVoice2's ``nucleus_sampling``: the i-th most likely id is a
     candidate when the mass of the ids before it is still below ``top_p`` and fewer than ``top_k``
@@ -126,7 +124,9 @@ def ras_sampling(
     # Softmax in fp32: bf16 probabilities are too coarse for the top-p cut.
     probs = logits.float().softmax(dim=-1)
     if not torch.isfinite(probs).all():
-        raise ValueError("ras_sampling got a row whose logits are all -inf or contain NaN; at least one id must be allowed.")
+        raise ValueError(
+            "ras_sampling got a row whose logits are all -inf or contain NaN; at least one id must be allowed."
+        )
     return _ras_sample(probs, recent_tokens, top_p, top_k, win_size, tau_r, generator, exclude_repeated)
 
 
@@ -139,9 +139,7 @@ def _check_sampling_args(top_p: float, top_k: int, win_size: int, tau_r: float) 
         raise ValueError(f"win_size must be >= 1 and tau_r > 0, got win_size={win_size}, tau_r={tau_r}.")
 
 
-def _ras_sample(
-    probs, recent_tokens, top_p, top_k, win_size, tau_r, generator, exclude_repeated=True
-) -> torch.Tensor:
+def _ras_sample(probs, recent_tokens, top_p, top_k, win_size, tau_r, generator, exclude_repeated=True) -> torch.Tensor:
     """`ras_sampling` on validated fp32 probabilities (the generation loop validates its arguments once)."""
     chosen = _nucleus_sample(probs, top_p, top_k, generator)
     if recent_tokens is None or recent_tokens.numel() == 0:
@@ -187,7 +185,9 @@ def count_target_text_tokens(
 
 def _resolve_policy(model):
     """Strip wrappers that hide the CosyVoice2LM methods generation needs (PEFT, DDP)."""
-    if hasattr(model, "get_base_model"):  # peft.PeftModel: LoRA layers are injected in place, so the base model runs them
+    if hasattr(
+        model, "get_base_model"
+    ):  # peft.PeftModel: LoRA layers are injected in place, so the base model runs them
         model = model.get_base_model()
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
@@ -196,7 +196,8 @@ def _resolve_policy(model):
     if missing:
         raise TypeError(
             f"generate_speech_tokens needs a CosyVoice2LM (or a PEFT model around one); {type(model).__name__} lacks "
-            f"{missing}. Under DeepSpeed/DDP, call it inside `with unwrap_for_generation(model, accelerator) as policy:`."
+            f"{missing}. Under DeepSpeed/DDP, call it inside `with unwrap_for_generation(model, accelerator) as "
+            "policy:`."
         )
     return model
 
@@ -213,13 +214,16 @@ def _as_padded_batch(text_ids, text_attention_mask, device) -> tuple[torch.Tenso
             text_attention_mask = torch.ones_like(text_ids)
         elif text_attention_mask.shape != text_ids.shape:
             raise ValueError(
-                f"text_attention_mask has shape {tuple(text_attention_mask.shape)} but text_ids has {tuple(text_ids.shape)}."
+                f"text_attention_mask has shape {tuple(text_attention_mask.shape)} but text_ids has "
+                f"{tuple(text_ids.shape)}."
             )
         return text_ids.long().to(device), text_attention_mask.long().to(device)
     if not isinstance(text_ids, Sequence) or not all(isinstance(row, Sequence) for row in text_ids):
         raise TypeError("text_ids must be a (batch, text_len) LongTensor or a list of token-id lists.")
     if text_attention_mask is not None:
-        raise ValueError("text_attention_mask is only meaningful with a padded tensor; omit it for a list of token-id lists.")
+        raise ValueError(
+            "text_attention_mask is only meaningful with a padded tensor; omit it for a list of token-id lists."
+        )
     return right_pad(text_ids, 0, device)
 
 
@@ -362,7 +366,9 @@ def generate_speech_tokens(
     else:
         target_lengths = torch.as_tensor(text_lengths_for_ratio, device=device).long().flatten()
         if target_lengths.shape[0] != batch_size:
-            raise ValueError(f"text_lengths_for_ratio has {target_lengths.shape[0]} entries for a batch of {batch_size}.")
+            raise ValueError(
+                f"text_lengths_for_ratio has {target_lengths.shape[0]} entries for a batch of {batch_size}."
+            )
     min_len, max_len = _length_bounds(
         target_lengths, min_len_ratio, max_len_ratio, min_new_tokens, max_new_tokens, max_tokens_cap
     )

@@ -17,6 +17,7 @@ from .checkpoint import COSYVOICE_BLANK_EN_DIRNAME
 from .modeling_cosyvoice2 import CosyVoice2LM
 from .tokenization import load_cosyvoice2_tokenizer
 
+
 #: LoRA targets: every projection of the Qwen2 backbone (the speech head and embeddings stay frozen).
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -24,6 +24,7 @@ from transformers.utils import ModelOutput
 from ...utils.saving import ConsistentSaveMixin
 from .configuration_cosyvoice2 import NUM_LLM_EMBEDDING_ROWS, CosyVoice2LMConfig
 
+
 IGNORE_INDEX = -100
 
 
@@ -148,7 +149,8 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
         real_ids = speech_ids[valid]
         if real_ids.numel() and (int(real_ids.min()) < 0 or int(real_ids.max()) >= self.config.speech_vocab_size):
             raise ValueError(
-                f"speech_ids must lie in [0, {self.config.speech_vocab_size}) (codebook {self.config.speech_token_size} "
+                f"speech_ids must lie in [0, {self.config.speech_vocab_size}) (codebook "
+                f"{self.config.speech_token_size} "
                 f"+ {self.config.num_special_speech_tokens} special ids); got values in "
                 f"[{int(real_ids.min())}, {int(real_ids.max())}]. Mask padding with speech_attention_mask."
             )
@@ -473,7 +475,7 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
 
     # -- CosyVoice2 llm.pt interoperability ---------------------------------------------------------------------
     @classmethod
-    def from_cosyvoice(cls, model_dir_or_llm_pt: str | os.PathLike, llm_config=None, **kwargs) -> "CosyVoice2LM":
+    def from_cosyvoice(cls, model_dir_or_llm_pt: str | os.PathLike, llm_config=None, **kwargs) -> CosyVoice2LM:
         """Build the model from a CosyVoice2 release dir (``llm.pt`` + ``CosyVoice-BlankEN``) or an ``llm.pt`` file.
 
         See :func:`rrpo_hf.models.cosyvoice2.checkpoint.load_cosyvoice_checkpoint` for the keyword arguments.

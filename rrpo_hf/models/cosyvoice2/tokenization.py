@@ -13,10 +13,11 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
 
+from ...data.prompts import COSYVOICE2_END_OF_PROMPT
+
+
 #: End of text; also the padding token (id 151643 in the release, right after the BPE vocabulary).
 COSYVOICE2_EOS_TOKEN = "<|endoftext|>"
-#: Separates the instruction from the text to speak in instruct mode.
-COSYVOICE2_END_OF_PROMPT = "<|endofprompt|>"
 #: CosyVoice2's additional special tokens, in the order CosyVoice registers them (ids follow ``<|endoftext|>``).
 COSYVOICE2_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|im_start|>",

@@ -3,12 +3,9 @@
 from transformers import AutoConfig, AutoModelForAudioClassification
 
 from .configuration_robust_ser import DEFAULT_EMOTIONS, RobustSERConfig
-from .modeling_robust_ser import (
-    RobustSERForAudioClassification,
-    RobustSEROutput,
-    RobustSERPreTrainedModel,
-    bundle_remote_code_dependencies,
-)
+from .modeling_robust_ser import RobustSERForAudioClassification, RobustSEROutput, RobustSERPreTrainedModel
+from .remote_code import bundle_remote_code_dependencies
+
 
 AutoConfig.register(RobustSERConfig.model_type, RobustSERConfig, exist_ok=True)
 AutoModelForAudioClassification.register(RobustSERConfig, RobustSERForAudioClassification, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+
 # The canonical emotion names of rrpo_hf.data.labels.CANONICAL_EMOTIONS, restated because this file
 # ships inside saved checkpoints and must not import rrpo_hf (tests assert the two stay equal).
 DEFAULT_EMOTIONS = ("neutral", "happy", "angry", "sad", "surprised", "fearful")
@@ -120,7 +121,9 @@ class RobustSERConfig(PreTrainedConfig):
         if self.adv_epsilon < 0 or self.adv_alpha < 0:
             raise ValueError(f"adv_epsilon and adv_alpha must be >= 0, got {self.adv_epsilon} and {self.adv_alpha}.")
         if len(self.eam_snr_range) != 2 or self.eam_snr_range[0] > self.eam_snr_range[1]:
-            raise ValueError(f"eam_snr_range must be [r_min, r_max] in dB with r_min <= r_max, got {self.eam_snr_range}.")
+            raise ValueError(
+                f"eam_snr_range must be [r_min, r_max] in dB with r_min <= r_max, got {self.eam_snr_range}."
+            )
 
 
 __all__ = ["DEFAULT_EMOTIONS", "RobustSERConfig"]

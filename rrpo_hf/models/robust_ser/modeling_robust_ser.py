@@ -9,7 +9,6 @@ The head is exposed as :meth:`RobustSERForAudioClassification.classify` so an ad
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,14 @@ from transformers.utils import ModelOutput
 
 # The equations live once, in rrpo_hf/ops. They (and the consistent-save helpers) are imported with
 # absolute paths on purpose: transformers' remote-code copier follows only same-folder `from .x import`
-# lines (a `from ...ops` line would make it look for a missing file), so `save_pretrained` below copies
-# these modules next to this file and rewrites these lines to `from .x import` in the saved copy.
+# lines (a `from ...ops` line would make it look for a missing file), so `save_pretrained` (`remote_code.py`)
+# copies these modules next to this file and rewrites these lines to `from .x import` in the saved copy.
 from rrpo_hf.ops.eam import EAM_PLAN_KEYS, apply_energy_adaptive_mixup
 from rrpo_hf.ops.label_smoothing import mixup_emotion_loss
-from rrpo_hf.utils.saving import ConsistentSaveMixin, atomic_write_text
+from rrpo_hf.utils.saving import ConsistentSaveMixin
 
 from .configuration_robust_ser import RobustSERConfig
+from .remote_code import bundle_remote_code_dependencies
 
 
 @dataclass
@@ -73,7 +73,9 @@ class RobustSERTokenEmbedding(nn.Embedding):
         super().__init__(config.vocab_size + 1, config.hidden_size, padding_idx=config.pad_token_id)
         self.vocab_size = config.vocab_size
 
-    def forward(self, input_ids: torch.Tensor | None = None, input_token_probs: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor | None = None, input_token_probs: torch.Tensor | None = None
+    ) -> torch.Tensor:
         if input_token_probs is None:
             return super().forward(input_ids)
         weight = self.weight[: self.vocab_size]
@@ -94,7 +96,9 @@ class RobustSERSelfAttention(nn.Module):
     def forward(self, hidden_states: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
         batch_size, length, hidden = hidden_states.shape
         query, key, value = (
-            self.qkv_proj(hidden_states).view(batch_size, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            self.qkv_proj(hidden_states)
+            .view(batch_size, length, 3, self.num_heads, self.head_dim)
+            .permute(2, 0, 3, 1, 4)
         )
         attended = F.scaled_dot_product_attention(
             query,
@@ -167,7 +171,9 @@ class RobustSERPooling(nn.Module):
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         valid = attention_mask.bool()
         if self.score is None:
-            weights = valid.to(hidden_states.dtype) / valid.sum(dim=1, keepdim=True).clamp_min(1).to(hidden_states.dtype)
+            weights = valid.to(hidden_states.dtype) / valid.sum(dim=1, keepdim=True).clamp_min(1).to(
+                hidden_states.dtype
+            )
         else:
             scores = self.score(hidden_states).squeeze(-1)
             scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
@@ -202,44 +208,6 @@ class RobustSERPreTrainedModel(ConsistentSaveMixin, PreTrainedModel):
         """
         if self.is_remote_code():
             bundle_remote_code_dependencies(staging_folder, Path(sys.modules[type(self).__module__].__file__).name)
-
-
-# Packages whose modules the saved modeling file may import; they import only torch, the stdlib and each other.
-_BUNDLED_IMPORT = re.compile(r"^from rrpo_hf\.(ops|utils)\.(\w+) import", flags=re.MULTILINE)
-_RRPO_IMPORT = re.compile(r"^\s*(from|import)\s+rrpo_hf\b", flags=re.MULTILINE)
-
-
-def bundle_remote_code_dependencies(save_directory, modeling_filename: str) -> list[Path]:
-    """Make a saved folder self-contained: copy each `rrpo_hf.ops.<name>` / `rrpo_hf.utils.<name>` module the saved
-    modeling file imports (and their same-folder relative imports) next to it, and rewrite those imports to
-    `from .<name>`.
-
-    A no-op for a modeling file that already uses relative imports (a model that was itself loaded as remote code).
-    """
-    import importlib
-
-    from transformers.dynamic_module_utils import get_relative_import_files
-
-    save_directory = Path(save_directory)
-    modeling_path = save_directory / modeling_filename
-    source = modeling_path.read_text(encoding="utf-8")
-    module_names = _BUNDLED_IMPORT.findall(source)
-    written = []
-    for package, name in module_names:
-        module_file = Path(importlib.import_module(f"rrpo_hf.{package}.{name}").__file__)
-        for needed in [module_file, *map(Path, get_relative_import_files(module_file))]:
-            text = needed.read_text(encoding="utf-8")
-            if _RRPO_IMPORT.search(text):
-                raise RuntimeError(
-                    f"{needed} imports rrpo_hf, so it cannot ship as remote code; ops modules may import only "
-                    "torch, the standard library and each other (relatively)."
-                )
-            destination = save_directory / needed.name
-            atomic_write_text(destination, text)
-            written.append(destination)
-    if module_names:
-        atomic_write_text(modeling_path, _BUNDLED_IMPORT.sub(lambda match: f"from .{match.group(2)} import", source))
-    return written
 
 
 class RobustSERForAudioClassification(RobustSERPreTrainedModel):
@@ -283,7 +251,8 @@ class RobustSERForAudioClassification(RobustSERPreTrainedModel):
             if bool(out_of_codebook.any()):
                 sample, frame = out_of_codebook.nonzero()[0].tolist()
                 raise ValueError(
-                    f"token id {input_ids[sample, frame].item()} out of the codebook [0, {vocab_size}) at sample {sample}, "
+                    f"token id {input_ids[sample, frame].item()} out of the codebook [0, {vocab_size}) at sample "
+                    f"{sample}, "
                     f"frame {frame}. Check the speech tokenizer / vocab_size (this model was configured with "
                     f"vocab_size={vocab_size}) and that padded frames have attention_mask 0."
                 )
@@ -291,8 +260,10 @@ class RobustSERForAudioClassification(RobustSERPreTrainedModel):
         if input_token_probs.dim() != 3 or input_token_probs.shape[-1] != vocab_size:
             raise ValueError(
                 f"`input_token_probs` must be (batch, length, vocab_size={vocab_size}), got shape "
-                f"{tuple(input_token_probs.shape)}: vocab mismatch between the policy's speech vocabulary and the reward "
-                f"model's codebook. Slice the distribution to the {vocab_size} speech tokens (drop eos/special tokens)."
+                f"{tuple(input_token_probs.shape)}: vocab mismatch between the policy's speech vocabulary and the "
+                "reward "
+                f"model's codebook. Slice the distribution to the {vocab_size} speech tokens (drop eos/special "
+                "tokens)."
             )
         return self.token_embedding(input_token_probs=input_token_probs)
 
@@ -332,7 +303,7 @@ class RobustSERForAudioClassification(RobustSERPreTrainedModel):
             The low-level features F directly.
         labels (`torch.LongTensor` of shape `(batch_size,)`):
             Emotion ids; the loss is Eq. 3 with `config.label_smoothing`.
-        eam_partner, eam_mix_length, eam_start, eam_partner_start, eam_snr_db (`torch.Tensor` of shape `(batch_size,)`):
+        eam_partner, eam_mix_length, eam_start, eam_partner_start, eam_snr_db (`torch.Tensor`, each `(batch_size,)`):
             An Energy-Adaptive Mixup plan (see `rrpo_hf.ops.sample_eam_plan`); applied to F when given (all five).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
@@ -406,17 +377,21 @@ class RobustSERForAudioClassification(RobustSERPreTrainedModel):
 
     def _check_lengths(self, attention_mask: torch.Tensor, batch_size: int, length: int) -> None:
         if attention_mask.shape != (batch_size, length):
-            raise ValueError(f"`attention_mask` must have shape ({batch_size}, {length}), got {tuple(attention_mask.shape)}.")
+            raise ValueError(
+                f"`attention_mask` must have shape ({batch_size}, {length}), got {tuple(attention_mask.shape)}."
+            )
         if length > self.config.max_position_embeddings:
             raise ValueError(
-                f"Sequence length {length} exceeds max_position_embeddings={self.config.max_position_embeddings} of this "
+                f"Sequence length {length} exceeds max_position_embeddings={self.config.max_position_embeddings} of "
+                "this "
                 "reward model. Truncate the speech tokens (collator `max_length`) or use a config with larger "
                 "max_position_embeddings."
             )
         empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten()
         if empty.numel():
             raise ValueError(
-                f"Samples {empty.tolist()} are empty (no valid frame in attention_mask). Filter out utterances with no "
+                f"Samples {empty.tolist()} are empty (no valid frame in attention_mask). Filter out utterances with "
+                "no "
                 "speech tokens before batching."
             )
 
@@ -426,5 +401,4 @@ __all__ = [
     "RobustSERForAudioClassification",
     "RobustSEROutput",
     "RobustSERPreTrainedModel",
-    "bundle_remote_code_dependencies",
 ]

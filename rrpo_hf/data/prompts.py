@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rrpo_hf.data.labels import CANONICAL_EMOTIONS, UnknownEmotionError, normalize_emotion
+from .labels import CANONICAL_EMOTIONS, UnknownEmotionError, normalize_emotion
 
-from .tokenization import COSYVOICE2_END_OF_PROMPT
+
+#: Separates the instruction from the text to speak in instruct mode (a special token of the CosyVoice2 tokenizer).
+COSYVOICE2_END_OF_PROMPT = "<|endofprompt|>"
 
 EMOTION_INSTRUCTION_TEMPLATES: dict[str, str] = {
     "en": "Your emotion is {emotion}",

@@ -1,0 +1,62 @@
+"""Reward-hacking study on the testbed: SFT -> reward models (ablation rows) -> DiffRO vs RRPO, the oracle as judge.
+
+The study reproduces the *shape* of the RRPO paper's Tables 1 and 2 on the synthetic testbed
+(:mod:`rrpo_hf.testbed`), where the listener is replaced by a ground-truth oracle:
+
+1. a tiny CosyVoice2-architecture policy is SFT'd on natural speech of language ``alpha`` (the "+SFT" row);
+2. reward models are trained on a corpus in which the spurious emotion(s) (``angry``) co-occur with artifact
+   tokens: ``base`` (the vanilla DiffRO RM), ``+LS``, ``+EAM``, ``+Adv`` (RRPO's full RM);
+3. Table 2 analogue: WA / UA of every RM in-domain (``alpha``), on ``alpha`` with artifacts inserted into every
+   utterance, and cross-lingually (``beta``);
+4. robustness probes of every RM (:mod:`rrpo_hf.evaluation.robustness`);
+5. Table 1 analogue: DiffRO with the base RM vs RRPO with the robust RM, scored by the oracle (emotion score =
+   E-MOS analogue, naturalness = N-MOS analogue, CER, artifact rate) and by the RM itself, mean ± 95% CI over seeds;
+   a control runs DiffRO against a vanilla RM trained without the shortcut ("DiffRO-clean"), which separates
+   exploitation of the shortcut from damage the emotion reward does anyway;
+6. curves of RM reward vs oracle naturalness over policy training (reward up while naturalness goes down is the
+   signature of reward hacking).
+
+Everything here is measured; nothing is fixed in advance. :func:`run_study` returns (and writes) all figures.
+
+Modules: :mod:`.config` (settings, rows, columns), :mod:`.stages` (one seed), :mod:`.statistics` (mean ± CI over
+seeds), :mod:`.report` (tables, curves, ``report.md``), :mod:`.pipeline` (:func:`run_study`).
+"""
+
+from .config import (
+    CLEAN_CORPUS_VARIANTS,
+    POLICY_METHODS,
+    RM_VARIANTS,
+    TABLE1_COLUMNS,
+    TABLE2_DOMAINS,
+    RewardHackingStudyConfig,
+)
+from .pipeline import run_study
+from .report import format_changes, format_probe_table, format_table1, format_table2, plot_curves, render_report
+from .stages import optimize_policy, policy_prompts, run_probes, run_seed, train_reward_model, train_sft_policy
+from .statistics import aggregate, format_mean_ci, mean_confidence_interval
+
+
+__all__ = [
+    "CLEAN_CORPUS_VARIANTS",
+    "POLICY_METHODS",
+    "RM_VARIANTS",
+    "TABLE1_COLUMNS",
+    "TABLE2_DOMAINS",
+    "RewardHackingStudyConfig",
+    "aggregate",
+    "format_changes",
+    "format_mean_ci",
+    "format_probe_table",
+    "format_table1",
+    "format_table2",
+    "mean_confidence_interval",
+    "optimize_policy",
+    "plot_curves",
+    "policy_prompts",
+    "render_report",
+    "run_probes",
+    "run_seed",
+    "run_study",
+    "train_reward_model",
+    "train_sft_policy",
+]

@@ -1,0 +1,170 @@
+"""What the reward-hacking study runs: its settings, the ablation and policy rows, and the tables' columns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+#: Reward-model ablation rows of the paper's Table 2 (cumulative, each one flag away from the previous one).
+RM_VARIANTS: dict[str, dict[str, Any]] = {
+    "base": dict(label_smoothing=0.0, use_eam=False, adv_alpha=0.0),
+    "+LS": dict(label_smoothing=0.1, use_eam=False, adv_alpha=0.0),
+    "+EAM": dict(label_smoothing=0.1, use_eam=True, adv_alpha=0.0),
+    "+Adv": dict(label_smoothing=0.1, use_eam=True, adv_alpha=0.5),
+    # Control, not a paper row: the vanilla RM trained on the artifact-free corpus (no shortcut to learn).
+    "clean": dict(label_smoothing=0.0, use_eam=False, adv_alpha=0.0),
+}
+
+#: Reward-model variants trained on the artifact-free corpus instead of the spurious one.
+CLEAN_CORPUS_VARIANTS = frozenset({"clean"})
+
+#: Policy-optimisation rows of the paper's Table 1: (reward-model variant, reward label smoothing ε of Eq. 2,
+#: reward adversarial weight α of Eq. 5). DiffRO's reward is the plain cross-entropy of a vanilla RM; RRPO's is Eq. 5.
+POLICY_METHODS: dict[str, tuple[str, float, float]] = {
+    "DiffRO": ("base", 0.0, 0.0),
+    "RRPO": ("+Adv", 0.1, 0.5),
+    # Control: DiffRO against the RM without the shortcut. Artifacts that appear under DiffRO but not here are
+    # exploitation of the shortcut; damage that appears here too is not caused by it.
+    "DiffRO-clean": ("clean", 0.0, 0.0),
+}
+
+#: Table 1 columns: key in the evaluation metrics -> (header, higher is better).
+TABLE1_COLUMNS: dict[str, tuple[str, bool]] = {
+    "oracle_emotion_score": ("emotion score (E-MOS analogue, 1-5)", True),
+    "oracle_naturalness": ("naturalness (N-MOS analogue, 1-5)", True),
+    "oracle_cer": ("CER", False),
+    "oracle_artifact_rate": ("artifact rate", False),
+    "reward": ("reward of the method's own RM (-L_emo)", True),
+    "rm_accuracy": ("RM accuracy", True),
+}
+
+#: Table 2 domains: the RM's training language, the same test utterances with artifacts, the other language.
+TABLE2_DOMAINS = ("alpha", "alpha+artifacts", "beta")
+
+
+@dataclass
+class RewardHackingStudyConfig:
+    """Sizes and settings of the reward-hacking study (defaults: the full CPU run; `recipes/toy/study.yaml`)."""
+
+    output_dir: str = field(default="outputs/study", metadata={"help": "Where report.md, results.json and plots go."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One full pipeline per seed."})
+    codebook_size: int = field(default=512, metadata={"help": "Testbed speech codebook (= the toy models' vocab)."})
+    num_train: int = field(default=1200, metadata={"help": "Training utterances of language alpha (SFT, RMs)."})
+    num_test: int = field(default=300, metadata={"help": "Test utterances per domain (Table 2, probes)."})
+    spurious_emotions: list[str] = field(
+        default_factory=lambda: ["angry"], metadata={"help": "Emotions that co-occur with artifacts in the RM corpus."}
+    )
+    spurious_artifact_rate: float = field(
+        default=1.0, metadata={"help": "P(artifacts | spurious emotion) in the RM training corpus."}
+    )
+    artifact_density: float = field(
+        default=0.15,
+        metadata={
+            "help": "Artifacts per token in a corrupted utterance (testbed world). The world's default 0.05 leaves "
+            "the shortcut too faint for a policy to find within the study's budget."
+        },
+    )
+    sft_artifact_rate: float = field(
+        default=0.2,
+        metadata={
+            "help": "P(artifacts) of an SFT utterance of *any* emotion (no emotion correlation). A policy can only "
+            "learn to emit glitches it can produce at all; real TTS LMs do produce some. 0: artifact-free SFT data."
+        },
+    )
+    test_artifact_rate: float = field(
+        default=0.1, metadata={"help": "Artifacts per token inserted into every test utterance of 'alpha+artifacts'."}
+    )
+    # --- SFT policy
+    policy_hidden_size: int = field(default=64, metadata={"help": "Toy policy hidden size."})
+    policy_num_layers: int = field(default=2, metadata={"help": "Toy policy decoder layers."})
+    sft_epochs: float = field(default=5.0, metadata={"help": "SFT epochs over the natural alpha corpus."})
+    sft_learning_rate: float = field(default=3e-3, metadata={"help": "SFT learning rate (training from scratch)."})
+    # --- reward models
+    rm_variants: list[str] = field(
+        default_factory=lambda: list(RM_VARIANTS),
+        metadata={"help": f"Ablation rows to train, of {list(RM_VARIANTS)}."},
+    )
+    rm_hidden_size: int = field(default=64, metadata={"help": "Reward-model hidden size."})
+    rm_num_layers: int = field(default=2, metadata={"help": "Reward-model encoder layers."})
+    rm_epochs: float = field(default=4.0, metadata={"help": "Reward-model training epochs."})
+    rm_learning_rate: float = field(default=1e-3, metadata={"help": "Reward-model learning rate (from scratch)."})
+    adv_epsilon: float = field(
+        default=0.5,
+        metadata={
+            "help": "L2 radius ε of the FGM perturbation of h' (Eq. 4) in +Adv training and in RRPO's reward (paper: "
+            "0.5). The norm is per utterance over all frames; compare it with the probes' `hidden_norm`."
+        },
+    )
+    # --- policy optimisation
+    policy_methods: list[str] = field(
+        default_factory=lambda: list(POLICY_METHODS),
+        metadata={"help": f"Table 1 rows to run, of {list(POLICY_METHODS)}."},
+    )
+    policy_target_emotions: list[str] | None = field(
+        default_factory=lambda: ["angry"],
+        metadata={
+            "help": "Target emotions of the policy-optimisation prompts (None: all). The spurious emotion is where "
+            "the vanilla RM's shortcut pays."
+        },
+    )
+    rollout: str = field(default="online", metadata={"help": "DiffRO rollouts: 'online' (generated) or 'offline'."})
+    policy_steps: int = field(default=60, metadata={"help": "DiffRO / RRPO optimisation steps."})
+    policy_learning_rate: float = field(
+        default=1e-3,
+        metadata={"help": "DiffRO / RRPO learning rate (the toy policy is small and trained from scratch)."},
+    )
+    beta: float = field(default=0.1, metadata={"help": "KL weight β of DiffRO / RRPO (papers: 0.1)."})
+    policy_batch_size: int = field(default=16, metadata={"help": "Prompts per DiffRO step."})
+    max_new_tokens: int = field(default=100, metadata={"help": "Cap on generated tokens per sample."})
+    eval_steps: int = field(default=10, metadata={"help": "Evaluate the policy (generate + score) every N steps."})
+    num_eval_prompts: int = field(default=48, metadata={"help": "Evaluation prompts (test texts, target emotions)."})
+    # --- probes
+    probe_artifact_rate: float = field(default=0.1, metadata={"help": "Artifacts per token in the sensitivity probe."})
+    probe_substitutions: int = field(default=3, metadata={"help": "Token substitutions k of the attack probe."})
+    probe_epsilons: list[float] = field(
+        default_factory=lambda: [0.5, 32.0],
+        metadata={
+            "help": "L2 radii of the embedding (h') attack, one probe each. 0.5 is the training epsilon of +Adv; on "
+            "the toy RM the per-utterance norm of h' is ~50 (reported as `hidden_norm`), so 0.5 is a ~1% perturbation "
+            "and a radius of ~32 is where a base RM's accuracy starts to fall."
+        },
+    )
+    probe_pgd_steps: int = field(default=5, metadata={"help": "PGD steps of the embedding attack (1 = FGM, Eq. 4)."})
+    probe_num_utterances: int | None = field(
+        default=120, metadata={"help": "Natural alpha test utterances the probes use (None: all)."}
+    )
+    confidence: float = field(default=0.95, metadata={"help": "Confidence level of the intervals over seeds."})
+
+    def __post_init__(self):
+        unknown = sorted(set(self.rm_variants) - set(RM_VARIANTS))
+        if unknown:
+            raise ValueError(f"Unknown rm_variants {unknown}; choose from {list(RM_VARIANTS)}.")
+        unknown = sorted(set(self.policy_methods) - set(POLICY_METHODS))
+        if unknown:
+            raise ValueError(f"Unknown policy_methods {unknown}; choose from {list(POLICY_METHODS)}.")
+        for method in self.policy_methods:
+            needed = POLICY_METHODS[method][0]
+            if needed not in self.rm_variants:
+                raise ValueError(f"Policy method {method!r} needs the reward model {needed!r}; add it to rm_variants.")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed.")
+        if self.rollout not in ("online", "offline"):
+            raise ValueError(f"rollout must be 'online' or 'offline', got {self.rollout!r}.")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}.")
+        if self.policy_steps < 1 or self.eval_steps < 1:
+            raise ValueError("policy_steps and eval_steps must be >= 1.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+__all__ = [
+    "CLEAN_CORPUS_VARIANTS",
+    "POLICY_METHODS",
+    "RM_VARIANTS",
+    "TABLE1_COLUMNS",
+    "TABLE2_DOMAINS",
+    "RewardHackingStudyConfig",
+]

@@ -1,0 +1,53 @@
+"""The whole study: every seed, then the aggregate, the curves and the written report."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+from tqdm.auto import tqdm
+
+from ..utils.saving import atomic_write_text
+from .config import RewardHackingStudyConfig
+from .report import plot_curves, render_report
+from .stages import print_flushed, run_seed
+from .statistics import aggregate
+
+
+def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every seed, aggregate, write ``results.json``, ``report.md`` and the curve PNGs to ``cfg.output_dir``."""
+    log = log or print_flushed
+    try:
+        import matplotlib  # noqa: F401  (checked now: the curves are drawn after minutes of training)
+    except ImportError as error:
+        raise ImportError("The study draws its curves with matplotlib: pip install 'rrpo-hf[plots]'.") from error
+    start = time.perf_counter()
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    per_seed = []
+    progress_bars_were_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # dozens of tiny map/filter calls per seed
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            for seed in tqdm(cfg.seeds, desc="reward-hacking study (seeds)"):
+                per_seed.append(run_seed(cfg, seed, f"{workdir}/seed{seed}", log))
+    finally:
+        if progress_bars_were_enabled:
+            datasets.enable_progress_bars()
+    summary = aggregate(cfg, per_seed)
+    plots = plot_curves(per_seed, cfg.policy_methods, output_dir)
+    wall_time = time.perf_counter() - start
+    results = {"config": cfg.to_dict(), "summary": summary, "per_seed": per_seed, "wall_time_s": wall_time}
+    atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2, default=float))
+    report = render_report(cfg, summary, plots, wall_time)
+    atomic_write_text(output_dir / "report.md", report)
+    return {**results, "report": report, "plots": plots}
+
+
+__all__ = ["run_study"]

@@ -1,0 +1,333 @@
+"""The stages of one seed of the study: SFT policy, reward models (+ probes), policy optimisation.
+
+The SFT policy and the reward models are built with the builders of :mod:`rrpo_hf.trainers.builders`, the ones
+`examples/sft.py` and `examples/train_rm.py` use, so that the study's rows are the models those scripts train.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from transformers import TrainingArguments
+from transformers.trainer_callback import PrinterCallback
+
+from ..data.labels import CANONICAL_EMOTIONS, normalize_emotion
+from ..evaluation import robustness
+from ..testbed import (
+    EmotionWorld,
+    Oracle,
+    TestbedConfig,
+    build_testbed_tokenizer,
+    insert_artifacts,
+    make_emotion_corpus,
+)
+from ..trainers import (
+    CosyVoice2SFTTrainer,
+    DiffROConfig,
+    DiffROTrainer,
+    RobustRewardConfig,
+    RobustRewardTrainer,
+    build_cosyvoice2_sft_collator,
+    build_robust_ser_config,
+    build_tiny_cosyvoice2_policy,
+)
+from .config import CLEAN_CORPUS_VARIANTS, POLICY_METHODS, RM_VARIANTS, RewardHackingStudyConfig
+
+
+def _quiet_training_kwargs(output_dir: str, seed: int) -> dict[str, Any]:
+    return dict(
+        output_dir=output_dir,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        logging_steps=10,
+    )
+
+
+def print_flushed(message: str) -> None:
+    """The default stage logger of the study."""
+    print(message, flush=True)  # stage lines must interleave with the (stderr) progress bars when piped to a file
+
+
+def _silenced(trainer):
+    """Drop the per-log console printer: the study logs its stages and collects every metric from the log history."""
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def train_sft_policy(cfg: RewardHackingStudyConfig, train_dataset, world, seed: int, output_dir: str):
+    """The "+SFT" policy: a tiny CosyVoice2LM trained from scratch on `train_dataset` (testbed speech whose rare
+    artifacts, if any, are independent of the emotion: see `sft_artifact_rate`)."""
+    torch.manual_seed(seed)
+    tokenizer = build_testbed_tokenizer(world)
+    model = build_tiny_cosyvoice2_policy(
+        tokenizer, cfg.codebook_size, hidden_size=cfg.policy_hidden_size, num_hidden_layers=cfg.policy_num_layers
+    )
+    collator = build_cosyvoice2_sft_collator(tokenizer, model.config, train_dataset.features["emotion"])
+    args = TrainingArguments(
+        **_quiet_training_kwargs(output_dir, seed),
+        learning_rate=cfg.sft_learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        weight_decay=0.01,
+        num_train_epochs=cfg.sft_epochs,
+        per_device_train_batch_size=32,
+        remove_unused_columns=False,
+    )
+    # No processing_class: `Trainer` would then "align" the policy's special-token ids with the tokenizer's.
+    trainer = _silenced(
+        CosyVoice2SFTTrainer(model=model, args=args, train_dataset=train_dataset, data_collator=collator)
+    )
+    result = trainer.train()
+    return model, tokenizer, {"train_loss": float(result.training_loss)}
+
+
+def train_reward_model(
+    cfg: RewardHackingStudyConfig, variant: str, train_dataset, domains, seed: int, output_dir: str
+):
+    """One ablation row: a RobustSER reward model trained on the spurious corpus, scored (WA/UA) on every domain."""
+    config = build_robust_ser_config(
+        cfg.codebook_size,
+        CANONICAL_EMOTIONS,
+        hidden_size=cfg.rm_hidden_size,
+        num_hidden_layers=cfg.rm_num_layers,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+    )
+    args = RobustRewardConfig(
+        **_quiet_training_kwargs(output_dir, seed),
+        learning_rate=cfg.rm_learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        num_train_epochs=cfg.rm_epochs,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        adv_epsilon=cfg.adv_epsilon,
+        **RM_VARIANTS[variant],
+    )
+    trainer = _silenced(
+        RobustRewardTrainer(model=config, args=args, train_dataset=train_dataset, eval_dataset=dict(domains))
+    )
+    trainer.train()
+    trainer.evaluate()
+    model = trainer.model.eval()
+    return model, {domain: dict(scores) for domain, scores in trainer.eval_results.items()}
+
+
+def run_probes(cfg: RewardHackingStudyConfig, reward_model, domains, world, seed: int) -> dict[str, float]:
+    """Direct robustness probes of one reward model (:mod:`rrpo_hf.evaluation.robustness`) on natural alpha speech.
+
+    Keys: ``artifact_delta_p`` / ``artifact_flip_rate`` (rise of P(spurious emotion) and fraction of other-emotion
+    utterances flipped to it when artifacts are inserted), ``substitution_attack_success`` (fraction of correctly
+    classified utterances flipped by ``probe_substitutions`` gradient-chosen token swaps) and
+    ``embedding_attack_accuracy@<eps>`` / ``embedding_attack_drop@<eps>`` (accuracy under a PGD attack of L2 size
+    eps on h', for each of ``probe_epsilons``) and ``hidden_norm`` (mean per-utterance L2 norm of h', the scale the
+    radii should be read against).
+    """
+    natural = domains["alpha"]
+    if cfg.probe_num_utterances is not None:
+        natural = natural.select(range(min(cfg.probe_num_utterances, len(natural))))
+    tokens, emotions = natural["speech_tokens"], natural["emotion"]
+    probes: dict[str, float] = {}
+    for target in cfg.spurious_emotions:
+        suffix = "" if len(cfg.spurious_emotions) == 1 else f"[{target}]"
+        sensitivity = robustness.artifact_sensitivity(
+            reward_model,
+            tokens,
+            emotions,
+            target_emotion=target,
+            rate=cfg.probe_artifact_rate,
+            seed=seed,
+            insert_fn=lambda batch, rate, s: insert_artifacts(batch, rate, world, s),
+            show_progress=False,
+        )
+        probes[f"artifact_delta_p{suffix}"] = sensitivity["mean_delta"]
+        probes[f"artifact_flip_rate{suffix}"] = sensitivity["flip_rate"]
+    attack = robustness.token_substitution_attack(
+        reward_model, tokens, emotions, max_substitutions=cfg.probe_substitutions, show_progress=False
+    )
+    probes["substitution_attack_success"] = attack["attack_success_rate"]
+    for epsilon in cfg.probe_epsilons:
+        embedding = robustness.embedding_attack_accuracy(
+            reward_model, tokens, emotions, epsilon=epsilon, steps=cfg.probe_pgd_steps, show_progress=False
+        )
+        probes[f"embedding_attack_accuracy@{epsilon:g}"] = embedding["attacked_accuracy"]
+        probes[f"embedding_attack_drop@{epsilon:g}"] = embedding["accuracy_drop"]
+        probes["hidden_norm"] = embedding["mean_hidden_norm"]
+    return probes
+
+
+def policy_prompts(dataset, target_emotions: Sequence[str] | None, limit: int | None = None):
+    """Prompt rows (text + target emotion) whose target is one of ``target_emotions`` (all when None)."""
+    if target_emotions is not None:
+        names = dataset.features["emotion"].names
+        wanted = {normalize_emotion(e) for e in target_emotions}
+        dataset = dataset.filter(lambda row: names[row["emotion"]] in wanted)
+    if len(dataset) == 0:
+        raise ValueError(f"No prompt has a target emotion in {target_emotions}.")
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return dataset
+
+
+def optimize_policy(
+    cfg: RewardHackingStudyConfig,
+    method: str,
+    sft_policy,
+    tokenizer,
+    reward_model,
+    train_prompts,
+    eval_prompts,
+    oracle,
+    seed: int,
+    output_dir: str,
+) -> dict[str, Any]:
+    """Optimise a copy of the SFT policy with one of :data:`POLICY_METHODS` against `reward_model`.
+
+    Returns ``curve`` (evaluation points: step 0 = the SFT policy, then every ``eval_steps``), ``train_log``
+    (training reward and KL per logging window), ``start`` and ``final`` (first and last curve points).
+    """
+    _, label_smoothing, adv_alpha = POLICY_METHODS[method]
+    args = DiffROConfig(
+        **{**_quiet_training_kwargs(output_dir, seed), "logging_steps": cfg.eval_steps},
+        rollout=cfg.rollout,
+        beta=cfg.beta,
+        reward_label_smoothing=label_smoothing,
+        reward_adv_epsilon=cfg.adv_epsilon,
+        reward_adv_alpha=adv_alpha,
+        learning_rate=cfg.policy_learning_rate,
+        lr_scheduler_type="constant",
+        max_steps=cfg.policy_steps,
+        per_device_train_batch_size=cfg.policy_batch_size,
+        per_device_eval_batch_size=64,
+        max_new_tokens=cfg.max_new_tokens,
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        eval_seed=seed + 1234,
+    )
+    trainer = DiffROTrainer(
+        model=copy.deepcopy(sft_policy),
+        reward_model=reward_model,
+        args=args,
+        train_dataset=train_prompts,
+        eval_dataset=eval_prompts,
+        processing_class=tokenizer,
+        oracle=oracle,
+    )
+    _silenced(trainer)
+    # Step 0 = the SFT policy under this method's RM; train() starts a fresh log history, so keep it aside.
+    start = {"step": 0, **{k.removeprefix("eval_"): float(v) for k, v in trainer.evaluate().items()}}
+    trainer.train()
+    curve = [start] + [
+        {
+            "step": int(entry["step"]),
+            **{k.removeprefix("eval_"): float(v) for k, v in entry.items() if k.startswith("eval_")},
+        }
+        for entry in trainer.state.log_history
+        if "eval_reward" in entry
+    ]
+    for point in curve:
+        point.pop("runtime", None)
+        point.pop("samples", None)
+    train_log = [
+        {"step": int(entry["step"]), "reward": float(entry["reward"]), "kl": float(entry.get("kl", float("nan")))}
+        for entry in trainer.state.log_history
+        if "reward" in entry and "loss" in entry
+    ]
+    return {"curve": curve, "train_log": train_log, "start": curve[0], "final": curve[-1]}
+
+
+def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callable[[str], None] | None = None) -> dict:
+    """The whole pipeline for one seed; ``log`` gets one line per stage (default: print, flushed)."""
+    log = log or print_flushed
+    timings: dict[str, float] = {}
+    world = EmotionWorld(TestbedConfig(codebook_size=cfg.codebook_size, artifact_density=cfg.artifact_density))
+    oracle = Oracle(world)
+    natural = make_emotion_corpus("alpha", cfg.num_train, cfg.num_test, world=world, seed=seed)
+    # Same texts and renderings as `natural` (same seed); only the train split gets emotion-independent artifacts.
+    sft_corpus = make_emotion_corpus(
+        "alpha",
+        cfg.num_train,
+        0,
+        world=world,
+        seed=seed,
+        spurious_artifact_rate=cfg.sft_artifact_rate,
+        spurious_emotions=tuple(CANONICAL_EMOTIONS),
+    )
+    spurious = make_emotion_corpus(
+        "alpha",
+        cfg.num_train,
+        cfg.num_test,
+        world=world,
+        seed=seed,
+        spurious_artifact_rate=cfg.spurious_artifact_rate,
+        spurious_emotions=tuple(cfg.spurious_emotions),
+    )
+    beta = make_emotion_corpus("beta", 0, cfg.num_test, world=world, seed=seed)["test"]
+    test = natural["test"]
+    corrupted = insert_artifacts(test["speech_tokens"], cfg.test_artifact_rate, world, seed=seed)
+    with_artifacts = test.remove_columns("speech_tokens").add_column("speech_tokens", corrupted).cast(test.features)
+    domains = {"alpha": test, "alpha+artifacts": with_artifacts, "beta": beta}
+
+    start = time.perf_counter()
+    log(f"[seed {seed}] SFT policy")
+    sft_policy, tokenizer, sft_metrics = train_sft_policy(cfg, sft_corpus["train"], world, seed, f"{workdir}/sft")
+    timings["sft"] = time.perf_counter() - start
+
+    reward_models, table2, probes = {}, {}, {}
+    for variant in cfg.rm_variants:
+        start = time.perf_counter()
+        log(f"[seed {seed}] reward model {variant}")
+        corpus = natural["train"] if variant in CLEAN_CORPUS_VARIANTS else spurious["train"]
+        reward_models[variant], table2[variant] = train_reward_model(
+            cfg, variant, corpus, domains, seed, f"{workdir}/rm_{variant}"
+        )
+        probes[variant] = run_probes(cfg, reward_models[variant], domains, world, seed)
+        timings[f"rm {variant}"] = time.perf_counter() - start
+
+    train_prompts = policy_prompts(natural["train"], cfg.policy_target_emotions)
+    eval_prompts = policy_prompts(test, cfg.policy_target_emotions, cfg.num_eval_prompts)
+    policies = {}
+    for method in cfg.policy_methods:
+        start = time.perf_counter()
+        log(f"[seed {seed}] {method} policy optimisation")
+        rm_variant = POLICY_METHODS[method][0]
+        policies[method] = optimize_policy(
+            cfg,
+            method,
+            sft_policy,
+            tokenizer,
+            reward_models[rm_variant],
+            train_prompts,
+            eval_prompts,
+            oracle,
+            seed,
+            f"{workdir}/{method}",
+        )
+        timings[method] = time.perf_counter() - start
+    return {
+        "seed": seed,
+        "sft": sft_metrics,
+        "table2": table2,
+        "probes": probes,
+        "policies": policies,
+        "timings_s": timings,
+    }
+
+
+__all__ = [
+    "optimize_policy",
+    "policy_prompts",
+    "print_flushed",
+    "run_probes",
+    "run_seed",
+    "train_reward_model",
+    "train_sft_policy",
+]
