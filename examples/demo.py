@@ -10,9 +10,10 @@ For each of 3 seeds:
 3. optimise the policy with DiffRO (base RM) and RRPO (+Adv RM) and score the samples with the testbed oracle
    (Table 1 analogue: emotion score, naturalness, CER, artifact rate, the RM's own reward).
 
-Prints both tables (mean ± 95% CI over seeds) and writes `outputs/study/{report.md, results.json, curve_*.png}`.
-Every number is measured in the run. The larger study is `examples/reward_hacking_study.py --config
-recipes/toy/study.yaml`; any of its options can be passed here too (e.g. `--seeds 0 --policy_steps 20`).
+Prints both tables (mean ± 95% CI over seeds) and the paired differences against DiffRO, and writes
+`outputs/study/{report.md, results.json, curve_*.png}`. Every number is measured in the run. The larger study is
+`examples/reward_hacking_study.py --config recipes/toy/study.yaml`; any of its options can be passed here too (e.g.
+`--seeds 0 --policy_steps 20`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from trl import TrlParser
 
 from rrpo_hf.study import RewardHackingStudyConfig, format_probe_table, format_table1, format_table2, run_study
+from rrpo_hf.study.report import format_paired_table
 
 
 # Small enough for ~5 minutes on 2 CPU cores; the study recipe runs more seeds and steps.
@@ -39,6 +41,8 @@ def main(config: RewardHackingStudyConfig) -> dict:
     print(format_probe_table(summary))
     print(f"\nTable 1 analogue: policies after {config.policy_steps} steps, scored by the testbed oracle\n")
     print(format_table1(summary))
+    print("\nPaired differences against DiffRO (per seed: same corpora and SFT policy)\n")
+    print(format_paired_table(summary, config.confidence))
     print(f"\nReport, JSON and plots: {config.output_dir}/ (wall time {time.perf_counter() - start:.0f} s)")
     return results
 

@@ -189,3 +189,22 @@ def test_right_pad_left_aligns_each_list_and_masks_the_padding():
     assert ids.dtype == mask.dtype == torch.long
     empty_ids, empty_mask = right_pad([])
     assert empty_ids.shape == empty_mask.shape == (0, 0)
+
+
+def test_diffro_collator_targets_a_reward_model_label_that_is_no_known_emotion():
+    """The trainer accepts a reward model's own class names (`emotion_label_ids`); its collator must too."""
+    from rrpo_hf.data.diffro_collator import DataCollatorForDiffRO
+    from rrpo_hf.data.labels import UnknownEmotionError
+    from rrpo_hf.models.cosyvoice2 import build_tiny_cosyvoice2_tokenizer
+
+    tokenizer = build_tiny_cosyvoice2_tokenizer(["Whisper", "softly", "ka", "mi"])
+    collator = DataCollatorForDiffRO(tokenizer, {"whisper": 0, "happy": 1}, with_speech=False, speech_token_size=8)
+    rows = [
+        {"text": "ka mi", "emotion": "whisper", "instruction": "Whisper softly"},
+        {"text": "mi", "emotion": "joy", "instruction": "Whisper softly"},  # an alias of the canonical "happy"
+    ]
+    batch = collator(rows)
+    assert batch["target_emotions"] == ["whisper", "happy"]
+    assert batch["emotion_labels"].tolist() == [0, 1]
+    with pytest.raises(UnknownEmotionError, match="target emotion 'shout' is not a label of the reward model"):
+        collator([{"text": "ka", "emotion": "shout", "instruction": "Whisper softly"}])

@@ -8,6 +8,7 @@ from rrpo_hf.ops import (
     gumbel_softmax_sample,
     masked_mean,
     sample_gumbel_noise,
+    sequence_kl,
     soft_token_embedding,
     token_entropy,
     token_level_kl,
@@ -88,3 +89,49 @@ def test_kl_and_entropy_validate_inputs():
         masked_mean(torch.ones(2, 3), torch.zeros(2, 3, dtype=torch.bool))
     uniform = torch.zeros(2, 3, 8)
     torch.testing.assert_close(token_entropy(uniform), torch.log(torch.tensor(8.0)))
+
+
+def test_sequence_kl_sums_the_per_step_kl_over_each_sequence():
+    # KL([1/2, 1/2] || [1/4, 3/4]) = 1/2 ln 2 + 1/2 ln(2/3) = 1/2 ln(4/3) at every step.
+    policy = torch.tensor([0.5, 0.5]).log().expand(2, 5, 2)
+    reference = torch.tensor([0.25, 0.75]).log().expand(2, 5, 2)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    step = 0.5 * torch.log(torch.tensor(4.0 / 3.0))
+    torch.testing.assert_close(sequence_kl(policy, reference, mask), torch.stack([3 * step, 5 * step]))
+    assert sequence_kl(policy, policy.clone(), mask).abs().max() == 0
+    with pytest.raises(ValueError, match="batch, positions"):
+        sequence_kl(policy, reference, mask.flatten())
+
+
+def test_mean_sequence_kl_over_policy_samples_is_the_exact_kl_of_the_autoregressive_distributions():
+    """A two-step toy with an end token, so sequences have different lengths: KL(pi || ref) by enumeration."""
+    torch.manual_seed(0)
+    vocab, end = 3, 0
+    first_policy, first_reference = torch.randn(vocab), torch.randn(vocab)
+    second_policy, second_reference = torch.randn(vocab, vocab), torch.randn(vocab, vocab)  # row: the first token
+
+    # Every sequence: (end,) stops after one token; (a, b) with a != end has two tokens (the second step is the last).
+    sequences = [(end,)] + [(a, b) for a in range(vocab) if a != end for b in range(vocab)]
+
+    def log_prob(first, second, seq):
+        second_step = second[seq[0]].log_softmax(-1)[seq[1]] if len(seq) == 2 else 0.0
+        return first.log_softmax(-1)[seq[0]] + second_step
+
+    def log_pi(seq):
+        return log_prob(first_policy, second_policy, seq)
+
+    def log_ref(seq):
+        return log_prob(first_reference, second_reference, seq)
+
+    weights = torch.stack([log_pi(seq).exp() for seq in sequences])
+    torch.testing.assert_close(weights.sum(), torch.tensor(1.0))
+    exact = sum(weight * (log_pi(seq) - log_ref(seq)) for weight, seq in zip(weights, sequences))
+
+    # Teacher-forced logits along each sequence: position t holds the distribution that predicts token t.
+    policy_logits = torch.stack([torch.stack([first_policy, second_policy[seq[0]]]) for seq in sequences])
+    reference_logits = torch.stack([torch.stack([first_reference, second_reference[seq[0]]]) for seq in sequences])
+    mask = torch.tensor([[True, len(seq) == 2] for seq in sequences])
+    estimate = sequence_kl(policy_logits, reference_logits, mask)
+    assert (estimate >= 0).all()
+    torch.testing.assert_close((weights * estimate).sum(), exact)
+    assert exact > 0

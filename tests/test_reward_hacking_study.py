@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from rrpo_hf.study import (
     mean_confidence_interval,
     run_study,
 )
+from rrpo_hf.testbed import TestbedConfig
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,6 +98,7 @@ def _fake_run(seed: int, diffro_naturalness: float) -> dict:
             "oracle_naturalness": naturalness,
             "oracle_cer": 0.5,
             "oracle_artifact_rate": 0.01 * step,
+            "sqrt_kl_to_reference": 0.1 * step,
         }
 
     policies = {
@@ -125,6 +128,129 @@ def test_aggregate_builds_both_tables_with_intervals():
     assert summary["probes"]["base"]["artifact_delta_p"]["mean"] == pytest.approx(0.1)
     table = format_table1(summary)
     assert "| +DiffRO |" in table and "1.500 ±" in table
+    # paired by seed: RRPO − DiffRO naturalness is 1.0, 0.5, 0.0
+    paired = summary["paired"]
+    assert list(paired) == ["SFT − DiffRO", "RRPO − DiffRO"]
+    rrpo = paired["RRPO − DiffRO"]["oracle_naturalness"]
+    assert rrpo["mean"] == pytest.approx(0.5) and rrpo["n"] == 3
+    assert rrpo["half_width"] == pytest.approx(4.302653 * 0.5 / math.sqrt(3), rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- the world as an input
+
+
+def test_default_world_is_the_one_the_study_always_drew():
+    config = RewardHackingStudyConfig()
+    assert config.testbed == {}
+    assert config.testbed_config() == TestbedConfig(codebook_size=512, artifact_density=0.15)
+
+
+def test_testbed_overrides_reach_the_world_and_the_study_fields_keep_precedence():
+    config = RewardHackingStudyConfig(codebook_size=1024, testbed={"duration_jitter": 0.05, "seed": 3})
+    world = config.testbed_config()
+    assert (world.duration_jitter, world.seed, world.codebook_size, world.artifact_density) == (0.05, 3, 1024, 0.15)
+    # JSON on the command line
+    assert RewardHackingStudyConfig(testbed='{"stress_period": 2}').testbed_config().stress_period == 2
+    # a written world, passed back, draws the same world
+    again = RewardHackingStudyConfig(codebook_size=1024, testbed=json.loads(json.dumps(asdict(world))))
+    assert again.testbed_config() == world
+
+
+@pytest.mark.parametrize(
+    "testbed, message",
+    [
+        ({"jitter": 0.05}, "Unknown testbed fields"),
+        ({"codebook_size": 1024}, "contradicts the study's codebook_size"),
+        ({"artifact_density": 0.5}, "contradicts the study's artifact_density"),
+        ({"duration_jitter": 1.5}, "duration_jitter"),
+        ("[0.05]", "must map TestbedConfig fields"),
+    ],
+)
+def test_config_rejects_bad_testbed_overrides(testbed, message):
+    with pytest.raises(ValueError, match=message):
+        RewardHackingStudyConfig(testbed=testbed)
+
+
+def test_run_seed_draws_its_world_from_the_testbed_overrides(monkeypatch, tmp_path):
+    from rrpo_hf.study import stages
+
+    class Drawn(Exception):
+        pass
+
+    def capture(config):
+        raise Drawn(config)
+
+    monkeypatch.setattr(stages, "EmotionWorld", capture)
+    config = RewardHackingStudyConfig(testbed={"duration_jitter": 0.05})
+    with pytest.raises(Drawn) as drawn:
+        stages.run_seed(config, 0, str(tmp_path), log=lambda message: None)
+    assert drawn.value.args[0] == config.testbed_config()
+    assert drawn.value.args[0].duration_jitter == 0.05
+
+
+def test_run_seed_scores_with_the_oracle_overrides_and_renders_sft_speech_at_sft_intensity(monkeypatch, tmp_path):
+    from rrpo_hf.study import stages
+
+    class Stop(Exception):
+        pass
+
+    oracles, corpora = [], []
+    real_oracle, real_corpus = stages.Oracle, stages.make_emotion_corpus
+
+    def make_corpus(*args, **kwargs):
+        corpora.append(kwargs)
+        if len(corpora) == 2:  # the SFT corpus is the second: stop before any training
+            raise Stop
+        return real_corpus(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "Oracle", lambda world, config: oracles.append(config) or real_oracle(world, config))
+    monkeypatch.setattr(stages, "make_emotion_corpus", make_corpus)
+    config = RewardHackingStudyConfig(
+        num_train=12, num_test=6, oracle={"plausible_intensities": [0.5, 1.0]}, sft_intensity=[0.4, 0.7]
+    )
+    with pytest.raises(Stop):
+        stages.run_seed(config, 0, str(tmp_path), log=lambda message: None)
+    assert oracles == [config.oracle_config()] and oracles[0].plausible_intensities == (0.5, 1.0)
+    assert corpora[1]["intensity"] == (0.4, 0.7)
+    assert "intensity" not in corpora[0]  # the RM and test corpora stay at full strength
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"oracle": {"temprature": 0.5}}, "Unknown oracle fields"),
+        ({"oracle": {"plausible_intensities": [2.0]}}, "plausible_intensities"),
+        ({"sft_intensity": [0.1, 0.5, 1.0]}, "sft_intensity takes"),
+    ],
+)
+def test_bad_oracle_and_intensity_settings_fail_when_the_config_is_built(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        RewardHackingStudyConfig(**overrides)
+
+
+def test_results_and_report_record_the_world_and_the_paired_differences(monkeypatch, tmp_path):
+    from rrpo_hf.study import pipeline
+
+    naturalness = {0: 1.0, 1: 1.5, 2: 2.0}
+    monkeypatch.setattr(pipeline, "run_seed", lambda cfg, seed, workdir, log: _fake_run(seed, naturalness[seed]))
+    config = RewardHackingStudyConfig(
+        output_dir=str(tmp_path / "study"),
+        seeds=[0, 1, 2],
+        policy_methods=["DiffRO", "RRPO"],
+        testbed={"duration_jitter": 0.05},
+    )
+    run_study(config, log=lambda message: None)
+    saved = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert saved["world"] == json.loads(json.dumps(asdict(config.testbed_config())))
+    assert saved["world"]["duration_jitter"] == 0.05 and saved["world"]["codebook_size"] == config.codebook_size
+    assert [spec["name"] for spec in saved["world"]["languages"]] == ["alpha", "beta"]
+    assert saved["config"]["testbed"] == {"duration_jitter": 0.05}
+    assert saved["summary"]["paired"]["RRPO − DiffRO"]["oracle_naturalness"]["mean"] == pytest.approx(0.5)
+    report = (tmp_path / "study" / "report.md").read_text()
+    assert report.index("## Table 1 analogue") < report.index("| RRPO − DiffRO | ") < report.index("## Table 2")
+    configuration = report[report.index("## Configuration") :]
+    assert "| `duration_jitter` | `0.05` |" in configuration and "languages[beta]" in configuration
+    assert "| `policy_steps` | `60` |" in configuration
 
 
 # ------------------------------------------------------------------------------------------- end to end
@@ -161,6 +287,17 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
         for key in TABLE1_COLUMNS:
             assert math.isfinite(row[key]["mean"]), (row, key)
     assert set(summary["table2"]) == set(RM_VARIANTS)
+    assert saved["world"] == json.loads(json.dumps(asdict(config.testbed_config())))
+    # one seed: each paired difference is that seed's difference, without an interval
+    assert list(summary["paired"]) == ["SFT − DiffRO", "RRPO − DiffRO", "DiffRO-clean − DiffRO"]
+    policies = saved["per_seed"][0]["policies"]
+    for method in ("RRPO", "DiffRO-clean"):
+        for key in TABLE1_COLUMNS:
+            cell = summary["paired"][f"{method} − DiffRO"][key]
+            assert cell["mean"] == pytest.approx(policies[method]["final"][key] - policies["DiffRO"]["final"][key])
+            assert cell["n"] == 1 and math.isnan(cell["half_width"])
+    sft_reward = summary["paired"]["SFT − DiffRO"]["reward"]["mean"]
+    assert sft_reward == pytest.approx(-summary["table1"]["+DiffRO"]["reward_gain"]["mean"])
     for variant in RM_VARIANTS:
         for domain in TABLE2_DOMAINS:
             assert 0.0 <= summary["table2"][variant][domain]["wa"]["mean"] <= 100.0
@@ -176,14 +313,21 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
     curve = saved["per_seed"][0]["policies"]["DiffRO"]["curve"]
     assert [point["step"] for point in curve] == [0, 1, 2]
     assert np.isfinite([point["oracle_naturalness"] for point in curve]).all()
+    # the over-optimisation x-axis: sqrt KL from the SFT policy, 0 where training starts
+    assert curve[0]["sqrt_kl_to_reference"] == pytest.approx(0.0, abs=1e-3)
+    assert all(point["sqrt_kl_to_reference"] >= 0 for point in curve)
+    assert saved["oracle"] == json.loads(json.dumps(asdict(config.oracle_config())))
 
     report = (out / "report.md").read_text()
     for heading in ("Table 1 analogue", "Table 2 analogue", "Robustness probes", "| +RRPO |", "| +Adv |", "| clean |"):
         assert heading in report
+    assert "| RRPO − DiffRO | " in report and "## Configuration" in report
     for method in ("diffro", "rrpo", "diffro-clean"):
         png = out / f"curve_{method}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"curve_{method}.png" in report
+    assert (out / "overoptimisation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "overoptimisation.png" in report
     assert results["plots"] and results["wall_time_s"] > 0
 
 

@@ -86,3 +86,34 @@ def test_deepspeed_two_processes_matches_ddp(tmp_path, ddp_weights, config_name)
     assert weights.keys() == ddp_weights.keys()
     for name, tensor in weights.items():
         torch.testing.assert_close(tensor, ddp_weights[name], rtol=0, atol=2e-4, msg=name)
+
+
+@pytest.mark.slow
+def test_deepspeed_resume_matches_the_uninterrupted_run(tmp_path):
+    """ZeRO-2 skips `Trainer._load_from_checkpoint`; the EAM plan stream must still come back from the checkpoint,
+    so a run stopped at step 2 and resumed ends at the uninterrupted run's weights."""
+    # A constant learning rate: the interrupted run (max_steps 2) must train its two steps as the full run does.
+    schedule = [
+        "--lr_scheduler_type",
+        "constant",
+        "--warmup_steps",
+        "0",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+    ]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "resumed").mkdir()
+    full_dir, _ = launch(tmp_path / "full", "cpu_zero2", [*schedule, "--max_steps", "4"])
+    launch(tmp_path / "resumed", "cpu_zero2", [*schedule, "--max_steps", "2"])
+    resumed_dir, stdout = launch(
+        tmp_path / "resumed", "cpu_zero2", [*schedule, "--max_steps", "4", "--resume_from_checkpoint", "true"]
+    )
+    assert "not found" not in stdout
+    for rank in (0, 1):
+        assert (resumed_dir / "checkpoint-2" / f"eam_rng_state_{rank}.pth").is_file()
+    full, resumed = load_file(str(full_dir / "model.safetensors")), load_file(str(resumed_dir / "model.safetensors"))
+    assert full.keys() == resumed.keys()
+    for name, tensor in full.items():
+        assert torch.equal(resumed[name], tensor), name

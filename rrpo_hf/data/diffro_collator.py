@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .labels import UnknownEmotionError, normalize_emotion
+from .labels import UnknownEmotionError, emotion_key
 from .padding import right_pad
 from .speech_lm_collator import DataCollatorForCosyVoice2
 from .validation import describe_row
@@ -23,8 +23,9 @@ class DataCollatorForDiffRO:
     model label ids (``emotion_labels``), the speech tokens when ``with_speech`` (``speech_ids`` /
     ``speech_attention_mask``), a zero-shot prompt when a row has ``prompt_text`` / ``prompt_speech_tokens``
     (``prompt_speech_ids`` / ``prompt_speech_attention_mask`` / ``text_ratio_lengths``, see
-    :class:`DataCollatorForCosyVoice2`), and per-row metadata lists (``texts``, ``target_emotions`` as canonical
-    names and, when the column exists, ``languages``) for evaluation scorers.
+    :class:`DataCollatorForCosyVoice2`), and per-row metadata lists for evaluation scorers: ``texts``,
+    ``target_emotions`` (canonical names; a reward-model label that is no known emotion as written) and, when the
+    column exists, ``languages``.
     """
 
     tokenizer: Any = field(metadata={"help": "Text tokenizer with CosyVoice2's `<|endofprompt|>` token."})
@@ -70,13 +71,14 @@ class DataCollatorForDiffRO:
                 f"{where} has no '{self.emotion_column}': DiffRO needs a target emotion per prompt for the reward."
             )
         name = self._lm_collator._emotion_name(row[self.emotion_column], where)
-        canonical = normalize_emotion(name)
-        if canonical not in self.emotion_to_label_id:
+        # The trainer's rule (`emotion_label_ids`): the canonical name of a known emotion, else the label as written.
+        key = emotion_key(name)
+        if key not in self.emotion_to_label_id:
             raise UnknownEmotionError(
-                f"{where}: target emotion {canonical!r} is not a label of the reward model "
+                f"{where}: target emotion {key!r} is not a label of the reward model "
                 f"({sorted(self.emotion_to_label_id)})."
             )
-        return canonical
+        return key
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if len(features) == 0:

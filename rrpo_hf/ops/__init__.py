@@ -26,13 +26,14 @@ __all__ = [
 
 # DiffRO / RRPO policy step.
 from .gumbel import gumbel_softmax_sample, sample_gumbel_noise, soft_token_embedding  # noqa: E402
-from .kl import masked_mean, token_entropy, token_level_kl  # noqa: E402
+from .kl import masked_mean, sequence_kl, token_entropy, token_level_kl  # noqa: E402
 
 
 __all__ += [
     "gumbel_softmax_sample",
     "masked_mean",
     "sample_gumbel_noise",
+    "sequence_kl",
     "soft_token_embedding",
     "token_entropy",
     "token_level_kl",

@@ -52,10 +52,30 @@ def token_level_kl(
     return masked_mean(per_position, mask)
 
 
+def sequence_kl(policy_logits: torch.Tensor, reference_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sequence KL estimate ``sum_t KL(pi(.|prefix_t) || ref(.|prefix_t))`` over the valid positions, ``(B,)``.
+
+    By the chain rule, the KL of two autoregressive distributions over whole sequences is the expectation under
+    ``pi`` of this sum along a sequence drawn from ``pi``: its mean over sampled sequences estimates the
+    sequence-level ``KL(pi || ref)`` (each step contributes its exact, full-vocabulary KL, so the estimate is never
+    negative and has lower variance than the sampled log-ratio ``log pi(y) - log ref(y)``). Its square root is the
+    x-axis of the over-optimisation curves of Gao et al. (2022), "Scaling Laws for Reward Model Overoptimization".
+    The mean over samples is taken before the square root: ``sqrt(mean)``, not ``mean(sqrt)``.
+
+    Args:
+        policy_logits: ``(B, T, V)`` logits of the policy along each sequence (position ``t`` predicts token ``t``).
+        reference_logits: ``(B, T, V)`` logits of the reference policy on the same tokens.
+        mask: ``(B, T)`` true at the positions that belong to each sequence (its tokens and the step that ends it).
+    """
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be (batch, positions), got shape {tuple(mask.shape)}.")
+    return token_level_kl(policy_logits, reference_logits, mask=mask, reduction="none").sum(dim=-1)
+
+
 def token_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean entropy ``-sum_k p_k log p_k`` of ``softmax(logits)`` over the valid positions."""
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     return masked_mean(-(log_probs.exp() * log_probs).sum(dim=-1), mask)
 
 
-__all__ = ["masked_mean", "token_entropy", "token_level_kl"]
+__all__ = ["masked_mean", "sequence_kl", "token_entropy", "token_level_kl"]

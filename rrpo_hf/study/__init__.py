@@ -31,13 +31,31 @@ from .config import (
     RewardHackingStudyConfig,
 )
 from .pipeline import run_study
-from .report import format_changes, format_probe_table, format_table1, format_table2, plot_curves, render_report
+from .report import (
+    format_changes,
+    format_configuration,
+    format_paired_table,
+    format_probe_table,
+    format_table1,
+    format_table2,
+    plot_curves,
+    plot_overoptimisation,
+    render_report,
+)
 from .stages import optimize_policy, policy_prompts, run_probes, run_seed, train_reward_model, train_sft_policy
-from .statistics import aggregate, format_mean_ci, mean_confidence_interval
+from .statistics import (
+    PAIRED_CONTROL,
+    aggregate,
+    format_mean_ci,
+    mean_confidence_interval,
+    paired_difference_ci,
+    paired_differences,
+)
 
 
 __all__ = [
     "CLEAN_CORPUS_VARIANTS",
+    "PAIRED_CONTROL",
     "POLICY_METHODS",
     "RM_VARIANTS",
     "TABLE1_COLUMNS",
@@ -45,13 +63,18 @@ __all__ = [
     "RewardHackingStudyConfig",
     "aggregate",
     "format_changes",
+    "format_configuration",
     "format_mean_ci",
+    "format_paired_table",
     "format_probe_table",
     "format_table1",
     "format_table2",
     "mean_confidence_interval",
     "optimize_policy",
+    "paired_difference_ci",
+    "paired_differences",
     "plot_curves",
+    "plot_overoptimisation",
     "policy_prompts",
     "render_report",
     "run_probes",

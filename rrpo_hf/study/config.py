@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..testbed import OracleConfig, TestbedConfig
 
 
 #: Reward-model ablation rows of the paper's Table 2 (cumulative, each one flag away from the previous one).
@@ -72,8 +76,34 @@ class RewardHackingStudyConfig:
             "learn to emit glitches it can produce at all; real TTS LMs do produce some. 0: artifact-free SFT data."
         },
     )
+    sft_intensity: list[float] = field(
+        default_factory=lambda: [1.0],
+        metadata={
+            "help": "Emotion intensity of the SFT corpus: [s] for one value, [low, high] for a range drawn per "
+            "utterance (testbed `make_emotion_corpus(intensity=)`). [1]: full-strength emotion, as the RM corpora; "
+            "below 1: an under-expressive SFT corpus, which leaves the policy emotion headroom a reward can "
+            "genuinely add."
+        },
+    )
     test_artifact_rate: float = field(
         default=0.1, metadata={"help": "Artifacts per token inserted into every test utterance of 'alpha+artifacts'."}
+    )
+    testbed: dict[str, Any] | str | None = field(
+        default_factory=dict,
+        metadata={
+            "help": "Overrides of the testbed world's `TestbedConfig` fields (JSON on the command line), e.g. "
+            '{"duration_jitter": 0.05, "seed": 3}; empty: the default world. `codebook_size` and `artifact_density` '
+            "stay the study's own fields and always set those two world parameters (they also size the models and "
+            "the shortcut); a different value here is an error. The world actually used is written to results.json "
+            '("world") and the report, and can be passed back here to draw the same world again.'
+        },
+    )
+    oracle: dict[str, Any] | str | None = field(
+        default_factory=dict,
+        metadata={
+            "help": "Overrides of the oracle's `OracleConfig` fields (JSON on the command line), e.g. "
+            '{"plausible_intensities": [0, 0.5, 1]}; empty: the default oracle. Written to results.json ("oracle").'
+        },
     )
     # --- SFT policy
     policy_hidden_size: int = field(default=64, metadata={"help": "Toy policy hidden size."})
@@ -155,6 +185,44 @@ class RewardHackingStudyConfig:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}.")
         if self.policy_steps < 1 or self.eval_steps < 1:
             raise ValueError("policy_steps and eval_steps must be >= 1.")
+        if isinstance(self.testbed, str):
+            self.testbed = json.loads(self.testbed)
+        if not isinstance(self.testbed, dict | None):
+            raise ValueError(f"testbed must map TestbedConfig fields to values, got {self.testbed!r}.")
+        self.testbed = dict(self.testbed or {})
+        known = {f.name for f in dataclasses.fields(TestbedConfig)}
+        unknown = sorted(set(self.testbed) - known)
+        if unknown:
+            raise ValueError(f"Unknown testbed fields {unknown}; TestbedConfig has {sorted(known)}.")
+        for name in ("codebook_size", "artifact_density"):
+            if name in self.testbed and self.testbed[name] != getattr(self, name):
+                raise ValueError(
+                    f"testbed[{name!r}] = {self.testbed[name]!r} contradicts the study's {name} = "
+                    f"{getattr(self, name)!r}; set it with the study's own field."
+                )
+        self.testbed_config()  # invalid world parameters fail now, not after minutes of training
+        if len(self.sft_intensity) not in (1, 2):
+            raise ValueError(f"sft_intensity takes [s] or [low, high], got {self.sft_intensity}.")
+        if isinstance(self.oracle, str):
+            self.oracle = json.loads(self.oracle)
+        if not isinstance(self.oracle, dict | None):
+            raise ValueError(f"oracle must map OracleConfig fields to values, got {self.oracle!r}.")
+        self.oracle = dict(self.oracle or {})
+        known = {f.name for f in dataclasses.fields(OracleConfig)}
+        unknown = sorted(set(self.oracle) - known)
+        if unknown:
+            raise ValueError(f"Unknown oracle fields {unknown}; OracleConfig has {sorted(known)}.")
+        self.oracle_config()
+
+    def testbed_config(self) -> TestbedConfig:
+        """The world every seed is drawn in: `TestbedConfig` defaults, then `testbed`, then the study's own fields."""
+        return TestbedConfig(
+            **{**self.testbed, "codebook_size": self.codebook_size, "artifact_density": self.artifact_density}
+        )
+
+    def oracle_config(self) -> OracleConfig:
+        """The oracle every seed is scored by: `OracleConfig` defaults, then `oracle`."""
+        return OracleConfig(**self.oracle)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

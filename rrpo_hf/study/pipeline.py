@@ -6,6 +6,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,18 @@ from tqdm.auto import tqdm
 
 from ..utils.saving import atomic_write_text
 from .config import RewardHackingStudyConfig
-from .report import plot_curves, render_report
+from .report import plot_curves, plot_overoptimisation, render_report
 from .stages import print_flushed, run_seed
 from .statistics import aggregate
 
 
 def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run every seed, aggregate, write ``results.json``, ``report.md`` and the curve PNGs to ``cfg.output_dir``."""
+    """Run every seed, aggregate, write ``results.json``, ``report.md`` and the curve PNGs to ``cfg.output_dir``.
+
+    ``results.json`` holds the study config and, under ``"world"``, every parameter of the testbed world the seeds
+    were drawn in (the resolved `TestbedConfig`, languages included), so that a run can be reproduced or another
+    world drawn from the file alone.
+    """
     log = log or print_flushed
     try:
         import matplotlib  # noqa: F401  (checked now: the curves are drawn after minutes of training)
@@ -42,10 +48,19 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
             datasets.enable_progress_bars()
     summary = aggregate(cfg, per_seed)
     plots = plot_curves(per_seed, cfg.policy_methods, output_dir)
+    plots.append(plot_overoptimisation(per_seed, cfg.policy_methods, output_dir))
     wall_time = time.perf_counter() - start
-    results = {"config": cfg.to_dict(), "summary": summary, "per_seed": per_seed, "wall_time_s": wall_time}
+    world = asdict(cfg.testbed_config())  # the world `run_seed` built for every seed
+    results = {
+        "config": cfg.to_dict(),
+        "world": world,
+        "oracle": asdict(cfg.oracle_config()),
+        "summary": summary,
+        "per_seed": per_seed,
+        "wall_time_s": wall_time,
+    }
     atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2, default=float))
-    report = render_report(cfg, summary, plots, wall_time)
+    report = render_report(cfg, summary, plots, wall_time, world=world)
     atomic_write_text(output_dir / "report.md", report)
     return {**results, "report": report, "plots": plots}
 

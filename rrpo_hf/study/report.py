@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from ..utils.saving import atomic_write
 from .config import POLICY_METHODS, TABLE1_COLUMNS, TABLE2_DOMAINS, RewardHackingStudyConfig
@@ -18,6 +22,65 @@ def format_table1(summary: dict) -> str:
     for row, scores in summary["table1"].items():
         cells = [format_mean_ci(scores[key]["mean"], scores[key]["ci"]) for key in TABLE1_COLUMNS]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_paired_table(summary: dict, confidence: float = 0.95) -> str:
+    """Paired differences against DiffRO (``summary["paired"]``): one row per comparison, Table 1's columns."""
+    paired = summary.get("paired") or {}
+    if not paired:
+        return "(no paired differences: DiffRO, the control they are taken against, was not run)"
+    headers = [TABLE1_COLUMNS[key][0] for key in TABLE1_COLUMNS]
+    lines = ["| comparison | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
+    counts = set()
+    for row, scores in paired.items():
+        cells = []
+        for key in TABLE1_COLUMNS:
+            cell = scores[key]
+            counts.add(cell["n"])
+            if not math.isfinite(cell["mean"]):
+                cells.append("n/a")
+            elif not math.isfinite(cell["half_width"]):
+                cells.append(f"{cell['mean']:+.3f}")
+            else:
+                cells.append(f"{cell['mean']:+.3f} ± {cell['half_width']:.3f}")
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    n = "/".join(str(k) for k in sorted(counts))
+    lines += [
+        "",
+        f"Each cell: mean over seeds (n = {n}) of the per-seed difference, row method − DiffRO, ± the half-width of "
+        f"its {confidence:.0%} t-interval. A seed's methods share its corpora and SFT policy, so the seed-to-seed "
+        "spread they share cancels. An interval that excludes 0 separates the two methods; one that includes 0 "
+        "does not (the seeds cannot tell them apart), however far apart the per-method intervals of Table 1 look. "
+        "Signs are raw: higher is better for the emotion score, naturalness and RM accuracy, lower for CER and the "
+        "artifact rate. The reward column compares each method's own RM with DiffRO's base RM, except in "
+        "SFT − DiffRO (both under the base RM: minus DiffRO's reward gain). Without an interval: one seed.",
+    ]
+    return "\n".join(lines)
+
+
+def format_configuration(cfg: RewardHackingStudyConfig, world: dict | None) -> str:
+    """The study's settings and the resolved world, one parameter a row: what another run needs to redo this one."""
+
+    def rows(params: dict) -> list[str]:
+        return [f"| `{name}` | `{json.dumps(value, default=str)}` |" for name, value in params.items()]
+
+    lines = ["### Study (`RewardHackingStudyConfig`)", "", "| parameter | value |", "|---|---|", *rows(cfg.to_dict())]
+    if world is not None:
+        world = dict(world)
+        languages = world.pop("languages", ())
+        lines += [
+            "",
+            "### World (`TestbedConfig`)",
+            "",
+            "Pass these as the study's `testbed` to draw the same world again; `codebook_size` and "
+            "`artifact_density` are the study's own fields.",
+            "",
+            "| parameter | value |",
+            "|---|---|",
+            *rows(world),
+            *rows({f"languages[{spec['name']}]": spec for spec in languages}),
+        ]
     return "\n".join(lines)
 
 
@@ -116,7 +179,51 @@ def plot_curves(per_seed: list[dict], methods: Sequence[str], output_dir: str | 
     return paths
 
 
-def render_report(cfg: RewardHackingStudyConfig, summary: dict, plots: Sequence[str], wall_time_s: float) -> str:
+def plot_overoptimisation(per_seed: list[dict], methods: Sequence[str], output_dir: str | os.PathLike) -> str:
+    """Over-optimisation curves (Gao et al. 2022): proxy reward and oracle scores against sqrt KL(π ‖ π_SFT).
+
+    One line per method, each point the mean over seeds at one evaluation step; the x-axis is the square root of the
+    mean sequence KL of the evaluation samples from the SFT policy (`DiffROConfig.eval_kl`). A proxy reward that
+    keeps rising while the oracle scores peak and fall is over-optimisation of the reward model.
+    """
+    import matplotlib  # optional (the `plots` extra), and only the curves need it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("reward", "RM reward (proxy)"),
+        ("oracle_emotion_score", "oracle emotion score"),
+        ("oracle_naturalness", "oracle naturalness"),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(12.0, 3.6), sharex=True)
+    for method in methods:
+        curves = [run["policies"][method]["curve"] for run in per_seed]
+        steps = min(len(curve) for curve in curves)
+        x = [np.mean([curve[i]["sqrt_kl_to_reference"] for curve in curves]) for i in range(steps)]
+        for axis, (key, label) in zip(axes, panels):
+            axis.plot(
+                x, [np.mean([curve[i][key] for curve in curves]) for i in range(steps)], "-o", ms=3, label=method
+            )
+            axis.set_title(label)
+            axis.set_xlabel("sqrt KL(π ‖ π_SFT) (nats^½)")
+    axes[0].legend()
+    fig.suptitle(f"Over-optimisation: mean over {len(per_seed)} seed(s) at each evaluation step")
+    fig.tight_layout()
+    path = Path(output_dir) / "overoptimisation.png"
+    atomic_write(path, functools.partial(fig.savefig, format="png", dpi=110))
+    plt.close(fig)
+    return str(path)
+
+
+def render_report(
+    cfg: RewardHackingStudyConfig,
+    summary: dict,
+    plots: Sequence[str],
+    wall_time_s: float,
+    world: dict | None = None,
+) -> str:
+    """``report.md``; ``world`` (the resolved `TestbedConfig` as a dict) joins the Configuration section."""
     seeds = len(cfg.seeds)
     ci_note = f"mean ± {cfg.confidence:.0%} CI (t-distribution) over {seeds} seeds" if seeds > 1 else "1 seed (no CI)"
     parts = [
@@ -157,6 +264,10 @@ def render_report(cfg: RewardHackingStudyConfig, summary: dict, plots: Sequence[
         "",
         format_table1(summary),
         "",
+        "### Paired differences against DiffRO",
+        "",
+        format_paired_table(summary, cfg.confidence),
+        "",
         "### Change from the SFT policy (means over seeds)",
         "",
         format_changes(summary),
@@ -176,12 +287,18 @@ def render_report(cfg: RewardHackingStudyConfig, summary: dict, plots: Sequence[
         "",
         *[f"![{Path(p).stem}]({Path(p).name})" for p in plots],
         "",
+        "## Configuration",
+        "",
+        format_configuration(cfg, world),
+        "",
     ]
     return "\n".join(parts)
 
 
 __all__ = [
     "format_changes",
+    "format_configuration",
+    "format_paired_table",
     "format_probe_table",
     "format_table1",
     "format_table2",

@@ -20,7 +20,6 @@ from ..evaluation import robustness
 from ..testbed import (
     EmotionWorld,
     Oracle,
-    TestbedConfig,
     build_testbed_tokenizer,
     insert_artifacts,
     make_emotion_corpus,
@@ -211,6 +210,7 @@ def optimize_policy(
         eval_strategy="steps",
         eval_steps=cfg.eval_steps,
         eval_seed=seed + 1234,
+        eval_kl=True,  # the curves' x-axis: sqrt KL(policy || SFT policy) on the evaluation samples
     )
     trainer = DiffROTrainer(
         model=copy.deepcopy(sft_policy),
@@ -248,8 +248,8 @@ def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callab
     """The whole pipeline for one seed; ``log`` gets one line per stage (default: print, flushed)."""
     log = log or print_flushed
     timings: dict[str, float] = {}
-    world = EmotionWorld(TestbedConfig(codebook_size=cfg.codebook_size, artifact_density=cfg.artifact_density))
-    oracle = Oracle(world)
+    world = EmotionWorld(cfg.testbed_config())  # the study's `testbed` overrides; see its help
+    oracle = Oracle(world, cfg.oracle_config())
     natural = make_emotion_corpus("alpha", cfg.num_train, cfg.num_test, world=world, seed=seed)
     # Same texts and renderings as `natural` (same seed); only the train split gets emotion-independent artifacts.
     sft_corpus = make_emotion_corpus(
@@ -260,6 +260,7 @@ def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callab
         seed=seed,
         spurious_artifact_rate=cfg.sft_artifact_rate,
         spurious_emotions=tuple(CANONICAL_EMOTIONS),
+        intensity=cfg.sft_intensity[0] if len(cfg.sft_intensity) == 1 else tuple(cfg.sft_intensity),
     )
     spurious = make_emotion_corpus(
         "alpha",

@@ -1,4 +1,4 @@
-"""Mean ± confidence interval over seeds, and the per-seed results aggregated into the study's tables."""
+"""Mean ± confidence interval over seeds, paired differences between methods, and the study's aggregate tables."""
 
 from __future__ import annotations
 
@@ -28,6 +28,28 @@ def mean_confidence_interval(values: Sequence[float], confidence: float = 0.95) 
     return mean, float(stats.t.ppf(0.5 + confidence / 2, df=array.size - 1) * sem)
 
 
+def paired_difference_ci(
+    treatment: Sequence[float], control: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, int]:
+    """Mean and t-interval half-width of the per-seed differences ``treatment[i] - control[i]``, and their count.
+
+    Within a seed every method starts from the same corpora and SFT policy, so most of the seed-to-seed spread is
+    shared; the interval of the differences removes it, where comparing two per-method intervals does not. Pairs with
+    a missing or non-finite value are dropped (``n`` counts the rest); ``n = 1`` gives a ``nan`` half-width, as
+    :func:`mean_confidence_interval` does.
+    """
+    if len(treatment) != len(control):
+        raise ValueError(
+            f"Paired values need one control per treatment value (same seeds), got {len(treatment)} and "
+            f"{len(control)}."
+        )
+    differences = [
+        t - c for t, c in zip(treatment, control) if t is not None and c is not None and math.isfinite(t - c)
+    ]
+    mean, half_width = mean_confidence_interval(differences, confidence)
+    return mean, half_width, len(differences)
+
+
 def format_mean_ci(mean: float, half_width: float, digits: int = 3) -> str:
     """A table cell: ``mean ± half-width``, the bare mean without an interval (one seed), ``n/a`` without data."""
     if not math.isfinite(mean):
@@ -38,7 +60,7 @@ def format_mean_ci(mean: float, half_width: float, digits: int = 3) -> str:
 
 
 def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, Any]:
-    """Mean ± CI over seeds of Table 1, Table 2 and the probes."""
+    """Mean ± CI over seeds of Table 1, Table 2 and the probes, and the paired differences against DiffRO."""
 
     def ci(values):
         mean, half = mean_confidence_interval(values, cfg.confidence)
@@ -69,7 +91,43 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
         probes[variant] = {
             key: ci([run["probes"][variant][key] for run in per_seed if key in run["probes"][variant]]) for key in keys
         }
-    return {"table1": table1, "table2": table2, "probes": probes}
+    return {"table1": table1, "table2": table2, "probes": probes, "paired": paired_differences(cfg, per_seed)}
 
 
-__all__ = ["aggregate", "format_mean_ci", "mean_confidence_interval"]
+#: The method every paired difference is taken against: the vanilla-RM baseline whose hacking RRPO should reduce.
+PAIRED_CONTROL = "DiffRO"
+
+
+def paired_differences(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, dict[str, dict]]:
+    """``"<method> − DiffRO"`` -> Table 1 metric -> ``{"mean", "half_width", "n"}`` of the per-seed differences.
+
+    One row per policy method other than DiffRO, and ``"SFT − DiffRO"``: the starting policy as DiffRO's run scored it
+    (same evaluation prompts and RM), so that its reward column is minus DiffRO's reward gain. The other methods'
+    reward columns compare different RMs (each method's own). Empty when DiffRO was not run.
+    """
+    if PAIRED_CONTROL not in cfg.policy_methods:
+        return {}
+    control = [run["policies"][PAIRED_CONTROL]["final"] for run in per_seed]
+    treatments = {"SFT": [run["policies"][PAIRED_CONTROL]["start"] for run in per_seed]}
+    for method in cfg.policy_methods:
+        if method != PAIRED_CONTROL:
+            treatments[method] = [run["policies"][method]["final"] for run in per_seed]
+    paired: dict[str, dict[str, dict]] = {}
+    for name, rows in treatments.items():
+        paired[f"{name} − {PAIRED_CONTROL}"] = {}
+        for key in TABLE1_COLUMNS:
+            mean, half_width, n = paired_difference_ci(
+                [row.get(key) for row in rows], [row.get(key) for row in control], cfg.confidence
+            )
+            paired[f"{name} − {PAIRED_CONTROL}"][key] = {"mean": mean, "half_width": half_width, "n": n}
+    return paired
+
+
+__all__ = [
+    "PAIRED_CONTROL",
+    "aggregate",
+    "format_mean_ci",
+    "mean_confidence_interval",
+    "paired_difference_ci",
+    "paired_differences",
+]

@@ -2,12 +2,16 @@
 
 Schema (docs/testbed.md): ``text`` (space-separated phonemes), ``speech_tokens``
 (``list[int]`` in ``[0, codebook_size)``), ``emotion`` (``ClassLabel`` over
-``CANONICAL_EMOTIONS``), ``language``, ``speaker``, ``corpus``.
+``CANONICAL_EMOTIONS``), ``language``, ``speaker``, ``corpus``; plus ``intensity`` (float, the
+emotion intensity each utterance was rendered with) only when ``intensity`` is not the default 1,
+so default corpora keep their schema.
 
 Emotions are balanced (each split cycles through the six emotions, then is shuffled). The
 train and test splits use independent random streams spawned from ``seed``, so the test split
 of a corpus does not change when ``num_train`` changes. Spurious artifacts (see
 :mod:`rrpo_hf.testbed.world`) go into the train split only, unless ``spurious_in_test=True``.
+Intensities sampled from a range come from a third stream spawned from ``seed`` (drawn only
+then), so texts, emotions and speakers of a split are the same at every intensity.
 """
 
 from __future__ import annotations
@@ -33,18 +37,34 @@ def build_testbed_tokenizer(world: EmotionWorld | TestbedConfig | None = None, i
     return build_tiny_cosyvoice2_tokenizer(phonemes + instruction_words(instruction_template))
 
 
-def corpus_features() -> Features:
-    """The ``datasets.Features`` of every testbed split."""
-    return Features(
-        {
-            "text": Value("string"),
-            "speech_tokens": SequenceFeature(Value("int32")),
-            "emotion": ClassLabel(names=list(CANONICAL_EMOTIONS)),
-            "language": Value("string"),
-            "speaker": Value("string"),
-            "corpus": Value("string"),
-        }
-    )
+def corpus_features(with_intensity: bool = False) -> Features:
+    """The ``datasets.Features`` of every testbed split (``with_intensity``: add the ``intensity`` column)."""
+    features = {
+        "text": Value("string"),
+        "speech_tokens": SequenceFeature(Value("int32")),
+        "emotion": ClassLabel(names=list(CANONICAL_EMOTIONS)),
+        "language": Value("string"),
+        "speaker": Value("string"),
+        "corpus": Value("string"),
+    }
+    if with_intensity:
+        features["intensity"] = Value("float64")
+    return Features(features)
+
+
+def _intensity_range(intensity: float | Sequence[float]) -> tuple[float, float]:
+    """``intensity`` (a number, or a ``(low, high)`` range) as a validated ``(low, high)`` pair."""
+    if isinstance(intensity, (int, float, np.integer, np.floating)) and not isinstance(intensity, bool):
+        low = high = float(intensity)
+    elif isinstance(intensity, Sequence) and not isinstance(intensity, str) and len(intensity) == 2:
+        low, high = (float(v) for v in intensity)
+    else:
+        raise ValueError(f"intensity must be a number or a (low, high) pair, got {intensity!r}.")
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0:
+        raise ValueError(f"intensity must be finite and >= 0 (1 = natural full strength), got {intensity!r}.")
+    if low > high:
+        raise ValueError(f"intensity range needs low <= high, got low={low}, high={high}.")
+    return low, high
 
 
 def _spurious_emotion_ids(spurious_emotions: Sequence[str | int]) -> np.ndarray:
@@ -61,15 +81,20 @@ def generate_split(
     rng: np.random.Generator,
     spurious_artifact_rate: float = 0.0,
     spurious_emotion_ids: np.ndarray | None = None,
+    intensities: np.ndarray | None = None,
 ) -> dict[str, list]:
-    """Columns of one split (plain Python lists), vectorised over utterances."""
+    """Columns of one split (plain Python lists), vectorised over utterances.
+
+    ``intensities`` (one per utterance) are passed to :meth:`EmotionWorld.render` and returned as
+    the ``intensity`` column; ``None`` renders at intensity 1 and adds no column.
+    """
     if spurious_emotion_ids is None:
         spurious_emotion_ids = np.zeros(0, dtype=np.int64)
     spec = world.language_spec(language)
     emotions = rng.permutation(np.resize(np.arange(len(CANONICAL_EMOTIONS)), num)) if num else np.zeros(0, int)
     speakers = rng.integers(0, num_speakers, size=num)
     phoneme_ids = world.sample_texts(num, language, rng)
-    tokens = world.render(phoneme_ids, emotions, language, speakers, rng)
+    tokens = world.render(phoneme_ids, emotions, language, speakers, rng, intensities)
     artifact_seed = int(rng.integers(2**31))
     if spurious_artifact_rate > 0 and num:
         hit = np.isin(emotions, spurious_emotion_ids) & (rng.random(num) < spurious_artifact_rate)
@@ -78,7 +103,7 @@ def generate_split(
         corrupted = insert_artifacts([tokens[i] for i in chosen], world.config.artifact_density, world, artifact_seed)
         for i, new in zip(chosen, corrupted):
             tokens[i] = new
-    return {
+    columns = {
         "text": [" ".join(spec.phonemes[i] for i in p) for p in phoneme_ids],
         "speech_tokens": tokens,
         "emotion": emotions.tolist(),
@@ -86,6 +111,9 @@ def generate_split(
         "speaker": [f"{language}_spk{s}" for s in speakers],
         "corpus": [f"testbed-{language}"] * num,
     }
+    if intensities is not None:
+        columns["intensity"] = np.asarray(intensities, dtype=np.float64).tolist()
+    return columns
 
 
 def make_emotion_corpus(
@@ -99,6 +127,7 @@ def make_emotion_corpus(
     seed: int = 0,
     world: EmotionWorld | TestbedConfig | None = None,
     spurious_in_test: bool = False,
+    intensity: float | tuple[float, float] = 1.0,
 ) -> DatasetDict:
     """Build a seeded ``DatasetDict({"train", "test"})`` of natural emotional speech tokens.
 
@@ -114,6 +143,11 @@ def make_emotion_corpus(
             (motifs) is ``TestbedConfig.seed``.
         world: an existing world or config; default ``EmotionWorld(codebook_size=codebook_size)``.
         spurious_in_test: also corrupt the test split (for probes that want it).
+        intensity: emotion intensity ``s >= 0`` of every utterance (1 = natural full strength,
+            ``< 1`` under-expressive, ``> 1`` exaggerated; see :mod:`rrpo_hf.testbed.world`), or a
+            ``(low, high)`` range sampled uniformly per utterance from its own random stream. Any
+            value but the default adds an ``intensity`` column; the default draws nothing extra, so
+            default corpora are unchanged.
     """
     if world is None:
         world = EmotionWorld(TestbedConfig(codebook_size=codebook_size))
@@ -129,9 +163,21 @@ def make_emotion_corpus(
     if not 0.0 <= spurious_artifact_rate <= 1.0:
         raise ValueError(f"spurious_artifact_rate must be in [0, 1], got {spurious_artifact_rate}.")
     spurious_ids = _spurious_emotion_ids(spurious_emotions)
+    low, high = _intensity_range(intensity)
+    modulated = not low == high == 1.0
 
-    train_seq, test_seq = np.random.SeedSequence([seed, world.language_names.index(language)]).spawn(2)
-    features = corpus_features()
+    # spawning a third child leaves the first two (and so the default corpus) unchanged
+    train_seq, test_seq, intensity_seq = np.random.SeedSequence([seed, world.language_names.index(language)]).spawn(3)
+
+    def split_intensities(num: int, stream: np.random.SeedSequence) -> np.ndarray | None:
+        if not modulated:
+            return None
+        if low == high:
+            return np.full(num, low)
+        return np.random.default_rng(stream).uniform(low, high, size=num)
+
+    train_intensity_seq, test_intensity_seq = intensity_seq.spawn(2)
+    features = corpus_features(with_intensity=modulated)
     train = generate_split(
         world,
         num_train,
@@ -140,6 +186,7 @@ def make_emotion_corpus(
         np.random.default_rng(train_seq),
         spurious_artifact_rate,
         spurious_ids,
+        split_intensities(num_train, train_intensity_seq),
     )
     test = generate_split(
         world,
@@ -149,6 +196,7 @@ def make_emotion_corpus(
         np.random.default_rng(test_seq),
         spurious_artifact_rate if spurious_in_test else 0.0,
         spurious_ids,
+        split_intensities(num_test, test_intensity_seq),
     )
     return DatasetDict(
         {"train": Dataset.from_dict(train, features=features), "test": Dataset.from_dict(test, features=features)}

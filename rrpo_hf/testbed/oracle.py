@@ -26,7 +26,11 @@ For an utterance with text ``x`` (``L`` phonemes, language with motif length ``m
    Prosody distance: ``D_e = w_bank·‖f − f̂_e‖₁ + w_dur·|ln(ρ/ρ̂_e)|``.
 4. **Emotion truth**: ``P(e | tokens, x) = softmax_e(−D_e / T)``; ``emotion_prob = P(e*)``,
    ``emotion_pred = argmax_e P``.
-5. **Prosody plausibility**: ``π = exp(−min_e D_e)`` (1 for a perfect rendering of *some* emotion).
+5. **Prosody plausibility**: ``π = exp(−min_e D_e)`` (1 for a perfect rendering of *some* emotion). With
+   ``OracleConfig.plausible_intensities`` (default ``(1.0,)``: full-strength renderings only), the minimum runs over
+   the expected renderings at every listed emotion intensity ``s`` as well (``docs/testbed.md``, "Emotion
+   intensity"): mildly expressed speech is then natural too, while emotion truth (4.) stays measured against the
+   full-strength renderings, so the emotion score keeps rewarding intensity.
 6. **Naturalness (N-MOS analogue, 1..5)**:
    ``N = 1 + 4·(1 − min(CER, 1))·exp(−κ·a)·π``.
 7. **Emotion score (E-MOS analogue, 1..5)**: ``E = 1 + 4·P(e*)``.
@@ -47,7 +51,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..data.labels import CANONICAL_EMOTIONS
-from .world import NUM_REGISTERS, EmotionWorld, TestbedConfig, emotion_to_id, expected_accent_count
+from .world import NEUTRAL_REGISTER, NUM_REGISTERS, EmotionWorld, TestbedConfig, emotion_to_id, expected_accent_count
 
 
 #: Per-utterance scalar keys of :meth:`Oracle.score` (averaged by :meth:`Oracle.summarize`).
@@ -72,8 +76,22 @@ class OracleConfig:
     artifact_penalty: float = field(
         default=20.0, metadata={"help": "κ: naturalness factor exp(-κ·artifact_rate); 5% artifacts -> x0.37."}
     )
+    plausible_intensities: tuple[float, ...] = field(
+        default=(1.0,),
+        metadata={
+            "help": "Emotion intensities in [0, 1] whose expected renderings count as natural prosody for the "
+            "plausibility π. (1.0,): full-strength speech only (weakly expressed speech then reads as implausible); "
+            "e.g. 0, 0.1, ..., 1: any natural strength, as a world with expressive headroom needs."
+        },
+    )
 
     def __post_init__(self):
+        self.plausible_intensities = tuple(float(value) for value in self.plausible_intensities)
+        if not self.plausible_intensities or not all(0.0 <= value <= 1.0 for value in self.plausible_intensities):
+            raise ValueError(
+                f"plausible_intensities must be a non-empty list of intensities in [0, 1], got "
+                f"{self.plausible_intensities}."
+            )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         if min(self.bank_weight, self.duration_weight, self.artifact_penalty) < 0:
@@ -265,17 +283,19 @@ class Oracle:
         observed = observed.reshape(num, NUM_REGISTERS + 1) / np.maximum(natural_counts, 1)[:, None]
         mean_run = natural_counts / np.maximum(run_counts, 1)
 
-        expected_fractions, expected_run = self.expected_prosody(text_lengths, self._motif_lengths[lang_ids])
-        bank_mismatch = np.abs(observed[:, None, :] - expected_fractions).sum(-1)
-        with np.errstate(divide="ignore"):
-            duration_mismatch = np.abs(np.log(np.maximum(mean_run, 1e-9)[:, None] / expected_run))
-        distance = cfg.bank_weight * bank_mismatch + cfg.duration_weight * duration_mismatch
+        motif_lengths = self._motif_lengths[lang_ids]
+        distance = self._prosody_distance(observed, mean_run, text_lengths, motif_lengths, intensity=1.0)
 
         logits = -distance / cfg.temperature
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
-        plausibility = np.exp(-distance.min(axis=1))
+        nearest = distance.min(axis=1)
+        for intensity in cfg.plausible_intensities:
+            if intensity != 1.0:
+                weaker = self._prosody_distance(observed, mean_run, text_lengths, motif_lengths, intensity)
+                nearest = np.minimum(nearest, weaker.min(axis=1))
+        plausibility = np.exp(-nearest)
 
         silent = natural_counts == 0
         probs[silent] = 1.0 / len(CANONICAL_EMOTIONS)
@@ -301,20 +321,46 @@ class Oracle:
             "num_tokens": token_lengths,
         }
 
-    def expected_prosody(self, num_phonemes: np.ndarray, motif_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Expected bank fractions (B, 6, 4) and mean run lengths (B, 6) of each emotion's rendering."""
+    def _prosody_distance(self, observed, mean_run, text_lengths, motif_lengths, intensity: float) -> np.ndarray:
+        """``D_e`` (B, 6) of the observed features to each emotion's expected rendering at ``intensity``."""
+        cfg = self.config
+        expected_fractions, expected_run = self.expected_prosody(text_lengths, motif_lengths, intensity)
+        bank_mismatch = np.abs(observed[:, None, :] - expected_fractions).sum(-1)
+        with np.errstate(divide="ignore"):
+            duration_mismatch = np.abs(np.log(np.maximum(mean_run, 1e-9)[:, None] / expected_run))
+        return cfg.bank_weight * bank_mismatch + cfg.duration_weight * duration_mismatch
+
+    def expected_prosody(
+        self, num_phonemes: np.ndarray, motif_lengths: np.ndarray, intensity: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Expected bank fractions (B, 6, 4) and mean run lengths (B, 6) of each emotion's rendering.
+
+        At intensity ``s`` in [0, 1] (the world's rule: register, duration and accent each applied with
+        probability ``s``), a unit lasts ``d_s = s·d_e + 1 − s`` tokens on average, ``s·S`` stressed phonemes are
+        accented, and of the unaccented tokens a share ``s`` is in bank ``r_e``, the rest in the neutral bank.
+        ``s = 1`` is the full-strength rendering of the module docstring.
+        """
         world, wcfg = self.world, self.world.config
         num_phonemes = np.asarray(num_phonemes, dtype=np.float64)[:, None]
         num_units = num_phonemes * np.asarray(motif_lengths, dtype=np.float64)[:, None]
         stressed = expected_accent_count(num_phonemes, wcfg.stress_period)
         duration = world.emotion_duration[None, :].astype(np.float64)
         accent = world.emotion_accent[None, :].astype(np.float64)
-        accent_tokens = accent * stressed * (duration + wcfg.accent_lengthening)
-        base_tokens = (num_units - accent * stressed) * duration
-        total = accent_tokens + base_tokens
-        fractions = np.zeros((len(num_phonemes), len(CANONICAL_EMOTIONS), NUM_REGISTERS + 1))
         emotions = np.arange(len(CANONICAL_EMOTIONS))
-        fractions[:, emotions, world.emotion_register] = base_tokens / total
+        fractions = np.zeros((len(num_phonemes), len(CANONICAL_EMOTIONS), NUM_REGISTERS + 1))
+        if intensity == 1.0:
+            accent_tokens = accent * stressed * (duration + wcfg.accent_lengthening)
+            base_tokens = (num_units - accent * stressed) * duration
+            total = accent_tokens + base_tokens
+            fractions[:, emotions, world.emotion_register] = base_tokens / total
+        else:
+            duration = intensity * duration + (1.0 - intensity)
+            accented = accent * stressed * intensity
+            accent_tokens = accented * (duration + wcfg.accent_lengthening)
+            base_tokens = (num_units - accented) * duration
+            total = accent_tokens + base_tokens
+            fractions[:, emotions, world.emotion_register] = intensity * base_tokens / total
+            fractions[:, emotions, NEUTRAL_REGISTER] += (1.0 - intensity) * base_tokens / total
         fractions[:, emotions, (world.emotion_register + 1) % NUM_REGISTERS] += accent_tokens / total
         mean_run = total / num_units + wcfg.duration_jitter
         return fractions, mean_run

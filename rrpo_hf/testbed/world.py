@@ -51,6 +51,22 @@ from the speaker's variant distribution.
 Every register bank is used by three emotions, so no single token identifies the emotion; the
 bank mixture and the run lengths of a whole utterance do.
 
+Emotion intensity. Each utterance has an intensity ``s >= 0`` (``s = 1``, the default, is the
+natural full-strength rendering above). Per phoneme, independently:
+
+* register: bank ``r_e`` with probability ``min(s, 1)``, else the neutral register 1 (mid);
+* duration: an emotion with ``d_e > 1`` emits each unit ``d_e`` times with probability
+  ``min(s, 1)``, else once;
+* accent: a stressed phoneme of an accented emotion is accented with probability ``min(s, 1)``;
+  for ``s > 1`` (exaggeration) an unstressed phoneme of an accented emotion is accented too, with
+  probability ``min(s - 1, 1)``. An accent always uses the emotion's bank ``(r_e + 1) mod 3``.
+
+So ``s = 0`` is neutral speech, ``0 < s < 1`` an under-expressed emotion (the oracle's emotion
+score falls), and ``s > 1`` puts accents where natural speech has none (the oracle's prosody
+plausibility falls); emotions without an accent render the same for every ``s >= 1``. When every
+intensity is 1 no extra random number is drawn, so default corpora are those of a world without
+intensities.
+
 Artifacts. Natural speech never contains artifact ids. With ``spurious_artifact_rate = q`` a
 training corpus puts ``max(1, round(artifact_density * n))`` artifact tokens at random
 positions of each utterance whose emotion is in ``spurious_emotions`` with probability ``q``
@@ -93,6 +109,9 @@ EMOTION_PROSODY: dict[str, ProsodyRule] = {
     "fearful": ProsodyRule(register=0, duration=1, accent=True),
 }
 
+#: Register a weakly expressed phoneme falls back to (the neutral emotion's).
+NEUTRAL_REGISTER: int = EMOTION_PROSODY["neutral"].register
+
 
 @dataclass(frozen=True)
 class LanguageSpec:
@@ -112,7 +131,13 @@ DEFAULT_LANGUAGES: tuple[LanguageSpec, ...] = (
 
 @dataclass
 class TestbedConfig:
-    """Parameters of the synthetic world (codebook layout, languages, prosody noise, speakers)."""
+    """Parameters of the synthetic world (codebook layout, languages, prosody noise, speakers).
+
+    Emotion intensity is not a world parameter: it belongs to each utterance (a corpus can be
+    under-expressive while another corpus of the same world is fully expressive). Pass it to
+    ``make_emotion_corpus(intensity=...)``, :meth:`EmotionWorld.render` or
+    :meth:`EmotionWorld.synthesize`; the default 1 renders exactly as before intensities existed.
+    """
 
     __test__ = False  # not a pytest test class despite the name
 
@@ -349,8 +374,14 @@ class EmotionWorld:
         language: str,
         speakers: Sequence[int] | np.ndarray,
         rng: np.random.Generator,
+        intensities: Sequence[float] | np.ndarray | float | None = None,
     ) -> list[list[int]]:
         """Pronounce phoneme-id sequences with the given emotions (ids of ``CANONICAL_EMOTIONS``).
+
+        ``intensities`` (one per utterance, or one for all; ``None`` = 1) sets how strongly each
+        utterance expresses its emotion (see "Emotion intensity" in the module docstring). When every
+        intensity is exactly 1 no extra random number is drawn, so the tokens are those of a world
+        without intensities for the same ``rng`` state.
 
         Vectorised over the whole batch: the only Python loop is the final split per utterance.
         """
@@ -368,24 +399,37 @@ class EmotionWorld:
         phonemes = np.concatenate([np.asarray(p, dtype=np.int64) for p in phoneme_ids])
         if phonemes.min() < 0 or phonemes.max() >= len(spec.phonemes):
             raise ValueError(f"Phoneme ids must be in [0, {len(spec.phonemes)}) for language {language!r}.")
+        intensities = check_intensities(intensities, len(lengths))
 
         starts = np.cumsum(lengths) - lengths
         phone_utt = np.repeat(np.arange(len(lengths)), lengths)
         phone_pos = np.arange(len(phonemes)) - starts[phone_utt]
         stressed = phone_pos % cfg.stress_period == 0
 
+        phone_emotion = emotions[phone_utt]
+        register = self.emotion_register[phone_emotion]
+        duration = self.emotion_duration[phone_emotion]
+        phone_accented = self.emotion_accent[phone_emotion] & stressed
+        if not (intensities == 1.0).all():
+            # one Bernoulli per phoneme and cue; when every s is 1 all outcomes are certain and nothing is drawn
+            strength = np.minimum(intensities, 1.0)[phone_utt]
+            excess = np.clip(intensities - 1.0, 0.0, 1.0)[phone_utt]
+            full_register, full_duration, accent_draw = rng.random((3, len(phonemes)))
+            register = np.where(full_register < strength, register, NEUTRAL_REGISTER)
+            duration = np.where(full_duration < strength, duration, 1)
+            accent_prob = np.where(stressed, strength, excess)
+            phone_accented = self.emotion_accent[phone_emotion] & (accent_draw < accent_prob)
+
         m = spec.motif_length
         units = self._motif_tables[language][phonemes].reshape(-1)
         unit_pos = np.tile(np.arange(m), len(phonemes))
         unit_utt = np.repeat(phone_utt, m)
-        unit_emotion = emotions[unit_utt]
-        accented = self.emotion_accent[unit_emotion] & np.repeat(stressed, m) & (unit_pos == 0)
-        base = self.emotion_register[unit_emotion]
-        bank = np.where(accented, (base + 1) % NUM_REGISTERS, base)
+        accented = np.repeat(phone_accented, m) & (unit_pos == 0)
+        # the accent bank is the emotion's own (r_e + 1) mod 3, also where the register fell back to neutral
+        accent_bank = (self.emotion_register[emotions[unit_utt]] + 1) % NUM_REGISTERS
+        bank = np.where(accented, accent_bank, np.repeat(register, m))
         counts = (
-            self.emotion_duration[unit_emotion]
-            + accented * cfg.accent_lengthening
-            + (rng.random(len(units)) < cfg.duration_jitter)
+            np.repeat(duration, m) + accented * cfg.accent_lengthening + (rng.random(len(units)) < cfg.duration_jitter)
         )
 
         token_utt = np.repeat(unit_utt, counts)
@@ -433,14 +477,20 @@ class EmotionWorld:
         language: str = "alpha",
         speakers: Sequence[int] | None = None,
         seed: int = 0,
+        intensities: Sequence[float] | float | None = None,
     ) -> list[list[int]]:
-        """Natural speech tokens for given texts and emotions (the "ground-truth TTS" of the world)."""
+        """Speech tokens for given texts and emotions (the "ground-truth TTS" of the world).
+
+        ``intensities`` (one per text or one for all, default 1 = natural full strength) weakens
+        (< 1) or exaggerates (> 1) the emotion, see :meth:`render`.
+        """
         emotion_ids = np.array([emotion_to_id(e) for e in emotions], dtype=np.int64)
         if len(texts) != len(emotion_ids):
             raise ValueError(f"Got {len(texts)} texts but {len(emotion_ids)} emotions.")
         speakers = np.zeros(len(texts), dtype=np.int64) if speakers is None else np.asarray(speakers)
         rng = np.random.default_rng(seed)
-        return self.render(self.texts_to_phoneme_ids(texts, language), emotion_ids, language, speakers, rng)
+        phoneme_ids = self.texts_to_phoneme_ids(texts, language)
+        return self.render(phoneme_ids, emotion_ids, language, speakers, rng, intensities)
 
     def __repr__(self):
         cfg = self.config
@@ -468,6 +518,28 @@ def emotion_to_id(emotion: str | int | np.integer) -> int:
     return CANONICAL_EMOTIONS.index(name)
 
 
+def check_intensities(intensities: Sequence[float] | np.ndarray | float | None, num: int) -> np.ndarray:
+    """Per-utterance emotion intensities as a float array of length ``num`` (``None`` = all 1).
+
+    Raises a ``ValueError`` naming the first bad value: intensities must be finite and >= 0.
+    """
+    if intensities is None:
+        return np.ones(num)
+    values = np.asarray(intensities, dtype=np.float64)
+    if values.ndim == 0:
+        values = np.full(num, float(values))
+    if values.shape != (num,):
+        raise ValueError(f"Need one emotion intensity per utterance ({num}), got shape {values.shape}.")
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"Emotion intensity must be a finite number >= 0 (1 = natural full strength), got {values[i]} "
+            f"for utterance {i}."
+        )
+    return values
+
+
 def expected_accent_count(num_phonemes: np.ndarray, stress_period: int) -> np.ndarray:
     """Number of stressed phonemes (positions 0, period, 2*period, ...) in an utterance."""
     return (np.asarray(num_phonemes) + stress_period - 1) // stress_period
@@ -476,12 +548,14 @@ def expected_accent_count(num_phonemes: np.ndarray, stress_period: int) -> np.nd
 __all__ = [
     "EMOTION_PROSODY",
     "DEFAULT_LANGUAGES",
+    "NEUTRAL_REGISTER",
     "NUM_REGISTERS",
     "TESTBED_LANGUAGES",
     "EmotionWorld",
     "LanguageSpec",
     "ProsodyRule",
     "TestbedConfig",
+    "check_intensities",
     "emotion_to_id",
     "expected_accent_count",
 ]

@@ -54,7 +54,13 @@ class DiffROConfig(_BaseConfig):
         > Objective
 
         beta (`float`, *optional*, defaults to `0.1`):
-            Weight of the token-level KL(π_θ‖π_ref). `0` skips the reference model entirely.
+            Weight of the token-level KL(π_θ‖π_ref). `0` skips the reference model entirely (unless `eval_kl`).
+        eval_kl (`bool`, *optional*, defaults to `False`):
+            `evaluate` also reports `kl_to_reference`, the mean over the evaluation samples of their sequence-level
+            KL(π_θ‖π_ref) (the policy teacher-forced on each sample, against the reference on the same tokens), and
+            `sqrt_kl_to_reference`, its square root: the x-axis of over-optimisation curves (Gao et al., 2022). The
+            reference is where training started, so it is built even with `beta = 0`, as for `beta > 0`: a frozen
+            copy for full fine-tuning, the disabled adapter for a fresh LoRA, a frozen "ref" adapter for a trained one.
         reward_label_smoothing (`float`, *optional*, defaults to `0.1`):
             ε of Eq. 2 in the reward loss L_emo.
         reward_adv_epsilon (`float`, *optional*, defaults to `0.5`):
@@ -146,7 +152,18 @@ class DiffROConfig(_BaseConfig):
     )
     beta: float = field(
         default=0.1,
-        metadata={"help": "Weight β of the token-level KL(pi_theta || pi_ref) (DiffRO: 0.1). 0 drops the reference."},
+        metadata={
+            "help": "Weight β of the token-level KL(pi_theta || pi_ref) (DiffRO: 0.1). 0 drops the reference "
+            "(unless eval_kl)."
+        },
+    )
+    eval_kl: bool = field(
+        default=False,
+        metadata={
+            "help": "Evaluation also reports kl_to_reference (mean sequence KL(pi_theta || pi_ref) of the evaluation "
+            "samples) and sqrt_kl_to_reference, for over-optimisation curves. Builds the reference policy (where "
+            "training started) even with beta = 0."
+        },
     )
     reward_label_smoothing: float = field(
         default=0.1, metadata={"help": "Label smoothing ε of Eq. 2 in the reward loss L_emo (RRPO: 0.1)."}

@@ -24,6 +24,7 @@ wrapped in a DeepSpeed engine, in eval mode with frozen parameters, but gradient
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -43,7 +44,14 @@ from ..models.cosyvoice2.export import export_training_policy_to_cosyvoice
 from ..models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
 from ..models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
 from ..models.robust_ser import RobustSERForAudioClassification  # noqa: F401  (registers the Auto classes)
-from ..ops import fgm_perturbation, gumbel_softmax_sample, mixup_emotion_loss, token_entropy, token_level_kl
+from ..ops import (
+    fgm_perturbation,
+    gumbel_softmax_sample,
+    mixup_emotion_loss,
+    sequence_kl,
+    token_entropy,
+    token_level_kl,
+)
 from ..testbed.scorer import OracleScorer
 from .base import _BaseTrainer
 from .diffro_config import DiffROConfig
@@ -196,15 +204,16 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                 "utterances are cut there. Set max_new_tokens <= that to choose the cap yourself."
             )
 
-        # The reference policy (β > 0): full fine-tuning keeps a frozen copy (sharded under ZeRO-3, see below); a
-        # fresh LoRA adapter disables itself (the base model is its initial state); an adapter that arrives trained
-        # (e.g. LoRA-SFT) gets a frozen copy of itself, the "ref" adapter, since the bare base model is not where
-        # it starts.
+        # The reference policy (β > 0, or `eval_kl`, whose KL means "from where training started"): full
+        # fine-tuning keeps a frozen copy (sharded under ZeRO-3, see below); a fresh LoRA adapter disables itself
+        # (the base model is its initial state); an adapter that arrives trained (e.g. LoRA-SFT) gets a frozen copy
+        # of itself, the "ref" adapter, since the bare base model is not where it starts.
         self.ref_model = None
         self.ref_adapter_name = None
-        if args.beta > 0 and not self.is_peft_model:
+        needs_reference = args.beta > 0 or args.eval_kl
+        if needs_reference and not self.is_peft_model:
             self.ref_model = reference_copy(model)
-        elif args.beta > 0 and given_adapter:
+        elif needs_reference and given_adapter:
             self.ref_adapter_name = add_reference_adapter(model)
 
         self._train_emotion_names = None
@@ -580,7 +589,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         adversarial term needs gradients), `rm_accuracy`, `sample_length`, and the names each of `eval_scorers`
         returns: `judge_accuracy` / `judge_reward` with a judge, `oracle_{emotion_score, emotion_correct,
         naturalness, artifact_rate, cer}` with an oracle. A widening gap between `rm_accuracy` and the judge / oracle
-        emotion scores is reward hacking.
+        emotion scores is reward hacking. With `eval_kl`: `kl_to_reference` (sequence KL of the samples from the
+        policy's starting point) and `sqrt_kl_to_reference` (square root of that mean), the x-axis against which
+        the other metrics form over-optimisation curves.
         """
         eval_dataset = self.eval_dataset if eval_dataset is None else eval_dataset
         if eval_dataset is None:
@@ -612,6 +623,11 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                 batch["text_ids"], batch["text_attention_mask"], generator, self._zero_shot_inputs(batch)
             )
             scores = self._score_samples(batch, tokens)
+            if self.args.eval_kl:
+                taken = [name for name in ("kl_to_reference", "sqrt_kl_to_reference") if name in scores]
+                if taken:
+                    raise ValueError(f"An evaluation scorer returns {taken}, the names `eval_kl` reports; rename it.")
+                scores["kl_to_reference"] = self._kl_to_reference(batch, tokens)
             if columns is None:
                 columns = list(scores)
                 totals = torch.zeros(len(columns), dtype=torch.float64)
@@ -626,6 +642,10 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         if count == 0:
             raise ValueError("The evaluation dataset is empty.")
         metrics = {f"{metric_key_prefix}_{name}": float(value / count) for name, value in zip(columns, totals)}
+        if self.args.eval_kl:
+            # sqrt of the mean (Gao et al.'s x-axis), not the mean of per-sample roots; rounding can leave -1e-9.
+            kl = metrics[f"{metric_key_prefix}_kl_to_reference"]
+            metrics[f"{metric_key_prefix}_sqrt_kl_to_reference"] = math.sqrt(max(kl, 0.0))
         metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
         metrics[f"{metric_key_prefix}_samples"] = count
         self.eval_results[metric_key_prefix] = {
@@ -634,6 +654,39 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    @torch.no_grad()
+    def _kl_to_reference(self, batch: dict[str, Any], tokens: list[list[int]]) -> torch.Tensor:
+        """Per-sample sequence KL(π_θ ‖ π_ref) of generated samples, `(B,)` (`eval_kl`).
+
+        The policy and the reference are teacher-forced on the prompt and the generated tokens, exactly as in the
+        training step's KL (same inputs, same `logits_mask`: every speech position and the one that predicts eos),
+        but summed per sample (`sequence_kl`) instead of averaged per token, so that the mean over samples is the
+        KL between the two distributions over whole utterances. Dropout is off, as during generation, so the
+        policy's starting point reads exactly 0.
+        """
+        speech_ids, speech_attention_mask = pad_speech_tokens(tokens, self.accelerator.device)
+        lm_inputs = {
+            "text_ids": batch["text_ids"],
+            "text_attention_mask": batch["text_attention_mask"],
+            "speech_ids": speech_ids,
+            "speech_attention_mask": speech_attention_mask,
+        }
+        zero_shot = self._zero_shot_inputs(batch)
+        if "prompt_speech_ids" in zero_shot:
+            lm_inputs["prompt_speech_ids"] = zero_shot["prompt_speech_ids"]
+            lm_inputs["prompt_speech_attention_mask"] = zero_shot["prompt_speech_attention_mask"]
+        # The unwrapped module is called directly, as in `_reference_logits` (no DDP collective without gradients;
+        # ZeRO-3 hooks live on the submodules and gather their parameters).
+        policy = self.accelerator.unwrap_model(self.model_wrapped)
+        was_training = policy.training
+        policy.eval()
+        try:
+            outputs = policy(**lm_inputs)
+            reference_logits = self._reference_logits(self.model_wrapped, lm_inputs)
+        finally:
+            policy.train(was_training)
+        return sequence_kl(outputs.logits, reference_logits, outputs.logits_mask).float()
 
     @torch.no_grad()
     def _score_samples(self, batch: dict[str, Any], tokens: list[list[int]]) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ import torch
 from datasets import ClassLabel, Dataset, Value
 from huggingface_hub import EvalResult
 from transformers import AutoModelForAudioClassification, PreTrainedModel, Trainer, TrainerCallback, set_seed
-from transformers.trainer_utils import EvalPrediction
+from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
 from ..data.collators import DataCollatorForEnergyAdaptiveMixup, DataCollatorForSpeechEmotion
 from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
@@ -425,11 +425,15 @@ class RobustRewardTrainer(_BaseTrainer, Trainer):
     def _restore_extra_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.data_collator.set_plan_rng_state(state["plan"], state["batches"])
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model=model)
-        # Here, not in `_load_rng_state`: Trainer restores the RNG only after collating the first resumed batch.
-        if model is None and isinstance(self.data_collator, DataCollatorForEnergyAdaptiveMixup):
-            self._load_extra_checkpoint_state(resume_from_checkpoint)
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        # The EAM plan stream is restored here, before `Trainer.train`: `_load_rng_state` runs only after the first
+        # resumed batch is collated, and `_load_from_checkpoint` is skipped under DeepSpeed and FSDP.
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)  # None: Trainer.train raises its own error
+        if checkpoint and isinstance(self.data_collator, DataCollatorForEnergyAdaptiveMixup):
+            self._load_extra_checkpoint_state(checkpoint)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _model_card_eval_results(self) -> list[EvalResult]:
         metric_names = {"wa": "WA (accuracy)", "ua": "UA (mean per-class recall)", "macro_f1": "macro-F1"}
