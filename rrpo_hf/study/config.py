@@ -47,6 +47,20 @@ TABLE1_COLUMNS: dict[str, tuple[str, bool]] = {
 TABLE2_DOMAINS = ("alpha", "alpha+artifacts", "beta")
 
 
+def _field_overrides(value: dict[str, Any] | str | None, config_class: type, name: str) -> dict[str, Any]:
+    """`value` (a dict, or JSON from the command line) checked to hold only fields of the dataclass `config_class`."""
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, dict | None):
+        raise ValueError(f"{name} must map {config_class.__name__} fields to values, got {value!r}.")
+    value = dict(value or {})
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"Unknown {name} fields {unknown}; {config_class.__name__} has {sorted(known)}.")
+    return value
+
+
 @dataclass
 class RewardHackingStudyConfig:
     """Sizes and settings of the reward-hacking study (defaults: the full CPU run; `recipes/toy/study.yaml`)."""
@@ -185,15 +199,7 @@ class RewardHackingStudyConfig:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}.")
         if self.policy_steps < 1 or self.eval_steps < 1:
             raise ValueError("policy_steps and eval_steps must be >= 1.")
-        if isinstance(self.testbed, str):
-            self.testbed = json.loads(self.testbed)
-        if not isinstance(self.testbed, dict | None):
-            raise ValueError(f"testbed must map TestbedConfig fields to values, got {self.testbed!r}.")
-        self.testbed = dict(self.testbed or {})
-        known = {f.name for f in dataclasses.fields(TestbedConfig)}
-        unknown = sorted(set(self.testbed) - known)
-        if unknown:
-            raise ValueError(f"Unknown testbed fields {unknown}; TestbedConfig has {sorted(known)}.")
+        self.testbed = _field_overrides(self.testbed, TestbedConfig, "testbed")
         for name in ("codebook_size", "artifact_density"):
             if name in self.testbed and self.testbed[name] != getattr(self, name):
                 raise ValueError(
@@ -203,15 +209,7 @@ class RewardHackingStudyConfig:
         self.testbed_config()  # invalid world parameters fail now, not after minutes of training
         if len(self.sft_intensity) not in (1, 2):
             raise ValueError(f"sft_intensity takes [s] or [low, high], got {self.sft_intensity}.")
-        if isinstance(self.oracle, str):
-            self.oracle = json.loads(self.oracle)
-        if not isinstance(self.oracle, dict | None):
-            raise ValueError(f"oracle must map OracleConfig fields to values, got {self.oracle!r}.")
-        self.oracle = dict(self.oracle or {})
-        known = {f.name for f in dataclasses.fields(OracleConfig)}
-        unknown = sorted(set(self.oracle) - known)
-        if unknown:
-            raise ValueError(f"Unknown oracle fields {unknown}; OracleConfig has {sorted(known)}.")
+        self.oracle = _field_overrides(self.oracle, OracleConfig, "oracle")
         self.oracle_config()
 
     def testbed_config(self) -> TestbedConfig:
