@@ -23,7 +23,7 @@ import time
 from trl import TrlParser
 
 from rrpo_hf.study import RewardHackingStudyConfig, format_probe_table, format_table1, format_table2, run_study
-from rrpo_hf.study.report import format_paired_table
+from rrpo_hf.study.report import format_overoptimisation_table, format_paired_table
 
 
 # Small enough for ~5 minutes on 2 CPU cores; the study recipe runs more seeds and steps.
@@ -43,6 +43,8 @@ def main(config: RewardHackingStudyConfig) -> dict:
     print(format_table1(summary))
     print("\nPaired differences against DiffRO (per seed: same corpora and SFT policy)\n")
     print(format_paired_table(summary, config.confidence))
+    print("\nOver-optimisation: oracle gold score sqrt(E x N) at the start, peak and end, with sqrt KL from SFT\n")
+    print(format_overoptimisation_table(summary))
     print(f"\nReport, JSON and plots: {config.output_dir}/ (wall time {time.perf_counter() - start:.0f} s)")
     return results
 

@@ -328,6 +328,9 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
         assert f"curve_{method}.png" in report
     assert (out / "overoptimisation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "overoptimisation.png" in report
+    assert set(summary["overoptimisation"]) == set(POLICY_METHODS)
+    assert all(1.0 <= row["peak_gold"] <= 5.0 for row in summary["overoptimisation"].values())
+    assert "### Over-optimisation" in report
     assert results["plots"] and results["wall_time_s"] > 0
 
 

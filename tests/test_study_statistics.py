@@ -140,3 +140,27 @@ def test_one_seed_gives_bare_differences_and_no_diffro_no_pairs():
     summary = aggregate(config, [_run(0, {"RRPO": 1.0})])
     assert summary["paired"] == {}
     assert "DiffRO" in format_paired_table(summary) and "|" not in format_paired_table(summary)
+
+
+def test_overoptimisation_summary_finds_the_peak_of_the_seed_averaged_gold_curve():
+    from rrpo_hf.study import format_overoptimisation_table, overoptimisation_summary
+
+    def run(golds, kls):
+        curve = [
+            {"step": 5 * i, "oracle_gold_score": g, "sqrt_kl_to_reference": k}
+            for i, (g, k) in enumerate(zip(golds, kls))
+        ]
+        return {"policies": {"DiffRO": {"curve": curve}, "Old": {"curve": [{"step": 0, "reward": -1.0}]}}}
+
+    # Seed means: gold 2.0, 3.0, 2.5 (peak at the second point, step 5), sqrt KL 0, 1.5, 3.
+    per_seed = [run([1.0, 3.5, 2.0], [0.0, 1.0, 2.0]), run([3.0, 2.5, 3.0], [0.0, 2.0, 4.0])]
+    summary = overoptimisation_summary(["DiffRO", "Old"], per_seed)
+    assert list(summary) == ["DiffRO"]  # curves without the gold score (older results) give no entry
+    row = summary["DiffRO"]
+    assert row["start_gold"] == pytest.approx(2.0) and row["peak_gold"] == pytest.approx(3.0)
+    assert row["peak_step"] == 5 and row["peak_sqrt_kl"] == pytest.approx(1.5)
+    assert row["final_gold"] == pytest.approx(2.5) and row["final_sqrt_kl"] == pytest.approx(3.0)
+    assert row["final_step"] == 10
+    assert "| DiffRO | 2.000 | 3.000 | 5 | 1.50 | 2.500 | 3.00 |" in format_overoptimisation_table(
+        {"overoptimisation": summary}
+    )

@@ -223,3 +223,13 @@ def test_plausible_intensities_must_lie_in_the_unit_interval(values):
 
     with pytest.raises(ValueError, match="plausible_intensities"):
         OracleConfig(plausible_intensities=values)
+
+
+def test_gold_score_is_the_geometric_mean_of_emotion_and_naturalness(world, oracle):
+    """Naturalness alone (neutral speech for an angry target) does not buy it."""
+    scores, _ = score_at(oracle, world, "alpha", 1.0)
+    np.testing.assert_allclose(scores["gold_score"], np.sqrt(scores["emotion_score"] * scores["naturalness"]))
+    neutral = world.synthesize(["a e i o"] * 20, ["neutral"] * 20, seed=0)
+    as_angry = oracle.score(["a e i o"] * 20, neutral, ["angry"] * 20, "alpha")
+    angry = oracle.score(["a e i o"] * 20, world.synthesize(["a e i o"] * 20, ["angry"] * 20, seed=0), ["angry"] * 20)
+    assert as_angry["naturalness"].mean() > 4.5 and as_angry["gold_score"].mean() < angry["gold_score"].mean() - 1.0

@@ -25,6 +25,24 @@ def format_table1(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def format_overoptimisation_table(summary: dict) -> str:
+    """Gold score (sqrt(E·N), oracle) at the start, at its peak and at the end of training, with sqrt KL from the
+    SFT policy, per method (``summary["overoptimisation"]``, curves averaged over seeds)."""
+    rows = summary.get("overoptimisation") or {}
+    if not rows:
+        return "(no over-optimisation summary: the curves carry no gold score or KL)"
+    lines = [
+        "| method | gold at start | peak gold | at step | at sqrt KL | final gold | final sqrt KL |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for method, row in rows.items():
+        lines.append(
+            f"| {method} | {row['start_gold']:.3f} | {row['peak_gold']:.3f} | {row['peak_step']} | "
+            f"{row['peak_sqrt_kl']:.2f} | {row['final_gold']:.3f} | {row['final_sqrt_kl']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def format_paired_table(summary: dict, confidence: float = 0.95) -> str:
     """Paired differences against DiffRO (``summary["paired"]``): one row per comparison, Table 1's columns."""
     paired = summary.get("paired") or {}
@@ -267,6 +285,10 @@ def render_report(
         "### Paired differences against DiffRO",
         "",
         format_paired_table(summary, cfg.confidence),
+        "",
+        "### Over-optimisation: gold score sqrt(E·N) against sqrt KL from the SFT policy",
+        "",
+        format_overoptimisation_table(summary),
         "",
         "### Change from the SFT policy (means over seeds)",
         "",

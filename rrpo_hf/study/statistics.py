@@ -91,7 +91,46 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
         probes[variant] = {
             key: ci([run["probes"][variant][key] for run in per_seed if key in run["probes"][variant]]) for key in keys
         }
-    return {"table1": table1, "table2": table2, "probes": probes, "paired": paired_differences(cfg, per_seed)}
+    return {
+        "table1": table1,
+        "table2": table2,
+        "probes": probes,
+        "paired": paired_differences(cfg, per_seed),
+        "overoptimisation": overoptimisation_summary(cfg.policy_methods, per_seed),
+    }
+
+
+#: The composite oracle score of the over-optimisation summary: sqrt(emotion score x naturalness) (testbed oracle).
+GOLD_KEY = "oracle_gold_score"
+
+
+def overoptimisation_summary(methods: Sequence[str], per_seed: list[dict]) -> dict[str, dict[str, float]]:
+    """Per method, on the curve averaged over seeds (point by point): the gold score where training starts, its peak
+    (and the step and sqrt KL from the SFT policy there) and where training ends.
+
+    A peak before the end, with the proxy reward still rising, is over-optimisation: past it the policy buys reward
+    with speech the oracle rates worse. Curves without the gold score or the KL (older results) give no entry.
+    """
+    summary = {}
+    for method in methods:
+        curves = [run["policies"][method]["curve"] for run in per_seed]
+        length = min(len(curve) for curve in curves)
+        if length == 0 or any(GOLD_KEY not in curve[0] or "sqrt_kl_to_reference" not in curve[0] for curve in curves):
+            continue
+
+        gold = [float(np.mean([curve[i][GOLD_KEY] for curve in curves])) for i in range(length)]
+        sqrt_kl = [float(np.mean([curve[i]["sqrt_kl_to_reference"] for curve in curves])) for i in range(length)]
+        peak = int(np.argmax(gold))
+        summary[method] = {
+            "start_gold": gold[0],
+            "peak_gold": gold[peak],
+            "peak_step": int(curves[0][peak]["step"]),
+            "peak_sqrt_kl": sqrt_kl[peak],
+            "final_gold": gold[-1],
+            "final_sqrt_kl": sqrt_kl[-1],
+            "final_step": int(curves[0][length - 1]["step"]),
+        }
+    return summary
 
 
 #: The method every paired difference is taken against: the vanilla-RM baseline whose hacking RRPO should reduce.

@@ -34,6 +34,9 @@ For an utterance with text ``x`` (``L`` phonemes, language with motif length ``m
 6. **Naturalness (N-MOS analogue, 1..5)**:
    ``N = 1 + 4·(1 − min(CER, 1))·exp(−κ·a)·π``.
 7. **Emotion score (E-MOS analogue, 1..5)**: ``E = 1 + 4·P(e*)``.
+8. **Gold score (1..5)**: ``G = sqrt(E·N)``, the geometric mean: high only for speech that is both emotional and
+   natural, so a policy cannot buy it with either alone. It is the composite "gold" reward of the
+   over-optimisation curves (Gao et al. 2022).
 
 Utterances without natural tokens (empty, or only artifacts) get ``CER = 1``, a uniform emotion
 distribution and ``π = 0`` (so ``N = 1``).
@@ -63,6 +66,7 @@ SCORE_KEYS: tuple[str, ...] = (
     "prosody_plausibility",
     "naturalness",
     "emotion_score",
+    "gold_score",
 )
 
 
@@ -308,6 +312,7 @@ class Oracle:
         naturalness = (
             1.0 + 4.0 * (1.0 - np.minimum(cer, 1.0)) * np.exp(-cfg.artifact_penalty * artifact_rate) * plausibility
         )
+        emotion_score = 1.0 + 4.0 * emotion_prob
         return {
             "emotion_prob": emotion_prob,
             "emotion_correct": (emotion_pred == targets) & ~silent,
@@ -315,7 +320,8 @@ class Oracle:
             "artifact_rate": artifact_rate,
             "prosody_plausibility": plausibility,
             "naturalness": naturalness,
-            "emotion_score": 1.0 + 4.0 * emotion_prob,
+            "emotion_score": emotion_score,
+            "gold_score": np.sqrt(emotion_score * naturalness),
             "emotion_probs": probs,
             "emotion_pred": emotion_pred,
             "num_tokens": token_lengths,

@@ -14,7 +14,7 @@ from .oracle import Oracle
 __all__ = ["ORACLE_EVAL_KEYS", "OracleScorer"]
 
 #: Per-sample oracle scores an `OracleScorer` reports (as `oracle_<key>`).
-ORACLE_EVAL_KEYS = ("emotion_score", "emotion_correct", "naturalness", "artifact_rate", "cer")
+ORACLE_EVAL_KEYS = ("emotion_score", "emotion_correct", "naturalness", "artifact_rate", "cer", "gold_score")
 
 
 class OracleScorer:
