@@ -341,3 +341,50 @@ def test_study_without_matplotlib_fails_before_training(tmp_path, monkeypatch):
     config = RewardHackingStudyConfig(output_dir=str(tmp_path / "study"), seeds=[0])
     with pytest.raises(ImportError, match=r"rrpo-hf\[plots\]"):
         run_study(config, log=lambda message: pytest.fail(f"training started: {message}"))
+
+
+def test_beta_sweep_adds_diffro_control_rows_at_each_kl_weight(monkeypatch, tmp_path):
+    from rrpo_hf.study import pipeline, stages
+
+    config = RewardHackingStudyConfig(
+        num_train=12,
+        num_test=6,
+        num_eval_prompts=4,
+        beta=0.1,
+        beta_sweep=[0.0, 1.0],
+        policy_methods=["DiffRO", "RRPO"],
+    )
+    assert config.policy_rows() == {
+        "DiffRO": ("DiffRO", 0.1),
+        "RRPO": ("RRPO", 0.1),
+        "DiffRO-beta0": ("DiffRO", 0.0),
+        "DiffRO-beta1": ("DiffRO", 1.0),
+    }
+    calls = []
+    monkeypatch.setattr(stages, "train_sft_policy", lambda *args: (None, None, {"train_loss": 0.0}))
+    monkeypatch.setattr(stages, "train_reward_model", lambda cfg, variant, *args: (variant, {}))
+    monkeypatch.setattr(stages, "run_probes", lambda *args: {})
+
+    def optimize(cfg, method, sft, tokenizer, reward_model, *args, beta=None):
+        calls.append((method, reward_model, beta))
+        return {"final": {}}
+
+    monkeypatch.setattr(stages, "optimize_policy", optimize)
+    run = stages.run_seed(config, 0, str(tmp_path), log=lambda message: None)
+    assert list(run["policies"]) == ["DiffRO", "RRPO", "DiffRO-beta0", "DiffRO-beta1"]
+    assert calls == [("DiffRO", "base", 0.1), ("RRPO", "+Adv", 0.1), ("DiffRO", "base", 0.0), ("DiffRO", "base", 1.0)]
+
+    # The rows reach Table 1 and the paired differences.
+    def fake_run(cfg, seed, workdir, log):
+        run = _fake_run(seed, 1.0 + seed)
+        for row, beta in (("DiffRO-beta0", 0.0), ("DiffRO-beta1", 1.0)):
+            run["policies"][row] = _fake_run(seed, 1.0 + seed + beta)["policies"]["DiffRO"]
+        return run
+
+    monkeypatch.setattr(pipeline, "run_seed", fake_run)
+    config.output_dir, config.seeds = str(tmp_path / "study"), [0, 1]
+    summary = run_study(config, log=lambda message: None)["summary"]
+    assert {"+DiffRO-beta0", "+DiffRO-beta1"} <= set(summary["table1"])
+    assert summary["paired"]["DiffRO-beta1 − DiffRO"]["oracle_naturalness"]["mean"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="beta_sweep values must be >= 0"):
+        RewardHackingStudyConfig(beta_sweep=[-1.0])

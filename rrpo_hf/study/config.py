@@ -152,6 +152,13 @@ class RewardHackingStudyConfig:
             "the vanilla RM's shortcut pays."
         },
     )
+    beta_sweep: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": "Control rows: DiffRO (base RM) once more at each of these KL weights β, named `DiffRO-beta<β>` "
+            "(e.g. 0 1 next to the main rows' `beta`): how much the KL term alone holds hacking back. Empty: none."
+        },
+    )
     rollout: str = field(default="online", metadata={"help": "DiffRO rollouts: 'online' (generated) or 'offline'."})
     policy_steps: int = field(default=60, metadata={"help": "DiffRO / RRPO optimisation steps."})
     policy_learning_rate: float = field(
@@ -191,6 +198,10 @@ class RewardHackingStudyConfig:
             needed = POLICY_METHODS[method][0]
             if needed not in self.rm_variants:
                 raise ValueError(f"Policy method {method!r} needs the reward model {needed!r}; add it to rm_variants.")
+        if self.beta_sweep and "base" not in self.rm_variants:
+            raise ValueError("beta_sweep runs DiffRO against the base RM; add 'base' to rm_variants.")
+        if any(beta < 0 for beta in self.beta_sweep):
+            raise ValueError(f"beta_sweep values must be >= 0, got {self.beta_sweep}.")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed.")
         if self.rollout not in ("online", "offline"):
@@ -217,6 +228,12 @@ class RewardHackingStudyConfig:
         return TestbedConfig(
             **{**self.testbed, "codebook_size": self.codebook_size, "artifact_density": self.artifact_density}
         )
+
+    def policy_rows(self) -> dict[str, tuple[str, float]]:
+        """Table 1 rows in order: row name -> (policy method of :data:`POLICY_METHODS`, KL weight β)."""
+        rows = {method: (method, self.beta) for method in self.policy_methods}
+        rows.update({f"DiffRO-beta{beta:g}": ("DiffRO", float(beta)) for beta in self.beta_sweep})
+        return rows
 
     def oracle_config(self) -> OracleConfig:
         """The oracle every seed is scored by: `OracleConfig` defaults, then `oracle`."""

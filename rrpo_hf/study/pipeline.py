@@ -47,8 +47,9 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
         if progress_bars_were_enabled:
             datasets.enable_progress_bars()
     summary = aggregate(cfg, per_seed)
-    plots = plot_curves(per_seed, cfg.policy_methods, output_dir)
-    plots.append(plot_overoptimisation(per_seed, cfg.policy_methods, output_dir))
+    rows = list(cfg.policy_rows())
+    plots = plot_curves(per_seed, rows, output_dir)
+    plots.append(plot_overoptimisation(per_seed, rows, output_dir))
     wall_time = time.perf_counter() - start
     world = asdict(cfg.testbed_config())  # the world `run_seed` built for every seed
     results = {

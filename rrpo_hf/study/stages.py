@@ -187,8 +187,10 @@ def optimize_policy(
     oracle,
     seed: int,
     output_dir: str,
+    beta: float | None = None,
 ) -> dict[str, Any]:
-    """Optimise a copy of the SFT policy with one of :data:`POLICY_METHODS` against `reward_model`.
+    """Optimise a copy of the SFT policy with one of :data:`POLICY_METHODS` against `reward_model` (KL weight
+    `beta`, default the study's).
 
     Returns ``curve`` (evaluation points: step 0 = the SFT policy, then every ``eval_steps``), ``train_log``
     (training reward and KL per logging window), ``start`` and ``final`` (first and last curve points).
@@ -197,7 +199,7 @@ def optimize_policy(
     args = DiffROConfig(
         **{**_quiet_training_kwargs(output_dir, seed), "logging_steps": cfg.eval_steps},
         rollout=cfg.rollout,
-        beta=cfg.beta,
+        beta=cfg.beta if beta is None else beta,
         reward_label_smoothing=label_smoothing,
         reward_adv_epsilon=cfg.adv_epsilon,
         reward_adv_alpha=adv_alpha,
@@ -296,11 +298,11 @@ def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callab
     train_prompts = policy_prompts(natural["train"], cfg.policy_target_emotions)
     eval_prompts = policy_prompts(test, cfg.policy_target_emotions, cfg.num_eval_prompts)
     policies = {}
-    for method in cfg.policy_methods:
+    for row, (method, beta) in cfg.policy_rows().items():
         start = time.perf_counter()
-        log(f"[seed {seed}] {method} policy optimisation")
+        log(f"[seed {seed}] {row} policy optimisation")
         rm_variant = POLICY_METHODS[method][0]
-        policies[method] = optimize_policy(
+        policies[row] = optimize_policy(
             cfg,
             method,
             sft_policy,
@@ -310,9 +312,10 @@ def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callab
             eval_prompts,
             oracle,
             seed,
-            f"{workdir}/{method}",
+            f"{workdir}/{row}",
+            beta=beta,
         )
-        timings[method] = time.perf_counter() - start
+        timings[row] = time.perf_counter() - start
     return {
         "seed": seed,
         "sft": sft_metrics,

@@ -68,10 +68,11 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
 
     table1: dict[str, dict[str, dict]] = {}
     # "+SFT" row: the starting policy, scored by the base RM (the reward column) and the oracle.
-    sft_rows = {m: [run["policies"][m]["start"] for run in per_seed] for m in cfg.policy_methods}
-    first = cfg.policy_methods[0]
+    rows = list(cfg.policy_rows())
+    sft_rows = {m: [run["policies"][m]["start"] for run in per_seed] for m in rows}
+    first = rows[0]
     table1["+SFT"] = {key: ci([row[key] for row in sft_rows[first]]) for key in TABLE1_COLUMNS}
-    for method in cfg.policy_methods:
+    for method in rows:
         runs = [run["policies"][method] for run in per_seed]
         table1[f"+{method}"] = {key: ci([run["final"][key] for run in runs]) for key in TABLE1_COLUMNS}
         table1[f"+{method}"]["reward_gain"] = ci([run["final"]["reward"] - run["start"]["reward"] for run in runs])
@@ -96,7 +97,7 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
         "table2": table2,
         "probes": probes,
         "paired": paired_differences(cfg, per_seed),
-        "overoptimisation": overoptimisation_summary(cfg.policy_methods, per_seed),
+        "overoptimisation": overoptimisation_summary(rows, per_seed),
     }
 
 
@@ -148,7 +149,7 @@ def paired_differences(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> d
         return {}
     control = [run["policies"][PAIRED_CONTROL]["final"] for run in per_seed]
     treatments = {"SFT": [run["policies"][PAIRED_CONTROL]["start"] for run in per_seed]}
-    for method in cfg.policy_methods:
+    for method in cfg.policy_rows():
         if method != PAIRED_CONTROL:
             treatments[method] = [run["policies"][method]["final"] for run in per_seed]
     paired: dict[str, dict[str, dict]] = {}
