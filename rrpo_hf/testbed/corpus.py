@@ -37,8 +37,9 @@ def build_testbed_tokenizer(world: EmotionWorld | TestbedConfig | None = None, i
     return build_tiny_cosyvoice2_tokenizer(phonemes + instruction_words(instruction_template))
 
 
-def corpus_features(with_intensity: bool = False) -> Features:
-    """The ``datasets.Features`` of every testbed split (``with_intensity``: add the ``intensity`` column)."""
+def corpus_features(with_intensity: bool = False, with_true_emotion: bool = False) -> Features:
+    """The ``datasets.Features`` of every testbed split (``with_intensity``: add the ``intensity`` column;
+    ``with_true_emotion``: add ``true_emotion``, the rendered emotion of a corpus with noisy labels)."""
     features = {
         "text": Value("string"),
         "speech_tokens": SequenceFeature(Value("int32")),
@@ -49,7 +50,16 @@ def corpus_features(with_intensity: bool = False) -> Features:
     }
     if with_intensity:
         features["intensity"] = Value("float64")
+    if with_true_emotion:
+        features["true_emotion"] = ClassLabel(names=list(CANONICAL_EMOTIONS))
     return Features(features)
+
+
+def _noisy_labels(emotions: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """``emotions`` with each label replaced, with probability ``rate``, by one of the *other* emotions (uniform)."""
+    flipped = rng.random(len(emotions)) < rate
+    offsets = rng.integers(1, len(CANONICAL_EMOTIONS), size=len(emotions))
+    return np.where(flipped, (emotions + offsets) % len(CANONICAL_EMOTIONS), emotions)
 
 
 def _intensity_range(intensity: float | Sequence[float]) -> tuple[float, float]:
@@ -128,6 +138,7 @@ def make_emotion_corpus(
     world: EmotionWorld | TestbedConfig | None = None,
     spurious_in_test: bool = False,
     intensity: float | tuple[float, float] = 1.0,
+    label_noise: float = 0.0,
 ) -> DatasetDict:
     """Build a seeded ``DatasetDict({"train", "test"})`` of natural emotional speech tokens.
 
@@ -148,6 +159,9 @@ def make_emotion_corpus(
             ``(low, high)`` range sampled uniformly per utterance from its own random stream. Any
             value but the default adds an ``intensity`` column; the default draws nothing extra, so
             default corpora are unchanged.
+        label_noise: probability that a *train* utterance's ``emotion`` label is replaced by a uniformly drawn other
+            emotion, while its speech keeps the true one (pseudo-labelling errors of a large corpus). Above 0 both
+            splits get a ``true_emotion`` column (test labels stay clean); 0 draws nothing extra.
     """
     if world is None:
         world = EmotionWorld(TestbedConfig(codebook_size=codebook_size))
@@ -162,12 +176,15 @@ def make_emotion_corpus(
         raise ValueError(f"num_speakers must be >= 1, got {num_speakers}.")
     if not 0.0 <= spurious_artifact_rate <= 1.0:
         raise ValueError(f"spurious_artifact_rate must be in [0, 1], got {spurious_artifact_rate}.")
+    if not 0.0 <= label_noise <= 1.0:
+        raise ValueError(f"label_noise must be in [0, 1], got {label_noise}.")
     spurious_ids = _spurious_emotion_ids(spurious_emotions)
     low, high = _intensity_range(intensity)
     modulated = not low == high == 1.0
 
-    # spawning a third child leaves the first two (and so the default corpus) unchanged
-    train_seq, test_seq, intensity_seq = np.random.SeedSequence([seed, world.language_names.index(language)]).spawn(3)
+    # spawning more children leaves the first two (and so the default corpus) unchanged
+    streams = np.random.SeedSequence([seed, world.language_names.index(language)]).spawn(4)
+    train_seq, test_seq, intensity_seq, label_noise_seq = streams
 
     def split_intensities(num: int, stream: np.random.SeedSequence) -> np.ndarray | None:
         if not modulated:
@@ -177,7 +194,7 @@ def make_emotion_corpus(
         return np.random.default_rng(stream).uniform(low, high, size=num)
 
     train_intensity_seq, test_intensity_seq = intensity_seq.spawn(2)
-    features = corpus_features(with_intensity=modulated)
+    features = corpus_features(with_intensity=modulated, with_true_emotion=label_noise > 0)
     train = generate_split(
         world,
         num_train,
@@ -198,6 +215,12 @@ def make_emotion_corpus(
         spurious_ids,
         split_intensities(num_test, test_intensity_seq),
     )
+    if label_noise > 0:
+        # The speech was rendered from the true emotions; only the train labels are corrupted.
+        for split in (train, test):
+            split["true_emotion"] = list(split["emotion"])
+        rng = np.random.default_rng(label_noise_seq)
+        train["emotion"] = _noisy_labels(np.asarray(train["emotion"], dtype=np.int64), label_noise, rng).tolist()
     return DatasetDict(
         {"train": Dataset.from_dict(train, features=features), "test": Dataset.from_dict(test, features=features)}
     )
