@@ -150,3 +150,11 @@ def test_kl_to_reference_teacher_forces_the_zero_shot_prompt_speech(tmp_path, co
     assert metrics["eval_kl_to_reference"] == pytest.approx(0.0, abs=1e-6)
     teacher_forced = [kwargs for kwargs in forward_calls if "speech_ids" in kwargs]
     assert teacher_forced and all(kwargs["prompt_speech_ids"].shape[1] == 6 for kwargs in teacher_forced)
+
+
+@pytest.mark.parametrize("name", ["kl_to_reference", "sqrt_kl_to_reference"])
+def test_a_scorer_cannot_take_the_names_eval_kl_reports(tmp_path, corpus, tokenizer, name):  # noqa: F811
+    trainer = kl_trainer(tmp_path, corpus, tokenizer, "full")
+    trainer.eval_scorers.append(lambda tokens, batch: {name: [0.0] * len(tokens)})
+    with pytest.raises(ValueError, match=f"Two evaluation scores are named '{name}'"):
+        trainer.evaluate()

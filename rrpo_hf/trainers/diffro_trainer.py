@@ -478,6 +478,22 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             with reference:
                 return unwrapped(**lm_inputs).logits
 
+    def _lm_inputs(self, batch, speech_ids: torch.Tensor, speech_attention_mask: torch.Tensor) -> dict:
+        """The policy's teacher-forced inputs: the batch's prompt text, these speech tokens and, for voice cloning,
+        the batch's prompt speech (read after task_id and never scored: logits still start at the first speech
+        token, so the rest of the step is unchanged)."""
+        lm_inputs = {
+            "text_ids": batch["text_ids"],
+            "text_attention_mask": batch["text_attention_mask"],
+            "speech_ids": speech_ids,
+            "speech_attention_mask": speech_attention_mask,
+        }
+        zero_shot = self._zero_shot_inputs(batch)
+        if "prompt_speech_ids" in zero_shot:
+            lm_inputs["prompt_speech_ids"] = zero_shot["prompt_speech_ids"]
+            lm_inputs["prompt_speech_attention_mask"] = zero_shot["prompt_speech_attention_mask"]
+        return lm_inputs
+
     @staticmethod
     def _zero_shot_inputs(inputs) -> dict:
         """The optional zero-shot prompt of a `DataCollatorForDiffRO` batch (empty when no row has one)."""
@@ -495,17 +511,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             speech_ids, speech_attention_mask = pad_speech_tokens(rollouts, text_ids.device)
         else:
             speech_ids, speech_attention_mask = inputs["speech_ids"], inputs["speech_attention_mask"]
-        lm_inputs = {
-            "text_ids": text_ids,
-            "text_attention_mask": text_attention_mask,
-            "speech_ids": speech_ids,
-            "speech_attention_mask": speech_attention_mask,
-        }
-        if "prompt_speech_ids" in zero_shot:
-            # Voice cloning: the prompt speech is read after task_id and never scored; logits still start at the
-            # first generated token, so the rest of the step is unchanged.
-            lm_inputs["prompt_speech_ids"] = zero_shot["prompt_speech_ids"]
-            lm_inputs["prompt_speech_attention_mask"] = zero_shot["prompt_speech_attention_mask"]
+        lm_inputs = self._lm_inputs(inputs, speech_ids, speech_attention_mask)
         outputs = model(**lm_inputs)
         # logits[:, t] predicts speech token t; the last column (and each sample's position S_b) predicts eos and
         # samples no token, so the tokens the reward reads are the first S_max columns under the speech mask.
@@ -623,11 +629,6 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                 batch["text_ids"], batch["text_attention_mask"], generator, self._zero_shot_inputs(batch)
             )
             scores = self._score_samples(batch, tokens)
-            if self.args.eval_kl:
-                taken = [name for name in ("kl_to_reference", "sqrt_kl_to_reference") if name in scores]
-                if taken:
-                    raise ValueError(f"An evaluation scorer returns {taken}, the names `eval_kl` reports; rename it.")
-                scores["kl_to_reference"] = self._kl_to_reference(batch, tokens)
             if columns is None:
                 columns = list(scores)
                 totals = torch.zeros(len(columns), dtype=torch.float64)
@@ -656,7 +657,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         return metrics
 
     @torch.no_grad()
-    def _kl_to_reference(self, batch: dict[str, Any], tokens: list[list[int]]) -> torch.Tensor:
+    def _kl_to_reference(self, lm_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-sample sequence KL(π_θ ‖ π_ref) of generated samples, `(B,)` (`eval_kl`).
 
         The policy and the reference are teacher-forced on the prompt and the generated tokens, exactly as in the
@@ -665,17 +666,6 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         KL between the two distributions over whole utterances. Dropout is off, as during generation, so the
         policy's starting point reads exactly 0.
         """
-        speech_ids, speech_attention_mask = pad_speech_tokens(tokens, self.accelerator.device)
-        lm_inputs = {
-            "text_ids": batch["text_ids"],
-            "text_attention_mask": batch["text_attention_mask"],
-            "speech_ids": speech_ids,
-            "speech_attention_mask": speech_attention_mask,
-        }
-        zero_shot = self._zero_shot_inputs(batch)
-        if "prompt_speech_ids" in zero_shot:
-            lm_inputs["prompt_speech_ids"] = zero_shot["prompt_speech_ids"]
-            lm_inputs["prompt_speech_attention_mask"] = zero_shot["prompt_speech_attention_mask"]
         # The unwrapped module is called directly, as in `_reference_logits` (no DDP collective without gradients;
         # ZeRO-3 hooks live on the submodules and gather their parameters).
         policy = self.accelerator.unwrap_model(self.model_wrapped)
@@ -690,7 +680,8 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
 
     @torch.no_grad()
     def _score_samples(self, batch: dict[str, Any], tokens: list[list[int]]) -> dict[str, torch.Tensor]:
-        """Per-sample scores, metric name -> `(B,)` float tensor: the training RM's, then each evaluation scorer's."""
+        """Per-sample scores, metric name -> `(B,)` float tensor: the training RM's (and the KL with `eval_kl`), then
+        each evaluation scorer's."""
         device = self.accelerator.device
         speech_ids, speech_attention_mask = pad_speech_tokens(tokens, device)
         labels = batch["emotion_labels"]
@@ -701,9 +692,15 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             "rm_accuracy": (logits.argmax(-1) == labels).float(),
             "sample_length": speech_attention_mask.sum(1).float(),
         }
+        reserved = set()
+        if self.args.eval_kl:
+            scores["kl_to_reference"] = self._kl_to_reference(
+                self._lm_inputs(batch, speech_ids, speech_attention_mask)
+            )
+            reserved.add("sqrt_kl_to_reference")  # derived in `evaluate`
         for scorer in self.eval_scorers:
             for name, values in scorer(tokens, batch).items():
-                if name in scores:
+                if name in scores or name in reserved:
                     raise ValueError(
                         f"Two evaluation scores are named {name!r} (scorer {type(scorer).__name__}); give each "
                         "scorer its own metric names (e.g. a different `name` / `prefix`)."
