@@ -27,13 +27,28 @@ from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
 from ..ops import mixup_emotion_loss
 
 
-__all__ = ["EmotionClassifierScorer", "EvalScorer"]
+__all__ = ["EmotionClassifierScorer", "EvalScorer", "emotion_classifier_scores"]
 
 
 class EvalScorer(Protocol):
     """What `DiffROTrainer(eval_scorers=...)` calls on every evaluation batch."""
 
     def __call__(self, tokens: list[list[int]], batch: Mapping[str, Any]) -> Mapping[str, Sequence[float]]: ...
+
+
+@torch.no_grad()
+def emotion_classifier_scores(
+    model: torch.nn.Module,
+    speech_ids: torch.Tensor,
+    speech_attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(reward, correct)`` per sample of a speech-token emotion classifier on padded speech: the negative
+    (label-smoothed, Eq. 2) cross-entropy of the target label ids, and whether its top label is the target."""
+    logits = model(input_ids=speech_ids, attention_mask=speech_attention_mask).logits
+    loss = mixup_emotion_loss(logits, labels, epsilon=label_smoothing, reduction="none")
+    return -loss, (logits.argmax(-1) == labels).float()
 
 
 class EmotionClassifierScorer:
@@ -68,6 +83,7 @@ class EmotionClassifierScorer:
         device = next(self.model.parameters()).device
         speech_ids, speech_attention_mask = pad_speech_tokens(tokens, device)
         labels = torch.tensor([self.label_lookup[emotion] for emotion in targets], device=device)
-        logits = self.model(input_ids=speech_ids, attention_mask=speech_attention_mask).logits
-        loss = mixup_emotion_loss(logits, labels, epsilon=self.label_smoothing, reduction="none")
-        return {f"{self.name}_reward": -loss, f"{self.name}_accuracy": (logits.argmax(-1) == labels).float()}
+        reward, correct = emotion_classifier_scores(
+            self.model, speech_ids, speech_attention_mask, labels, self.label_smoothing
+        )
+        return {f"{self.name}_reward": reward, f"{self.name}_accuracy": correct}

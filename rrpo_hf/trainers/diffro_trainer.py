@@ -38,7 +38,7 @@ from transformers import AutoModelForAudioClassification, AutoTokenizer, PreTrai
 from ..data.diffro_collator import DataCollatorForDiffRO, pad_speech_tokens
 from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
 from ..data.validation import check_token_range_in_column
-from ..evaluation.scorers import EmotionClassifierScorer
+from ..evaluation.scorers import EmotionClassifierScorer, emotion_classifier_scores
 from ..models.cosyvoice2 import CosyVoice2LM
 from ..models.cosyvoice2.export import export_training_policy_to_cosyvoice
 from ..models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
@@ -684,12 +684,16 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         each evaluation scorer's."""
         device = self.accelerator.device
         speech_ids, speech_attention_mask = pad_speech_tokens(tokens, device)
-        labels = batch["emotion_labels"]
-        logits = self.reward_model(input_ids=speech_ids, attention_mask=speech_attention_mask).logits
-        loss_emo = mixup_emotion_loss(logits, labels, epsilon=self.args.reward_label_smoothing, reduction="none")
+        reward, correct = emotion_classifier_scores(
+            self.reward_model,
+            speech_ids,
+            speech_attention_mask,
+            batch["emotion_labels"],
+            self.args.reward_label_smoothing,
+        )
         scores = {
-            "reward": -loss_emo,
-            "rm_accuracy": (logits.argmax(-1) == labels).float(),
+            "reward": reward,
+            "rm_accuracy": correct,
             "sample_length": speech_attention_mask.sum(1).float(),
         }
         reserved = set()
