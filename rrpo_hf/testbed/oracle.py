@@ -354,19 +354,14 @@ class Oracle:
         accent = world.emotion_accent[None, :].astype(np.float64)
         emotions = np.arange(len(CANONICAL_EMOTIONS))
         fractions = np.zeros((len(num_phonemes), len(CANONICAL_EMOTIONS), NUM_REGISTERS + 1))
-        if intensity == 1.0:
-            accent_tokens = accent * stressed * (duration + wcfg.accent_lengthening)
-            base_tokens = (num_units - accent * stressed) * duration
-            total = accent_tokens + base_tokens
-            fractions[:, emotions, world.emotion_register] = base_tokens / total
-        else:
-            duration = intensity * duration + (1.0 - intensity)
-            accented = accent * stressed * intensity
-            accent_tokens = accented * (duration + wcfg.accent_lengthening)
-            base_tokens = (num_units - accented) * duration
-            total = accent_tokens + base_tokens
-            fractions[:, emotions, world.emotion_register] = intensity * base_tokens / total
-            fractions[:, emotions, NEUTRAL_REGISTER] += (1.0 - intensity) * base_tokens / total
+        # At s = 1 every factor below is exactly 1 or 0, so the full-strength prototype comes out bit for bit.
+        duration = intensity * duration + (1.0 - intensity)
+        accented = accent * stressed * intensity
+        accent_tokens = accented * (duration + wcfg.accent_lengthening)
+        base_tokens = (num_units - accented) * duration
+        total = accent_tokens + base_tokens
+        fractions[:, emotions, world.emotion_register] = intensity * base_tokens / total
+        fractions[:, emotions, NEUTRAL_REGISTER] += (1.0 - intensity) * base_tokens / total
         fractions[:, emotions, (world.emotion_register + 1) % NUM_REGISTERS] += accent_tokens / total
         mean_run = total / num_units + wcfg.duration_jitter
         return fractions, mean_run
