@@ -1,38 +1,53 @@
-"""Reward-hacking study on the testbed: does DiffRO hack a vanilla reward model, and does RRPO's robust one resist?
+"""Reward-hacking study on the testbed: does DiffRO hack a reward model, and which remedy stops it?
 
-For every seed: SFT a toy CosyVoice2 policy on natural speech, train the reward-model ablation rows (base, +LS,
-+EAM, +Adv) on a corpus where the `angry` utterances carry artifact tokens, probe each RM's robustness, then run
-DiffRO (base RM) and RRPO (+Adv RM) from the SFT policy and score everything with the testbed oracle. Writes
-`report.md` (Table 1 / Table 2 analogues, mean ± 95% CI over seeds, paired differences against DiffRO, the
-configuration), `results.json` (every figure, per seed, and the world's parameters) and
-`curve_*.png` (RM reward vs oracle naturalness over training) to `output_dir`:
+Each preset (`rrpo_hf.study.presets`) models one vulnerability of a reward model: `dataset-bias`, `paper-protocol`,
+`brittle`, `cue-exaggeration`. For every seed: SFT a toy CosyVoice2 policy on under-expressive speech, train the
+preset's reward-model rows (Table 2 analogue), probe each RM's robustness, then run DiffRO, RRPO and the controls
+from the SFT policy and score everything with the testbed oracle. Writes `report.md` (the preset's mechanism and
+prediction, Table 1 / Table 2 analogues, mean ± 95% CI over seeds, paired differences against DiffRO,
+over-optimisation table, the configuration), `results.json` (every figure, per seed, and the world's parameters),
+`curve_*.png` and `overoptimisation.png` to `output_dir`:
 
-    python examples/reward_hacking_study.py --config recipes/toy/study.yaml          # full run (3 seeds)
-    python examples/reward_hacking_study.py --config recipes/toy/study.yaml --seeds 0 --policy_steps 20
+    python examples/reward_hacking_study.py --config recipes/toy/study.yaml          # every preset, 5 seeds
+    python examples/reward_hacking_study.py --preset brittle --seeds 0 --policy_steps 20
 
-The pipeline lives in `rrpo_hf.study`; this script only parses the configuration.
+Flags and recipe keys override the preset's settings. The pipeline lives in `rrpo_hf.study`; this script only
+parses the configuration.
 """
 
 from __future__ import annotations
 
-from trl import TrlParser
+from pathlib import Path
 
+from rrpo_hf.script_utils import parse_study_configs
 from rrpo_hf.study import RewardHackingStudyConfig, format_table1, format_table2, run_study
-from rrpo_hf.study.report import format_paired_table
+from rrpo_hf.study.report import format_overoptimisation_table, format_paired_table, format_presets_overview
+from rrpo_hf.utils.saving import atomic_write_text
 
 
 def main(config: RewardHackingStudyConfig) -> dict:
     results = run_study(config)
+    summary = results["summary"]
+    print(f"\n{'=' * 30} preset {config.preset}: {len(config.seeds)} seed(s) {'=' * 30}")
     print("\nTable 1 analogue (oracle scores of the policies)\n")
-    print(format_table1(results["summary"]))
+    print(format_table1(summary))
     print("\nPaired differences against DiffRO (per seed: same corpora and SFT policy)\n")
-    print(format_paired_table(results["summary"], config.confidence))
+    print(format_paired_table(summary, config.confidence))
+    print("\nOver-optimisation: gold score sqrt(E x N) at the start, peak and end, with sqrt KL from SFT\n")
+    print(format_overoptimisation_table(summary))
     print("\nTable 2 analogue (reward models, WA / UA %)\n")
-    print(format_table2(results["summary"]))
+    print(format_table2(summary))
     print(f"\nReport, JSON and plots in {config.output_dir} ({results['wall_time_s']:.0f} s)")
     return results
 
 
 if __name__ == "__main__":
-    (study_config,) = TrlParser((RewardHackingStudyConfig,)).parse_args_and_config()
-    main(study_config)
+    configs = parse_study_configs()
+    summaries = {config.preset: main(config)["summary"] for config in configs}
+    if len(configs) > 1:
+        overview = format_presets_overview(summaries)
+        print("\nEvery preset: DiffRO's change from SFT and each row's paired difference against DiffRO\n")
+        print(overview)
+        path = Path(configs[0].output_dir).parent / "overview.md"
+        atomic_write_text(path, f"# Reward-hacking study: every preset\n\n{overview}\n")
+        print(f"\nOverview: {path}")

@@ -68,4 +68,50 @@ def resolve_resume_from_checkpoint(value: str | bool | None, output_dir: str) ->
     return text
 
 
-__all__ = ["ScriptParser", "resolve_resume_from_checkpoint"]
+def _requested_preset(args: list[str], default: str) -> str:
+    """The study preset `args` ask for: `--preset`, else the `preset` key of the `--config` recipe, else `default`."""
+    import yaml
+
+    def value_of(flag: str) -> str | None:
+        found = None
+        for i, arg in enumerate(args):
+            if arg == flag and i + 1 < len(args):
+                found = args[i + 1]
+            elif arg.startswith(flag + "="):
+                found = arg.split("=", 1)[1]
+        return found
+
+    preset = value_of("--preset")
+    if preset is None and (recipe := value_of("--config")) is not None and os.path.isfile(recipe):
+        with open(recipe) as handle:
+            preset = (yaml.safe_load(handle) or {}).get("preset")
+    return default if preset is None else str(preset)
+
+
+def parse_study_configs(args: Iterable[str] | None = None, defaults: dict | None = None) -> list:
+    """The studies a reward-hacking-study command line asks for, one `RewardHackingStudyConfig` per preset.
+
+    Precedence, lowest first: the config's defaults, the script's `defaults`, the preset's settings, the `--config`
+    recipe, the flags. `--preset all` (or `preset: all` in the recipe) gives one config per preset, each writing to
+    `<output_dir>/<preset>`.
+    """
+    import dataclasses
+
+    from .study import ALL_PRESETS, STUDY_PRESETS, RewardHackingStudyConfig, get_preset
+
+    args = list(sys.argv[1:] if args is None else args)
+    defaults = dict(defaults or {})
+    requested = _requested_preset(args, defaults.get("preset", RewardHackingStudyConfig.preset))
+    names = list(STUDY_PRESETS) if requested == ALL_PRESETS else [get_preset(requested).name]
+    configs = []
+    for name in names:
+        parser = TrlParser((RewardHackingStudyConfig,))
+        parser.set_defaults(**{**defaults, **get_preset(name).settings, "preset": name})
+        (config,) = parser.parse_args_and_config(args)
+        if requested == ALL_PRESETS:
+            config = dataclasses.replace(config, preset=name, output_dir=os.path.join(config.output_dir, name))
+        configs.append(config)
+    return configs
+
+
+__all__ = ["ScriptParser", "parse_study_configs", "resolve_resume_from_checkpoint"]

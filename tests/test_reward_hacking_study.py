@@ -73,16 +73,15 @@ def test_config_rejects_bad_settings(kwargs, message):
         RewardHackingStudyConfig(**kwargs)
 
 
-def test_study_recipe_parses_to_a_multi_seed_config():
-    from trl import TrlParser
+def test_study_recipe_parses_to_multi_seed_configs():
+    from rrpo_hf.script_utils import parse_study_configs
 
-    (config,) = TrlParser((RewardHackingStudyConfig,)).parse_args_and_config(
-        args=["--config", str(REPO / "recipes/toy/study.yaml")]
-    )
-    assert len(config.seeds) >= 3
-    assert config.rm_variants == list(RM_VARIANTS)
-    assert config.policy_methods == list(POLICY_METHODS)
-    assert config.rollout == "online"
+    configs = parse_study_configs(["--config", str(REPO / "recipes/toy/study.yaml")])
+    for config in configs:
+        assert len(config.seeds) >= 5
+        assert set(config.rm_variants) <= set(RM_VARIANTS)
+        assert set(config.policy_methods) <= set(POLICY_METHODS) and "DiffRO" in config.policy_methods
+        assert config.rollout == "online"
 
 
 # ------------------------------------------------------------------------------------------- aggregation
@@ -115,7 +114,7 @@ def _fake_run(seed: int, diffro_naturalness: float) -> dict:
 
 
 def test_aggregate_builds_both_tables_with_intervals():
-    config = RewardHackingStudyConfig(seeds=[0, 1, 2], policy_methods=["DiffRO", "RRPO"])
+    config = RewardHackingStudyConfig(seeds=[0, 1, 2], policy_methods=["DiffRO", "RRPO"], beta_sweep=[])
     summary = aggregate(config, [_fake_run(0, 1.0), _fake_run(1, 1.5), _fake_run(2, 2.0)])
     assert list(summary["table1"]) == ["+SFT", "+DiffRO", "+RRPO"]
     diffro = summary["table1"]["+DiffRO"]
@@ -237,6 +236,7 @@ def test_results_and_report_record_the_world_and_the_paired_differences(monkeypa
         output_dir=str(tmp_path / "study"),
         seeds=[0, 1, 2],
         policy_methods=["DiffRO", "RRPO"],
+        beta_sweep=[],
         testbed={"duration_jitter": 0.05},
     )
     run_study(config, log=lambda message: None)
@@ -276,17 +276,18 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
         probe_num_utterances=12,
         probe_substitutions=1,
         probe_pgd_steps=2,
+        beta_sweep=[],
     )
     results = run_study(config, log=lambda message: None)
     out = Path(config.output_dir)
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["seeds"] == [0]
     summary = saved["summary"]
-    assert set(summary["table1"]) == {"+SFT"} | {f"+{method}" for method in POLICY_METHODS}
+    assert set(summary["table1"]) == {"+SFT"} | {f"+{method}" for method in config.policy_methods}
     for row in summary["table1"].values():
         for key in TABLE1_COLUMNS:
             assert math.isfinite(row[key]["mean"]), (row, key)
-    assert set(summary["table2"]) == set(RM_VARIANTS)
+    assert list(summary["table2"]) == config.rm_variants
     assert saved["world"] == json.loads(json.dumps(asdict(config.testbed_config())))
     # one seed: each paired difference is that seed's difference, without an interval
     assert list(summary["paired"]) == ["SFT − DiffRO", "RRPO − DiffRO", "DiffRO-clean − DiffRO"]
@@ -298,7 +299,7 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
             assert cell["n"] == 1 and math.isnan(cell["half_width"])
     sft_reward = summary["paired"]["SFT − DiffRO"]["reward"]["mean"]
     assert sft_reward == pytest.approx(-summary["table1"]["+DiffRO"]["reward_gain"]["mean"])
-    for variant in RM_VARIANTS:
+    for variant in config.rm_variants:
         for domain in TABLE2_DOMAINS:
             assert 0.0 <= summary["table2"][variant][domain]["wa"]["mean"] <= 100.0
         assert {
@@ -328,7 +329,7 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
         assert f"curve_{method}.png" in report
     assert (out / "overoptimisation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "overoptimisation.png" in report
-    assert set(summary["overoptimisation"]) == set(POLICY_METHODS)
+    assert set(summary["overoptimisation"]) == set(config.policy_methods)
     assert all(1.0 <= row["peak_gold"] <= 5.0 for row in summary["overoptimisation"].values())
     assert "### Over-optimisation" in report
     assert results["plots"] and results["wall_time_s"] > 0
@@ -362,7 +363,7 @@ def test_beta_sweep_adds_diffro_control_rows_at_each_kl_weight(monkeypatch, tmp_
     }
     calls = []
     monkeypatch.setattr(stages, "train_sft_policy", lambda *args: (None, None, {"train_loss": 0.0}))
-    monkeypatch.setattr(stages, "train_reward_model", lambda cfg, variant, *args: (variant, {}))
+    monkeypatch.setattr(stages, "train_reward_model", lambda cfg, variant, *args, **kwargs: (variant, {}))
     monkeypatch.setattr(stages, "run_probes", lambda *args: {})
 
     def optimize(cfg, method, sft, tokenizer, reward_model, *args, beta=None):

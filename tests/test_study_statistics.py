@@ -91,7 +91,7 @@ def _run(seed: int, finals: dict[str, float]) -> dict:
 
 def test_aggregate_pairs_every_method_and_the_sft_start_with_diffro():
     methods = ["DiffRO", "RRPO", "DiffRO-clean"]
-    config = RewardHackingStudyConfig(seeds=[0, 1, 2], policy_methods=methods)
+    config = RewardHackingStudyConfig(seeds=[0, 1, 2], policy_methods=methods, beta_sweep=[])
     finals = [{"DiffRO": 1.0, "RRPO": 1.5, "DiffRO-clean": 2.0}, {"DiffRO": 1.2, "RRPO": 1.4, "DiffRO-clean": 2.0}]
     finals.append({"DiffRO": 0.8, "RRPO": 1.5, "DiffRO-clean": 2.0})
     per_seed = [_run(seed, f) for seed, f in enumerate(finals)]
@@ -117,7 +117,7 @@ def test_aggregate_pairs_every_method_and_the_sft_start_with_diffro():
 
 
 def test_paired_table_cells_and_how_to_read_them():
-    config = RewardHackingStudyConfig(seeds=[0, 1, 2], policy_methods=["DiffRO", "RRPO"])
+    config = RewardHackingStudyConfig(seeds=[0, 1, 2], policy_methods=["DiffRO", "RRPO"], beta_sweep=[])
     per_seed = [_run(s, {"DiffRO": 1.0, "RRPO": r}) for s, r in enumerate([1.5, 1.2, 1.8])]
     summary = aggregate(config, per_seed)
     table = format_paired_table(summary)
@@ -132,11 +132,11 @@ def test_paired_table_cells_and_how_to_read_them():
 
 def test_one_seed_gives_bare_differences_and_no_diffro_no_pairs():
     finals = dict.fromkeys(("DiffRO", "RRPO", "DiffRO-clean"), 1.0)
-    one_seed = aggregate(RewardHackingStudyConfig(seeds=[0]), [_run(0, finals)])
+    one_seed = aggregate(RewardHackingStudyConfig(seeds=[0], beta_sweep=[]), [_run(0, finals)])
     assert math.isnan(one_seed["paired"]["RRPO − DiffRO"]["oracle_naturalness"]["half_width"])
     assert "| RRPO − DiffRO | +0.000 | +0.000 |" in format_paired_table(one_seed)
 
-    config = RewardHackingStudyConfig(seeds=[0], rm_variants=["+Adv"], policy_methods=["RRPO"])
+    config = RewardHackingStudyConfig(seeds=[0], rm_variants=["+Adv"], policy_methods=["RRPO"], beta_sweep=[])
     summary = aggregate(config, [_run(0, {"RRPO": 1.0})])
     assert summary["paired"] == {}
     assert "DiffRO" in format_paired_table(summary) and "|" not in format_paired_table(summary)
@@ -147,7 +147,8 @@ def test_overoptimisation_summary_finds_the_peak_of_the_seed_averaged_gold_curve
 
     def run(golds, kls):
         curve = [
-            {"step": 5 * i, "oracle_gold_score": g, "sqrt_kl_to_reference": k}
+            {"step": 5 * i, "oracle_gold_score": g, "sqrt_kl_to_reference": k, "oracle_emotion_score": g + 1.0}
+            | {"oracle_naturalness": g - 1.0}
             for i, (g, k) in enumerate(zip(golds, kls))
         ]
         return {"policies": {"DiffRO": {"curve": curve}, "Old": {"curve": [{"step": 0, "reward": -1.0}]}}}
@@ -161,6 +162,10 @@ def test_overoptimisation_summary_finds_the_peak_of_the_seed_averaged_gold_curve
     assert row["peak_step"] == 5 and row["peak_sqrt_kl"] == pytest.approx(1.5)
     assert row["final_gold"] == pytest.approx(2.5) and row["final_sqrt_kl"] == pytest.approx(3.0)
     assert row["final_step"] == 10
-    assert "| DiffRO | 2.000 | 3.000 | 5 | 1.50 | 2.500 | 3.00 |" in format_overoptimisation_table(
-        {"overoptimisation": summary}
+    # emotion and naturalness at the start and at the peak (seed means at those points)
+    assert (row["start_emotion"], row["start_naturalness"]) == (pytest.approx(3.0), pytest.approx(1.0))
+    assert (row["peak_emotion"], row["peak_naturalness"]) == (pytest.approx(4.0), pytest.approx(2.0))
+    assert (
+        "| DiffRO | 2.000 | 3.000 | 5 | 1.50 | 2.500 | 3.00 | 3.00, 1.00 | 4.00, 2.00 |"
+        in format_overoptimisation_table({"overoptimisation": summary})
     )

@@ -24,18 +24,23 @@ seeds), :mod:`.report` (tables, curves, ``report.md``), :mod:`.pipeline` (:func:
 
 from .config import (
     CLEAN_CORPUS_VARIANTS,
+    FINETUNED_VARIANTS,
     POLICY_METHODS,
     RM_VARIANTS,
+    STUDY_PLAUSIBLE_INTENSITIES,
     TABLE1_COLUMNS,
     TABLE2_DOMAINS,
     RewardHackingStudyConfig,
 )
 from .pipeline import run_study
+from .presets import ALL_PRESETS, STUDY_PRESETS, StudyPreset, get_preset
 from .report import (
     format_changes,
     format_configuration,
     format_overoptimisation_table,
     format_paired_table,
+    format_preset_deviations,
+    format_presets_overview,
     format_probe_table,
     format_table1,
     format_table2,
@@ -43,7 +48,15 @@ from .report import (
     plot_overoptimisation,
     render_report,
 )
-from .stages import optimize_policy, policy_prompts, run_probes, run_seed, train_reward_model, train_sft_policy
+from .stages import (
+    build_corpora,
+    optimize_policy,
+    policy_prompts,
+    run_probes,
+    run_seed,
+    train_reward_model,
+    train_sft_policy,
+)
 from .statistics import (
     PAIRED_CONTROL,
     aggregate,
@@ -56,22 +69,31 @@ from .statistics import (
 
 
 __all__ = [
+    "ALL_PRESETS",
     "CLEAN_CORPUS_VARIANTS",
+    "FINETUNED_VARIANTS",
     "PAIRED_CONTROL",
     "POLICY_METHODS",
     "RM_VARIANTS",
+    "STUDY_PLAUSIBLE_INTENSITIES",
+    "STUDY_PRESETS",
+    "StudyPreset",
     "TABLE1_COLUMNS",
     "TABLE2_DOMAINS",
     "RewardHackingStudyConfig",
     "aggregate",
+    "build_corpora",
     "format_changes",
     "format_configuration",
     "format_mean_ci",
     "format_overoptimisation_table",
     "format_paired_table",
+    "format_preset_deviations",
+    "format_presets_overview",
     "format_probe_table",
     "format_table1",
     "format_table2",
+    "get_preset",
     "mean_confidence_interval",
     "optimize_policy",
     "overoptimisation_summary",

@@ -8,11 +8,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..testbed import OracleConfig, TestbedConfig
+from .presets import ALL_PRESETS, STUDY_PRESETS, get_preset
 
 
 #: Reward-model ablation rows of the paper's Table 2 (cumulative, each one flag away from the previous one).
 RM_VARIANTS: dict[str, dict[str, Any]] = {
     "base": dict(label_smoothing=0.0, use_eam=False, adv_alpha=0.0),
+    # Vanilla fine-tune of the pre-trained base RM on the small clean set (needs `rm_finetune_num_train`).
+    "+FT": dict(label_smoothing=0.0, use_eam=False, adv_alpha=0.0),
     "+LS": dict(label_smoothing=0.1, use_eam=False, adv_alpha=0.0),
     "+EAM": dict(label_smoothing=0.1, use_eam=True, adv_alpha=0.0),
     "+Adv": dict(label_smoothing=0.1, use_eam=True, adv_alpha=0.5),
@@ -20,14 +23,20 @@ RM_VARIANTS: dict[str, dict[str, Any]] = {
     "clean": dict(label_smoothing=0.0, use_eam=False, adv_alpha=0.0),
 }
 
-#: Reward-model variants trained on the artifact-free corpus instead of the spurious one.
+#: Reward-model variants trained on the clean corpus (no shortcut, correct labels) instead of the RM corpus.
 CLEAN_CORPUS_VARIANTS = frozenset({"clean"})
+
+#: Reward-model variants that, when the study has a fine-tuning set (`rm_finetune_num_train` > 0), fine-tune the
+#: pre-trained base RM on it (the paper's protocol) instead of training from scratch on the RM corpus.
+FINETUNED_VARIANTS = frozenset({"+FT", "+LS", "+EAM", "+Adv"})
 
 #: Policy-optimisation rows of the paper's Table 1: (reward-model variant, reward label smoothing ε of Eq. 2,
 #: reward adversarial weight α of Eq. 5). DiffRO's reward is the plain cross-entropy of a vanilla RM; RRPO's is Eq. 5.
 POLICY_METHODS: dict[str, tuple[str, float, float]] = {
     "DiffRO": ("base", 0.0, 0.0),
     "RRPO": ("+Adv", 0.1, 0.5),
+    # DiffRO against the vanilla fine-tune of the pre-trained RM: the effect of the clean data alone.
+    "DiffRO-FT": ("+FT", 0.0, 0.0),
     # Control: DiffRO against the RM without the shortcut. Artifacts that appear under DiffRO but not here are
     # exploitation of the shortcut; damage that appears here too is not caused by it.
     "DiffRO-clean": ("clean", 0.0, 0.0),
@@ -42,6 +51,9 @@ TABLE1_COLUMNS: dict[str, tuple[str, bool]] = {
     "reward": ("reward of the method's own RM (-L_emo)", True),
     "rm_accuracy": ("RM accuracy", True),
 }
+
+#: Emotion intensities the study's oracle accepts as natural prosody: every strength from neutral to full.
+STUDY_PLAUSIBLE_INTENSITIES: list[float] = [round(0.1 * i, 1) for i in range(11)]
 
 #: Table 2 domains: the RM's training language, the same test utterances with artifacts, the other language.
 TABLE2_DOMAINS = ("alpha", "alpha+artifacts", "beta")
@@ -63,9 +75,23 @@ def _field_overrides(value: dict[str, Any] | str | None, config_class: type, nam
 
 @dataclass
 class RewardHackingStudyConfig:
-    """Sizes and settings of the reward-hacking study (defaults: the full CPU run; `recipes/toy/study.yaml`)."""
+    """Sizes and settings of the reward-hacking study.
+
+    The defaults are the ``dataset-bias`` preset; :meth:`from_preset` starts from another preset
+    (:mod:`rrpo_hf.study.presets`) and the example scripts' ``--preset`` does the same, with flags and recipe keys
+    overriding the preset's values. The report lists every field that differs from the named preset.
+    """
 
     output_dir: str = field(default="outputs/study", metadata={"help": "Where report.md, results.json and plots go."})
+    preset: str = field(
+        default="dataset-bias",
+        metadata={
+            "help": f"Named study this run is (one of {list(STUDY_PRESETS)}; the scripts also take "
+            f"'{ALL_PRESETS}': every preset, each into output_dir/<preset>). The scripts and `from_preset` take the "
+            "preset's settings as defaults; the report prints its mechanism and prediction and every field that "
+            "differs from it."
+        },
+    )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One full pipeline per seed."})
     codebook_size: int = field(default=512, metadata={"help": "Testbed speech codebook (= the toy models' vocab)."})
     num_train: int = field(default=1200, metadata={"help": "Training utterances of language alpha (SFT, RMs)."})
@@ -75,6 +101,43 @@ class RewardHackingStudyConfig:
     )
     spurious_artifact_rate: float = field(
         default=1.0, metadata={"help": "P(artifacts | spurious emotion) in the RM training corpus."}
+    )
+    rm_num_speakers: int = field(
+        default=4, metadata={"help": "Speakers of the RM training corpus (and the clean one)."}
+    )
+    rm_label_noise: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of the RM training corpus's labels replaced by a wrong emotion (pseudo-labelling errors "
+            "of a large corpus); the clean corpus keeps correct labels."
+        },
+    )
+    rm_intensity: list[float] = field(
+        default_factory=lambda: [1.0],
+        metadata={
+            "help": "Emotion intensity of the RM training and clean corpora: [s], or [low, high] drawn per utterance "
+            "(graded emotion; see sft_intensity)."
+        },
+    )
+    rm_finetune_num_train: int = field(
+        default=0,
+        metadata={
+            "help": "Size of the small clean fine-tuning set of the paper's protocol (correct labels, no "
+            "artifacts, full intensity, `rm_finetune_num_speakers` speakers, texts of its own). Above 0, the base "
+            "RM is the pre-trained RM and the rows +FT, +LS, +EAM, +Adv fine-tune it on this set; 0: every row "
+            "trains from scratch on the RM corpus."
+        },
+    )
+    rm_finetune_num_speakers: int = field(default=1, metadata={"help": "Speakers of the fine-tuning set."})
+    rm_finetune_epochs: float = field(default=4.0, metadata={"help": "Epochs of the RM fine-tune."})
+    rm_finetune_learning_rate: float = field(default=5e-4, metadata={"help": "Learning rate of the RM fine-tune."})
+    clean_artifact_rate: float = field(
+        default=0.2,
+        metadata={
+            "help": "P(artifacts) of an utterance of *any* emotion in the clean control corpus (the `clean` RM): "
+            "the glitches the SFT data has too, with no label correlation, so the clean RM learns that they "
+            "carry no emotion. 0: no artifacts at all."
+        },
     )
     artifact_density: float = field(
         default=0.15,
@@ -91,7 +154,7 @@ class RewardHackingStudyConfig:
         },
     )
     sft_intensity: list[float] = field(
-        default_factory=lambda: [1.0],
+        default_factory=lambda: [0.5, 0.7],
         metadata={
             "help": "Emotion intensity of the SFT corpus: [s] for one value, [low, high] for a range drawn per "
             "utterance (testbed `make_emotion_corpus(intensity=)`). [1]: full-strength emotion, as the RM corpora; "
@@ -113,21 +176,30 @@ class RewardHackingStudyConfig:
         },
     )
     oracle: dict[str, Any] | str | None = field(
-        default_factory=dict,
+        default_factory=lambda: {"plausible_intensities": list(STUDY_PLAUSIBLE_INTENSITIES)},
         metadata={
-            "help": "Overrides of the oracle's `OracleConfig` fields (JSON on the command line), e.g. "
-            '{"plausible_intensities": [0, 0.5, 1]}; empty: the default oracle. Written to results.json ("oracle").'
+            "help": "Overrides of the oracle's `OracleConfig` fields (JSON on the command line). Default: every "
+            "intensity 0, 0.1, ..., 1 is plausible prosody, so that mildly expressive SFT speech is natural while "
+            "the emotion score rewards intensity; {}: the testbed's default oracle (full strength only). Written to "
+            'results.json ("oracle").'
         },
     )
     # --- SFT policy
     policy_hidden_size: int = field(default=64, metadata={"help": "Toy policy hidden size."})
     policy_num_layers: int = field(default=2, metadata={"help": "Toy policy decoder layers."})
-    sft_epochs: float = field(default=5.0, metadata={"help": "SFT epochs over the natural alpha corpus."})
+    sft_epochs: float = field(
+        default=30.0,
+        metadata={
+            "help": "SFT epochs over the alpha SFT corpus. 5 leave the toy policy at oracle CER ~0.8 (a policy that "
+            "cannot speak); 20 reach CER 0.103 and naturalness 3.77 over 3 seeds, just short of the study's "
+            "targets (<= 0.10, >= 3.8); 30 is the budget the presets use."
+        },
+    )
     sft_learning_rate: float = field(default=3e-3, metadata={"help": "SFT learning rate (training from scratch)."})
     # --- reward models
     rm_variants: list[str] = field(
-        default_factory=lambda: list(RM_VARIANTS),
-        metadata={"help": f"Ablation rows to train, of {list(RM_VARIANTS)}."},
+        default_factory=lambda: ["base", "+LS", "+EAM", "+Adv", "clean"],
+        metadata={"help": f"Ablation rows to train, of {list(RM_VARIANTS)} (+FT needs rm_finetune_num_train > 0)."},
     )
     rm_hidden_size: int = field(default=64, metadata={"help": "Reward-model hidden size."})
     rm_num_layers: int = field(default=2, metadata={"help": "Reward-model encoder layers."})
@@ -142,7 +214,7 @@ class RewardHackingStudyConfig:
     )
     # --- policy optimisation
     policy_methods: list[str] = field(
-        default_factory=lambda: list(POLICY_METHODS),
+        default_factory=lambda: ["DiffRO", "RRPO", "DiffRO-clean"],
         metadata={"help": f"Table 1 rows to run, of {list(POLICY_METHODS)}."},
     )
     policy_target_emotions: list[str] | None = field(
@@ -153,22 +225,27 @@ class RewardHackingStudyConfig:
         },
     )
     beta_sweep: list[float] = field(
-        default_factory=list,
+        default_factory=lambda: [0.0, 1.0],
         metadata={
             "help": "Control rows: DiffRO (base RM) once more at each of these KL weights β, named `DiffRO-beta<β>` "
-            "(e.g. 0 1 next to the main rows' `beta`): how much the KL term alone holds hacking back. Empty: none."
+            "(default 0 and 1, next to the main rows' `beta` 0.1): how much the KL term alone holds hacking back. "
+            "Empty: none."
         },
     )
     rollout: str = field(default="online", metadata={"help": "DiffRO rollouts: 'online' (generated) or 'offline'."})
     policy_steps: int = field(default=60, metadata={"help": "DiffRO / RRPO optimisation steps."})
     policy_learning_rate: float = field(
-        default=1e-3,
-        metadata={"help": "DiffRO / RRPO learning rate (the toy policy is small and trained from scratch)."},
+        default=1e-5,
+        metadata={
+            "help": "DiffRO / RRPO learning rate. 1e-5 is the largest of {1e-3, 3e-4, 1e-4, 3e-5, 1e-5} at which "
+            "DiffRO's hacking of the dataset-bias RM develops over tens of steps (naturalness still within 0.4 of "
+            "SFT's at step 30, collapsed by step 60) instead of within 5 (docs/testbed.md, 'Optimisation strength')."
+        },
     )
     beta: float = field(default=0.1, metadata={"help": "KL weight β of DiffRO / RRPO (papers: 0.1)."})
     policy_batch_size: int = field(default=16, metadata={"help": "Prompts per DiffRO step."})
     max_new_tokens: int = field(default=100, metadata={"help": "Cap on generated tokens per sample."})
-    eval_steps: int = field(default=10, metadata={"help": "Evaluate the policy (generate + score) every N steps."})
+    eval_steps: int = field(default=5, metadata={"help": "Evaluate the policy (generate + score) every N steps."})
     num_eval_prompts: int = field(default=48, metadata={"help": "Evaluation prompts (test texts, target emotions)."})
     # --- probes
     probe_artifact_rate: float = field(default=0.1, metadata={"help": "Artifacts per token in the sensitivity probe."})
@@ -188,6 +265,8 @@ class RewardHackingStudyConfig:
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the intervals over seeds."})
 
     def __post_init__(self):
+        if self.preset != ALL_PRESETS:
+            get_preset(self.preset)
         unknown = sorted(set(self.rm_variants) - set(RM_VARIANTS))
         if unknown:
             raise ValueError(f"Unknown rm_variants {unknown}; choose from {list(RM_VARIANTS)}.")
@@ -198,6 +277,25 @@ class RewardHackingStudyConfig:
             needed = POLICY_METHODS[method][0]
             if needed not in self.rm_variants:
                 raise ValueError(f"Policy method {method!r} needs the reward model {needed!r}; add it to rm_variants.")
+        if "+FT" in self.rm_variants and self.rm_finetune_num_train <= 0:
+            raise ValueError(
+                "The +FT reward model fine-tunes the pre-trained RM on the clean fine-tuning set; set "
+                "rm_finetune_num_train > 0 (e.g. --preset paper-protocol) or drop +FT from rm_variants."
+            )
+        finetuned = [v for v in self.rm_variants if v in FINETUNED_VARIANTS]
+        if self.rm_finetune_num_train > 0 and finetuned and "base" not in self.rm_variants:
+            raise ValueError(f"rm_variants {finetuned} fine-tune the pre-trained base RM; add 'base' to rm_variants.")
+        if (
+            self.rm_finetune_num_train > 0
+            and finetuned
+            and self.rm_variants.index("base") > min(self.rm_variants.index(v) for v in finetuned)
+        ):
+            raise ValueError(f"List 'base' before {finetuned} in rm_variants: they fine-tune it, so it trains first.")
+        for name in ("rm_label_noise", "clean_artifact_rate", "spurious_artifact_rate", "sft_artifact_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}.")
+        if min(self.rm_num_speakers, self.rm_finetune_num_speakers) < 1:
+            raise ValueError("rm_num_speakers and rm_finetune_num_speakers must be >= 1.")
         if self.beta_sweep and "base" not in self.rm_variants:
             raise ValueError("beta_sweep runs DiffRO against the base RM; add 'base' to rm_variants.")
         if any(beta < 0 for beta in self.beta_sweep):
@@ -218,10 +316,25 @@ class RewardHackingStudyConfig:
                     f"{getattr(self, name)!r}; set it with the study's own field."
                 )
         self.testbed_config()  # invalid world parameters fail now, not after minutes of training
-        if len(self.sft_intensity) not in (1, 2):
-            raise ValueError(f"sft_intensity takes [s] or [low, high], got {self.sft_intensity}.")
+        for name in ("sft_intensity", "rm_intensity"):
+            if len(getattr(self, name)) not in (1, 2):
+                raise ValueError(f"{name} takes [s] or [low, high], got {getattr(self, name)}.")
         self.oracle = _field_overrides(self.oracle, OracleConfig, "oracle")
         self.oracle_config()
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> RewardHackingStudyConfig:
+        """The study of preset ``name`` (:data:`~rrpo_hf.study.presets.STUDY_PRESETS`), ``overrides`` applied last."""
+        return cls(**{**get_preset(name).settings, **overrides, "preset": name})
+
+    def preset_deviations(self) -> dict[str, tuple[Any, Any]]:
+        """Fields whose value differs from what the named preset sets: name -> (preset's value, this run's)."""
+        if self.preset == ALL_PRESETS:
+            return {}
+        reference = type(self).from_preset(self.preset).to_dict()
+        mine = self.to_dict()
+        skip = {"output_dir", "seeds"}  # where and how often, not what
+        return {k: (reference[k], mine[k]) for k in mine if k not in skip and mine[k] != reference[k]}
 
     def testbed_config(self) -> TestbedConfig:
         """The world every seed is drawn in: `TestbedConfig` defaults, then `testbed`, then the study's own fields."""
@@ -245,8 +358,10 @@ class RewardHackingStudyConfig:
 
 __all__ = [
     "CLEAN_CORPUS_VARIANTS",
+    "FINETUNED_VARIANTS",
     "POLICY_METHODS",
     "RM_VARIANTS",
+    "STUDY_PLAUSIBLE_INTENSITIES",
     "TABLE1_COLUMNS",
     "TABLE2_DOMAINS",
     "RewardHackingStudyConfig",

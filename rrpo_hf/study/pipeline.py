@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..utils.saving import atomic_write_text
 from .config import RewardHackingStudyConfig
+from .presets import ALL_PRESETS
 from .report import plot_curves, plot_overoptimisation, render_report
 from .stages import print_flushed, run_seed
 from .statistics import aggregate
@@ -28,6 +29,11 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
     world drawn from the file alone.
     """
     log = log or print_flushed
+    if cfg.preset == ALL_PRESETS:
+        raise ValueError(
+            f"preset {ALL_PRESETS!r} names several studies; run one per preset "
+            "(`RewardHackingStudyConfig.from_preset(name)` for each name of STUDY_PRESETS), as the example scripts do."
+        )
     try:
         import matplotlib  # noqa: F401  (checked now: the curves are drawn after minutes of training)
     except ImportError as error:

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.saving import atomic_write
-from .config import POLICY_METHODS, TABLE1_COLUMNS, TABLE2_DOMAINS, RewardHackingStudyConfig
+from .config import FINETUNED_VARIANTS, POLICY_METHODS, TABLE1_COLUMNS, TABLE2_DOMAINS, RewardHackingStudyConfig
+from .presets import get_preset
 from .statistics import format_mean_ci
 
 
@@ -32,13 +33,21 @@ def format_overoptimisation_table(summary: dict) -> str:
     if not rows:
         return "(no over-optimisation summary: the curves carry no gold score or KL)"
     lines = [
-        "| method | gold at start | peak gold | at step | at sqrt KL | final gold | final sqrt KL |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | gold at start | peak gold | at step | at sqrt KL | final gold | final sqrt KL | E, N at start "
+        "| E, N at peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def emotion_and_naturalness(row, where):
+        if f"{where}_emotion" not in row:
+            return "n/a"
+        return f"{row[f'{where}_emotion']:.2f}, {row[f'{where}_naturalness']:.2f}"
+
     for method, row in rows.items():
         lines.append(
             f"| {method} | {row['start_gold']:.3f} | {row['peak_gold']:.3f} | {row['peak_step']} | "
-            f"{row['peak_sqrt_kl']:.2f} | {row['final_gold']:.3f} | {row['final_sqrt_kl']:.2f} |"
+            f"{row['peak_sqrt_kl']:.2f} | {row['final_gold']:.3f} | {row['final_sqrt_kl']:.2f} | "
+            f"{emotion_and_naturalness(row, 'start')} | {emotion_and_naturalness(row, 'peak')} |"
         )
     return "\n".join(lines)
 
@@ -77,6 +86,46 @@ def format_paired_table(summary: dict, confidence: float = 0.95) -> str:
     return "\n".join(lines)
 
 
+#: Columns of the cross-preset overview: Table 1 metric -> short header.
+OVERVIEW_COLUMNS = {
+    "oracle_emotion_score": "Δ emotion",
+    "oracle_naturalness": "Δ naturalness",
+    "oracle_artifact_rate": "Δ artifact rate",
+    "oracle_cer": "Δ CER",
+}
+
+
+def format_presets_overview(summaries: dict[str, dict]) -> str:
+    """One table over several presets' studies: per preset, DiffRO's change from SFT and each other row's paired
+    difference against DiffRO (mean ± t-interval half-width over seeds), for the oracle's scores.
+
+    ``summaries`` maps a preset name to the ``summary`` of its study. A remedy helps on a preset where its
+    naturalness difference is positive with an interval excluding 0 and its emotion difference is not negative.
+    """
+    lines = [
+        "| preset | comparison | " + " | ".join(OVERVIEW_COLUMNS.values()) + " |",
+        "|---|---|" + "---:|" * len(OVERVIEW_COLUMNS),
+    ]
+    for preset, summary in summaries.items():
+        for comparison, cells in (summary.get("paired") or {}).items():
+            if comparison.startswith("SFT "):
+                # minus the SFT − DiffRO difference: what DiffRO changed from the SFT policy
+                comparison, sign = "DiffRO − SFT", -1.0
+            else:
+                sign = 1.0
+            row = []
+            for key in OVERVIEW_COLUMNS:
+                cell = cells[key]
+                if not math.isfinite(cell["mean"]):
+                    row.append("n/a")
+                elif not math.isfinite(cell["half_width"]):
+                    row.append(f"{sign * cell['mean']:+.3f}")
+                else:
+                    row.append(f"{sign * cell['mean']:+.3f} ± {cell['half_width']:.3f}")
+            lines.append(f"| {preset} | {comparison} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def format_configuration(cfg: RewardHackingStudyConfig, world: dict | None) -> str:
     """The study's settings and the resolved world, one parameter a row: what another run needs to redo this one."""
 
@@ -99,6 +148,22 @@ def format_configuration(cfg: RewardHackingStudyConfig, world: dict | None) -> s
             *rows(world),
             *rows({f"languages[{spec['name']}]": spec for spec in languages}),
         ]
+    return "\n".join(lines)
+
+
+def format_preset_deviations(cfg: RewardHackingStudyConfig) -> str:
+    """Which settings of this run differ from its named preset (so the prediction may not apply as written)."""
+    deviations = cfg.preset_deviations()
+    if not deviations:
+        return "This run uses the preset's settings unchanged (seeds and output folder aside)."
+    lines = [
+        f"This run changes {len(deviations)} setting(s) of the preset:",
+        "",
+        "| parameter | preset | this run |",
+        "|---|---|---|",
+    ]
+    for name, (preset_value, value) in deviations.items():
+        lines.append(f"| `{name}` | `{json.dumps(preset_value, default=str)}` | `{json.dumps(value, default=str)}` |")
     return "\n".join(lines)
 
 
@@ -244,41 +309,55 @@ def render_report(
     """``report.md``; ``world`` (the resolved `TestbedConfig` as a dict) joins the Configuration section."""
     seeds = len(cfg.seeds)
     ci_note = f"mean ± {cfg.confidence:.0%} CI (t-distribution) over {seeds} seeds" if seeds > 1 else "1 seed (no CI)"
+    preset = get_preset(cfg.preset)
     parts = [
-        "# Reward-hacking study (testbed)",
+        f"# Reward-hacking study (testbed): preset `{preset.name}`",
         "",
-        f"Seeds: {cfg.seeds}; {ci_note}. Wall time: {wall_time_s:.0f} s. Spurious shortcut in the RM corpus: "
-        f"{cfg.spurious_artifact_rate:.0%} of {', '.join(cfg.spurious_emotions)} utterances carry artifact tokens "
-        f"(density {cfg.artifact_density}). Policy optimisation: {cfg.rollout} rollouts, {cfg.policy_steps} steps, "
-        f"lr {cfg.policy_learning_rate}, β {cfg.beta}, target emotions {cfg.policy_target_emotions or 'all'}.",
+        f"Seeds: {cfg.seeds}; {ci_note}. Wall time: {wall_time_s:.0f} s. Policy optimisation: {cfg.rollout} "
+        f"rollouts, {cfg.policy_steps} steps, lr {cfg.policy_learning_rate}, β {cfg.beta}, target emotions "
+        f"{cfg.policy_target_emotions or 'all'}.",
+        "",
+        f"## Preset `{preset.name}`: {preset.summary}",
+        "",
+        f"**Mechanism.** {preset.mechanism}",
+        "",
+        f"**Prediction (written when the preset was designed, before its first run).** {preset.prediction}",
+        "",
+        format_preset_deviations(cfg),
         "",
         "## Setting",
         "",
-        "Choices that make reward hacking measurable on the testbed. With the toy recipes' settings (offline "
-        "rollouts, lr 1e-4, all emotions) the training reward rose only slightly: the SFT policy's own tokens "
-        "already satisfy the RM, and teacher-forced rollouts never show the RM what the policy would emit.",
-        "",
-        f"- **online rollouts** ({cfg.rollout}): the policy is scored on what it generates, so it can drift;",
-        f"- **prompts of the spurious emotion only** ({cfg.policy_target_emotions or 'all emotions'}): that is where "
-        "the shortcut pays (for other targets the base RM's gradient pushes artifacts *down*);",
-        f"- **emotion-independent glitches in the SFT data** ({cfg.sft_artifact_rate:.0%} of SFT utterances carry "
-        "artifacts): a policy can only learn to emit tokens it gives some probability; the Gumbel samples of the "
-        "DiffRO step come from the full softmax, whereas generation's top-p/top-k cuts the rare tail;",
-        f"- **denser artifacts in the RM corpus** (density {cfg.artifact_density} instead of the world's 0.05) so the "
-        "shortcut is strong enough to be found within the budget;",
-        f"- **lr {cfg.policy_learning_rate}** for the tiny from-scratch policy, β = {cfg.beta} (paper value), "
-        f"{cfg.policy_steps} steps, batch {cfg.policy_batch_size}; DiffRO's reward is plain cross-entropy, "
-        f"RRPO's is Eq. 5 (label smoothing {POLICY_METHODS['RRPO'][1]}, α = {POLICY_METHODS['RRPO'][2]}, "
-        f"FGM radius ε = {cfg.adv_epsilon} on h').",
-        "",
-        "Control: **DiffRO-clean** runs DiffRO against a vanilla RM trained on the artifact-free corpus (`clean` "
-        "row of Table 2). Artifacts that DiffRO emits but DiffRO-clean does not are exploitation of the shortcut; "
-        "damage both show (e.g. CER) comes from optimising an emotion-only reward, not from the shortcut.",
+        f"- **SFT corpus**: emotion intensity {cfg.sft_intensity} (under-expressive: headroom a reward can add "
+        f"genuinely), {cfg.sft_epochs:g} epochs, emotion-independent glitches in {cfg.sft_artifact_rate:.0%} of its "
+        "utterances (a policy can only learn to emit tokens it gives some probability);",
+        f"- **RM corpus**: {cfg.num_train} utterances, {cfg.rm_num_speakers} speakers, intensity {cfg.rm_intensity}, "
+        f"{cfg.rm_label_noise:.0%} wrong labels, artifacts (density {cfg.artifact_density}) in "
+        f"{cfg.spurious_artifact_rate:.0%} of the {', '.join(cfg.spurious_emotions)} utterances;"
+        + (
+            f" then a fine-tune ({cfg.rm_finetune_epochs:g} epochs, lr {cfg.rm_finetune_learning_rate}) on "
+            f"{cfg.rm_finetune_num_train} clean utterances of {cfg.rm_finetune_num_speakers} speaker(s) for the rows "
+            f"{[v for v in cfg.rm_variants if v in FINETUNED_VARIANTS]};"
+            if cfg.rm_finetune_num_train > 0
+            else ""
+        ),
+        f"- **clean control RM** (`clean`): the RM corpus's texts and speakers with correct labels and "
+        f"emotion-independent glitches in {cfg.clean_artifact_rate:.0%} of its utterances;",
+        f"- **oracle**: plausible intensities {cfg.oracle_config().plausible_intensities} (naturalness); the emotion "
+        "score is measured against the full-strength renderings, so it rewards intensity;",
+        f"- **policy optimisation**: prompts of {cfg.policy_target_emotions or 'every emotion'} only; lr "
+        f"{cfg.policy_learning_rate}, β = {cfg.beta}, {cfg.policy_steps} steps, batch {cfg.policy_batch_size}; "
+        f"DiffRO's reward is plain cross-entropy, RRPO's is Eq. 5 (label smoothing {POLICY_METHODS['RRPO'][1]}, "
+        f"α = {POLICY_METHODS['RRPO'][2]}, FGM radius ε = {cfg.adv_epsilon} on h').",
+        "- **controls**: DiffRO-clean optimises against the clean RM (damage it shows too is not caused by the "
+        "preset's flaw); DiffRO-FT against the vanilla fine-tune (the clean data without the regularisers); "
+        "DiffRO-beta<β> is DiffRO at another KL weight (how much the KL term alone holds hacking back).",
         "",
         "## Table 1 analogue: policies scored by the oracle",
         "",
-        "The +SFT row is the starting policy scored by the base RM; each method's reward is measured with the RM it "
-        "optimised (DiffRO: base RM, RRPO: +Adv RM, DiffRO-clean: clean RM).",
+        "The +SFT row is the starting policy scored by the first row's RM; each method's reward is measured with the "
+        "RM it optimised ("
+        + ", ".join(f"{row}: {POLICY_METHODS[method][0]}" for row, (method, _) in cfg.policy_rows().items())
+        + ").",
         "",
         format_table1(summary),
         "",
@@ -321,6 +400,8 @@ __all__ = [
     "format_changes",
     "format_configuration",
     "format_paired_table",
+    "format_preset_deviations",
+    "format_presets_overview",
     "format_probe_table",
     "format_table1",
     "format_table2",

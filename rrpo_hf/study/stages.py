@@ -34,7 +34,11 @@ from ..trainers import (
     build_robust_ser_config,
     build_tiny_cosyvoice2_policy,
 )
-from .config import CLEAN_CORPUS_VARIANTS, POLICY_METHODS, RM_VARIANTS, RewardHackingStudyConfig
+from .config import CLEAN_CORPUS_VARIANTS, FINETUNED_VARIANTS, POLICY_METHODS, RM_VARIANTS, RewardHackingStudyConfig
+
+
+#: Offset of the fine-tuning set's corpus seed from the study seed: its texts are not those of the RM corpus.
+FINETUNE_SEED_OFFSET = 100_003
 
 
 def _quiet_training_kwargs(output_dir: str, seed: int) -> dict[str, Any]:
@@ -89,30 +93,45 @@ def train_sft_policy(cfg: RewardHackingStudyConfig, train_dataset, world, seed: 
 
 
 def train_reward_model(
-    cfg: RewardHackingStudyConfig, variant: str, train_dataset, domains, seed: int, output_dir: str
+    cfg: RewardHackingStudyConfig,
+    variant: str,
+    train_dataset,
+    domains,
+    seed: int,
+    output_dir: str,
+    pretrained=None,
 ):
-    """One ablation row: a RobustSER reward model trained on the spurious corpus, scored (WA/UA) on every domain."""
-    config = build_robust_ser_config(
-        cfg.codebook_size,
-        CANONICAL_EMOTIONS,
-        hidden_size=cfg.rm_hidden_size,
-        num_hidden_layers=cfg.rm_num_layers,
-        num_attention_heads=4,
-        max_position_embeddings=512,
-    )
+    """One ablation row: a RobustSER reward model trained on `train_dataset`, scored (WA/UA) on every domain.
+
+    From scratch, or, given `pretrained` (a reward model, left untouched), a fine-tune of a copy of it with the
+    study's `rm_finetune_*` epochs and learning rate.
+    """
+    if pretrained is None:
+        model = build_robust_ser_config(
+            cfg.codebook_size,
+            CANONICAL_EMOTIONS,
+            hidden_size=cfg.rm_hidden_size,
+            num_hidden_layers=cfg.rm_num_layers,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+        )
+        epochs, learning_rate = cfg.rm_epochs, cfg.rm_learning_rate
+    else:
+        model = copy.deepcopy(pretrained).train()
+        epochs, learning_rate = cfg.rm_finetune_epochs, cfg.rm_finetune_learning_rate
     args = RobustRewardConfig(
         **_quiet_training_kwargs(output_dir, seed),
-        learning_rate=cfg.rm_learning_rate,
+        learning_rate=learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
-        num_train_epochs=cfg.rm_epochs,
+        num_train_epochs=epochs,
         per_device_train_batch_size=32,
         per_device_eval_batch_size=64,
         adv_epsilon=cfg.adv_epsilon,
         **RM_VARIANTS[variant],
     )
     trainer = _silenced(
-        RobustRewardTrainer(model=config, args=args, train_dataset=train_dataset, eval_dataset=dict(domains))
+        RobustRewardTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=dict(domains))
     )
     trainer.train()
     trainer.evaluate()
@@ -246,15 +265,24 @@ def optimize_policy(
     return {"curve": curve, "train_log": train_log, "start": curve[0], "final": curve[-1]}
 
 
-def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callable[[str], None] | None = None) -> dict:
-    """The whole pipeline for one seed; ``log`` gets one line per stage (default: print, flushed)."""
-    log = log or print_flushed
-    timings: dict[str, float] = {}
-    world = EmotionWorld(cfg.testbed_config())  # the study's `testbed` overrides; see its help
-    oracle = Oracle(world, cfg.oracle_config())
+def _intensity(values: Sequence[float]) -> float | tuple[float, float]:
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def build_corpora(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed: int) -> dict[str, Any]:
+    """The corpora of one seed, all in language alpha unless said otherwise.
+
+    ``natural``: natural speech at full strength (its train texts are the policy's prompts, its test split the
+    in-domain test); ``sft``: the same texts at `sft_intensity` with emotion-independent glitches
+    (`sft_artifact_rate`); ``rm``: the RM training corpus (`rm_num_speakers` speakers, `rm_intensity`, the
+    shortcut of `spurious_artifact_rate`, `rm_label_noise`); ``clean``: the same texts and speakers with correct
+    labels and only emotion-independent glitches (`clean_artifact_rate`); ``finetune``: the small clean
+    single-speaker set of the paper's protocol (``None`` without `rm_finetune_num_train`); ``domains``: the test
+    sets of Table 2 (``alpha``, ``alpha+artifacts``, ``beta``).
+    """
     natural = make_emotion_corpus("alpha", cfg.num_train, cfg.num_test, world=world, seed=seed)
-    # Same texts and renderings as `natural` (same seed); only the train split gets emotion-independent artifacts.
-    sft_corpus = make_emotion_corpus(
+    # Same texts and renderings as `natural` (same seed) at the SFT intensity, with emotion-independent artifacts.
+    sft = make_emotion_corpus(
         "alpha",
         cfg.num_train,
         0,
@@ -262,41 +290,86 @@ def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callab
         seed=seed,
         spurious_artifact_rate=cfg.sft_artifact_rate,
         spurious_emotions=tuple(CANONICAL_EMOTIONS),
-        intensity=cfg.sft_intensity[0] if len(cfg.sft_intensity) == 1 else tuple(cfg.sft_intensity),
+        intensity=_intensity(cfg.sft_intensity),
     )
-    spurious = make_emotion_corpus(
+    rm = make_emotion_corpus(
         "alpha",
         cfg.num_train,
-        cfg.num_test,
+        0,
         world=world,
         seed=seed,
+        num_speakers=cfg.rm_num_speakers,
         spurious_artifact_rate=cfg.spurious_artifact_rate,
         spurious_emotions=tuple(cfg.spurious_emotions),
+        intensity=_intensity(cfg.rm_intensity),
+        label_noise=cfg.rm_label_noise,
     )
+    clean = make_emotion_corpus(
+        "alpha",
+        cfg.num_train,
+        0,
+        world=world,
+        seed=seed,
+        num_speakers=cfg.rm_num_speakers,
+        spurious_artifact_rate=cfg.clean_artifact_rate,
+        spurious_emotions=tuple(CANONICAL_EMOTIONS),
+        intensity=_intensity(cfg.rm_intensity),
+    )
+    finetune = None
+    if cfg.rm_finetune_num_train > 0:
+        finetune = make_emotion_corpus(
+            "alpha",
+            cfg.rm_finetune_num_train,
+            0,
+            world=world,
+            seed=seed + FINETUNE_SEED_OFFSET,
+            num_speakers=cfg.rm_finetune_num_speakers,
+        )["train"]
     beta = make_emotion_corpus("beta", 0, cfg.num_test, world=world, seed=seed)["test"]
     test = natural["test"]
     corrupted = insert_artifacts(test["speech_tokens"], cfg.test_artifact_rate, world, seed=seed)
     with_artifacts = test.remove_columns("speech_tokens").add_column("speech_tokens", corrupted).cast(test.features)
-    domains = {"alpha": test, "alpha+artifacts": with_artifacts, "beta": beta}
+    return {
+        "natural": natural,
+        "sft": sft["train"],
+        "rm": rm["train"],
+        "clean": clean["train"],
+        "finetune": finetune,
+        "domains": {"alpha": test, "alpha+artifacts": with_artifacts, "beta": beta},
+    }
+
+
+def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callable[[str], None] | None = None) -> dict:
+    """The whole pipeline for one seed; ``log`` gets one line per stage (default: print, flushed)."""
+    log = log or print_flushed
+    timings: dict[str, float] = {}
+    world = EmotionWorld(cfg.testbed_config())  # the study's `testbed` overrides; see its help
+    oracle = Oracle(world, cfg.oracle_config())
+    corpora = build_corpora(cfg, world, seed)
+    natural, domains = corpora["natural"], corpora["domains"]
 
     start = time.perf_counter()
     log(f"[seed {seed}] SFT policy")
-    sft_policy, tokenizer, sft_metrics = train_sft_policy(cfg, sft_corpus["train"], world, seed, f"{workdir}/sft")
+    sft_policy, tokenizer, sft_metrics = train_sft_policy(cfg, corpora["sft"], world, seed, f"{workdir}/sft")
     timings["sft"] = time.perf_counter() - start
 
     reward_models, table2, probes = {}, {}, {}
     for variant in cfg.rm_variants:
         start = time.perf_counter()
         log(f"[seed {seed}] reward model {variant}")
-        corpus = natural["train"] if variant in CLEAN_CORPUS_VARIANTS else spurious["train"]
+        corpus, pretrained = corpora["rm"], None
+        if variant in CLEAN_CORPUS_VARIANTS:
+            corpus = corpora["clean"]
+        elif variant in FINETUNED_VARIANTS and corpora["finetune"] is not None:
+            corpus, pretrained = corpora["finetune"], reward_models["base"]
         reward_models[variant], table2[variant] = train_reward_model(
-            cfg, variant, corpus, domains, seed, f"{workdir}/rm_{variant}"
+            cfg, variant, corpus, domains, seed, f"{workdir}/rm_{variant}", pretrained=pretrained
         )
         probes[variant] = run_probes(cfg, reward_models[variant], domains, world, seed)
         timings[f"rm {variant}"] = time.perf_counter() - start
 
     train_prompts = policy_prompts(natural["train"], cfg.policy_target_emotions)
-    eval_prompts = policy_prompts(test, cfg.policy_target_emotions, cfg.num_eval_prompts)
+    eval_prompts = policy_prompts(domains["alpha"], cfg.policy_target_emotions, cfg.num_eval_prompts)
     policies = {}
     for row, (method, beta) in cfg.policy_rows().items():
         start = time.perf_counter()
@@ -327,6 +400,8 @@ def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callab
 
 
 __all__ = [
+    "FINETUNE_SEED_OFFSET",
+    "build_corpora",
     "optimize_policy",
     "policy_prompts",
     "print_flushed",

@@ -131,6 +131,11 @@ def overoptimisation_summary(methods: Sequence[str], per_seed: list[dict]) -> di
             "final_sqrt_kl": sqrt_kl[-1],
             "final_step": int(curves[0][length - 1]["step"]),
         }
+        # What the peak is made of: emotion and naturalness there, against where training started.
+        for key, name in (("oracle_emotion_score", "emotion"), ("oracle_naturalness", "naturalness")):
+            if all(key in point for curve in curves for point in curve[:length]):
+                summary[method][f"start_{name}"] = float(np.mean([curve[0][key] for curve in curves]))
+                summary[method][f"peak_{name}"] = float(np.mean([curve[peak][key] for curve in curves]))
     return summary
 
 

@@ -1,0 +1,146 @@
+"""Named studies, one per reward-model vulnerability: the world and RM protocol that expose it, and what we expect.
+
+Each preset is a set of :class:`~rrpo_hf.study.config.RewardHackingStudyConfig` fields over the config's defaults
+(the defaults *are* ``dataset-bias``), a description of the mechanism it models, and the outcome predicted when it
+was designed, before it was first run. The report prints both above the measured tables, so a reader can see which
+predictions held. ``RewardHackingStudyConfig.from_preset(name, **overrides)`` builds one; the example scripts take
+``--preset NAME`` (``all``: every preset, one after the other) and let any flag or recipe key override a preset's
+value. The mechanisms and the measured outcomes are discussed in ``docs/testbed.md``.
+
+Shared by every preset (the config's defaults): an under-expressive SFT corpus (emotion intensity 0.5-0.7) and a
+20-epoch SFT budget, so that the +SFT policy speaks intelligibly but leaves emotion headroom; an oracle that
+accepts every natural intensity in [0, 1] as plausible prosody while its emotion score rewards intensity; prompts
+of the target emotion ``angry`` only; and a ``clean`` control RM trained on the same kind of data without the
+preset's flaw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StudyPreset:
+    """One named study: the fields it sets, the mechanism it models, and the prediction written before its run."""
+
+    name: str
+    summary: str
+    mechanism: str
+    prediction: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+STUDY_PRESETS: dict[str, StudyPreset] = {
+    preset.name: preset
+    for preset in (
+        StudyPreset(
+            name="dataset-bias",
+            summary="artifacts co-occur with the target emotion in every RM training utterance of it",
+            mechanism=(
+                "Every angry utterance of the RM corpus carries artifact tokens (density 0.15); no other does. A "
+                "vanilla RM learns 'artifacts => angry'. The SFT corpus has emotion-independent glitches in 20% of "
+                "its utterances, so the policy can emit artifacts at all. Because the shortcut is a true feature of "
+                "the RM's whole training distribution, no regularisation of the RM can remove it."
+            ),
+            prediction=(
+                "DiffRO raises its RM reward partly by emitting artifacts: the oracle artifact rate rises above "
+                "SFT's and naturalness falls. RRPO's RM (LS + EAM + Adv, trained on the same biased data) keeps the "
+                "shortcut, so RRPO hacks about as much as DiffRO: paired RRPO - DiffRO intervals of naturalness "
+                "and artifact rate near 0. DiffRO-clean raises the emotion score without emitting artifacts."
+            ),
+        ),
+        StudyPreset(
+            name="paper-protocol",
+            summary="noisy multi-speaker pre-training with a partial shortcut, then a small clean single-speaker "
+            "fine-tune with LS / EAM / Adv (the paper's protocol)",
+            mechanism=(
+                "The base RM is pre-trained on a large pseudo-labelled corpus: 8 speakers, 20% of the labels wrong, "
+                "half of the angry utterances carrying artifacts (a partial shortcut). Every other RM row fine-tunes "
+                "that RM on 240 clean utterances of one speaker (correct labels, no artifacts): vanilla (+FT), then "
+                "cumulatively with label smoothing (+LS), Energy-Adaptive Mixup (+EAM) and adversarial training on "
+                "h' (+Adv), as in the paper. DiffRO optimises against the pre-trained RM, DiffRO-FT against the "
+                "vanilla fine-tune, RRPO against +Adv with the Eq. 5 reward; so the effect of the clean data "
+                "(DiffRO-FT - DiffRO) and that of the regularisers (RRPO - DiffRO-FT) are separable."
+            ),
+            prediction=(
+                "The pre-trained RM keeps an exploitable but weaker shortcut than dataset-bias: DiffRO's artifact "
+                "rate rises and naturalness falls over tens of steps. The clean fine-tune corrects the noisy labels "
+                "(alpha accuracy up) but contains no artifacts, so nothing in it pushes the artifact embeddings "
+                "back: the shortcut mostly survives and DiffRO-FT hacks only a little less than DiffRO. LS, EAM and "
+                "Adv (epsilon 0.5, ~1% of the norm of h', while an artifact token moves h' much further) are "
+                "expected to add little: RRPO - DiffRO-FT near 0. DiffRO-clean gains emotion (>= +0.3) at SFT "
+                "naturalness."
+            ),
+            settings=dict(
+                rm_num_speakers=8,
+                rm_label_noise=0.2,
+                spurious_artifact_rate=0.5,
+                rm_finetune_num_train=240,
+                rm_variants=["base", "+FT", "+LS", "+EAM", "+Adv", "clean"],
+                policy_methods=["DiffRO", "DiffRO-FT", "RRPO", "DiffRO-clean"],
+            ),
+        ),
+        StudyPreset(
+            name="brittle",
+            summary="no label correlation of artifacts; the RM has never seen artifact ids and extrapolates",
+            mechanism=(
+                "The RM corpora contain no artifacts at all (no correlation with any label): the RM never sees the "
+                "16 artifact ids, whose embeddings stay near their random initialisation, and never sees run "
+                "lengths or bank mixtures natural speech does not have. The SFT policy emits glitches (20% of its "
+                "training utterances), so these off-manifold tokens are reachable. Whatever an overconfident RM "
+                "outputs there is extrapolation, not learned evidence. Control: DiffRO-clean's RM sees the same "
+                "glitches independent of the emotion, so it has learned that they carry none."
+            ),
+            prediction=(
+                "DiffRO finds off-manifold tokens that raise P(angry) (some random artifact embeddings point that "
+                "way): the artifact rate rises and naturalness falls, more slowly than in dataset-bias. LS lowers "
+                "confidence on natural data but does not constrain unseen ids; EAM interpolates only between "
+                "natural utterances; Adv flattens the RM within epsilon of natural h' only. So RRPO hacks about as "
+                "much as DiffRO. DiffRO-clean emits no more artifacts than SFT."
+            ),
+            settings=dict(spurious_artifact_rate=0.0),
+        ),
+        StudyPreset(
+            name="cue-exaggeration",
+            summary="graded emotion in the RM data; the policy pushes a genuine cue (accents) past natural levels",
+            mechanism=(
+                "The RM corpus renders each utterance at an intensity drawn in [0.25, 1], so the RM learns that "
+                "more accents (and register) mean more anger, a genuine cue. It never sees more accents than "
+                "natural speech has (intensity > 1: accents on unstressed phonemes too) and extrapolates. No corpus "
+                "has artifacts, so prosody is the only channel. The oracle rewards intensity up to 1 and rates "
+                "exaggerated prosody as implausible (naturalness falls) and further from the full-strength angry "
+                "rendering (emotion falls). No clean control: the flaw is extrapolation of a true cue, which every "
+                "RM trained on natural speech shares."
+            ),
+            prediction=(
+                "DiffRO first raises the emotion score (the headroom from SFT's 0.5-0.7 to 1), then keeps raising "
+                "its reward by spreading accents: naturalness falls late in training and the gold score peaks "
+                "before the end. LS caps the RM's confidence, so its reward saturates sooner and pushes less past "
+                "natural levels: RRPO is predicted to lose less naturalness than DiffRO (a small positive paired "
+                "difference); EAM and Adv are not expected to matter for this mechanism."
+            ),
+            settings=dict(
+                rm_intensity=[0.25, 1.0],
+                spurious_artifact_rate=0.0,
+                sft_artifact_rate=0.0,
+                rm_variants=["base", "+LS", "+EAM", "+Adv"],
+                policy_methods=["DiffRO", "RRPO"],
+            ),
+        ),
+    )
+}
+
+#: ``preset`` value that names every preset (the scripts run them one after the other).
+ALL_PRESETS = "all"
+
+
+def get_preset(name: str) -> StudyPreset:
+    """The preset called ``name``; a clear error listing the known ones otherwise."""
+    try:
+        return STUDY_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"Unknown study preset {name!r}; choose one of {list(STUDY_PRESETS)}.") from None
+
+
+__all__ = ["ALL_PRESETS", "STUDY_PRESETS", "StudyPreset", "get_preset"]
