@@ -34,7 +34,7 @@ from trl import ModelConfig, ScriptArguments
 
 from rrpo_hf import DiffROConfig, DiffROTrainer
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
-from rrpo_hf.script_utils import ScriptParser, resolve_resume_from_checkpoint
+from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
 
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
@@ -199,3 +199,4 @@ def make_parser() -> ScriptParser:
 if __name__ == "__main__":
     script_args, training_args, model_args = make_parser().parse_args_and_config()
     main(script_args, training_args, model_args)
+    end_distributed_run()

@@ -41,7 +41,7 @@ from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
 from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
 from rrpo_hf.models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
-from rrpo_hf.script_utils import ScriptParser, resolve_resume_from_checkpoint
+from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
 from rrpo_hf.testbed import build_testbed_tokenizer
 
 
@@ -296,3 +296,4 @@ def make_parser() -> ScriptParser:
 if __name__ == "__main__":
     script_args, training_args, model_args = make_parser().parse_args_and_config()
     main(script_args, training_args, model_args)
+    end_distributed_run()

@@ -31,7 +31,7 @@ from trl import ScriptArguments
 
 from rrpo_hf import RobustRewardConfig, RobustRewardTrainer, build_robust_ser_config
 from rrpo_hf.data.labels import CANONICAL_EMOTIONS, UnknownEmotionError, normalize_emotion
-from rrpo_hf.script_utils import ScriptParser, resolve_resume_from_checkpoint
+from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
 
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
@@ -224,3 +224,4 @@ def make_parser() -> ScriptParser:
 if __name__ == "__main__":
     script_args, training_args, model_args = make_parser().parse_args_and_config()
     main(script_args, training_args, model_args)
+    end_distributed_run()

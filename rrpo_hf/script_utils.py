@@ -1,4 +1,5 @@
-"""Helpers of the example scripts: argument parsing with a toy recipe, and `--resume_from_checkpoint true`."""
+"""Helpers of the example scripts: argument parsing with a toy recipe, `--resume_from_checkpoint true`, and a clean
+end of a distributed run."""
 
 from __future__ import annotations
 
@@ -68,6 +69,21 @@ def resolve_resume_from_checkpoint(value: str | bool | None, output_dir: str) ->
     return text
 
 
+def end_distributed_run() -> None:
+    """Wait for every process, then tear the process group down; a no-op without one.
+
+    Every launched script calls this last. Without it a rank that is done first (under ZeRO-3 every rank but the
+    main one, while the main one still writes the gathered weights) exits with the process group alive: gloo's
+    threads are destroyed mid-use, the process aborts (`terminate called without an active exception`) and the
+    launcher kills the run, so a finished, saved run reports failure.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _requested_preset(args: list[str], default: str) -> str:
     """The study preset `args` ask for: `--preset`, else the `preset` key of the `--config` recipe, else `default`."""
     import yaml
@@ -114,4 +130,4 @@ def parse_study_configs(args: Iterable[str] | None = None, defaults: dict | None
     return configs
 
 
-__all__ = ["ScriptParser", "parse_study_configs", "resolve_resume_from_checkpoint"]
+__all__ = ["ScriptParser", "end_distributed_run", "parse_study_configs", "resolve_resume_from_checkpoint"]

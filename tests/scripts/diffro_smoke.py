@@ -25,6 +25,7 @@ import torch
 
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
+from rrpo_hf.script_utils import end_distributed_run
 from rrpo_hf.testbed import build_testbed_tokenizer, make_emotion_corpus
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 
@@ -254,3 +255,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    end_distributed_run()

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from rrpo_hf.script_utils import end_distributed_run
 from rrpo_hf.testbed import make_emotion_corpus
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 
@@ -193,3 +194,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    end_distributed_run()
