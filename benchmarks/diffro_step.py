@@ -10,15 +10,22 @@ the medians are compared, so machine load affects them alike:
 
 Targets: ratio <= 1.15 with beta = 0 (the step only adds sampling and the small frozen RM) and <= 1.5 with beta > 0.
 No optimizer step is timed (it is identical for both). After the timed steps, a few more steps of each kind run
-with every phase timed (policy forward, Gumbel sampling, RM forward, RM loss + adversarial grad, reference forward,
-KL, step metrics, backward, rest) and the per-phase table is printed. Then each of full fine-tuning with beta = 0,
-full fine-tuning with beta > 0 and LoRA with beta > 0 runs two optimizer steps in its own subprocess, which reports
-its peak memory (CPU: peak RSS; CUDA: `torch.cuda.max_memory_allocated`); target: full-FT beta > 0 <= 1.35x beta = 0
-(the KL reference holds weights only: no gradients, no optimizer state). Usage:
+with every phase timed (policy forward, Gumbel sampling, RM forward, reward losses + adversarial grad, reference
+forward, KL, step metrics, backward, rest) and the per-phase table is printed. Then each of full fine-tuning with
+beta = 0, full fine-tuning with beta > 0 and LoRA with beta > 0 runs two optimizer steps in its own subprocess, which
+reports its peak memory (CPU: peak RSS; CUDA: `torch.cuda.max_memory_allocated`); target: full-FT beta > 0 <= 1.35x
+beta = 0 (the KL reference holds weights only: no gradients, no optimizer state).
+
+The cost of each extra reward (docs/architecture.md, "Several rewards") is measured the same way, interleaved in one
+run, as the step time relative to the single emotion reward step (RRPO, beta = 0 so that the rewards' share is not
+diluted by the reference forward): + the ASR reward of a multi-task RM (CTC over `--asr_symbols` symbols per sample),
++ its quality reward, + both (one model, two heads, two forwards), a 3-RM emotion ensemble (`min`), and + ASR with
+the ASR gate on the emotion reward. The extra reward models have the emotion RM's size. Usage:
 
     python benchmarks/diffro_step.py                                        # small CPU config
     python benchmarks/diffro_step.py --size 0.5b --dtype bf16 --device cuda  # CosyVoice2-0.5B shape, random weights
     python benchmarks/diffro_step.py --size 0.5b --dtype bf16 --device cuda --lora --rollout online --json out.json
+    python benchmarks/diffro_step.py --only_reward_costs                    # only the cost of each extra reward
 """
 
 from __future__ import annotations
@@ -41,7 +48,13 @@ from tqdm.auto import tqdm
 from rrpo_hf.data.prompts import instruction_words
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
 from rrpo_hf.models.cosyvoice2.tokenization import build_tiny_cosyvoice2_tokenizer
-from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
+from rrpo_hf.models.robust_ser import (
+    RobustMultiTaskRMConfig,
+    RobustSERConfig,
+    RobustSERForAudioClassification,
+    RobustSERForMultiTaskReward,
+)
+from rrpo_hf.rewards import ASRReward, QualityReward
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 from rrpo_hf.trainers import diffro_trainer as diffro_trainer_module
 
@@ -103,12 +116,31 @@ def parse_args():
     parser.add_argument("--phase_repeats", type=int, default=3, help="Steps of each kind timed phase by phase.")
     parser.add_argument("--skip_memory", action="store_true", help="Skip the per-configuration peak-memory runs.")
     parser.add_argument("--memory_steps", type=int, default=2, help="Optimizer steps of each peak-memory run.")
+    parser.add_argument(
+        "--asr_symbols",
+        type=int,
+        default=None,
+        help="Transcript symbols per sample for the ASR reward (default: speech_len // 4).",
+    )
+    parser.add_argument(
+        "--skip_reward_costs", action="store_true", help="Skip the cost of each extra reward (default: measured)."
+    )
+    parser.add_argument(
+        "--only_reward_costs",
+        action="store_true",
+        help="Measure only the cost of each extra reward (default: every section).",
+    )
     parser.add_argument("--json", default=None, help="Also write every figure to this JSON file.")
     parser.add_argument("--memory_child", default=None, help=argparse.SUPPRESS)  # internal: "full:0.1", "lora:0.1"
     cli = parser.parse_args()
     large = cli.size == "0.5b"
     cli.batch_size = cli.batch_size or (16 if large else 4)
     cli.speech_len = cli.speech_len or (250 if large else 100)
+    cli.asr_symbols = cli.asr_symbols or max(cli.speech_len // 4, 1)
+    if cli.asr_symbols > 3 * cli.speech_len // 4:
+        parser.error("--asr_symbols must fit the shortest speech (3/4 of speech_len) for a CTC alignment to exist.")
+    if cli.skip_reward_costs and cli.only_reward_costs:
+        parser.error("--skip_reward_costs and --only_reward_costs exclude each other.")
     if cli.device == "cpu" and cli.dtype != "fp32":
         parser.error("Use --dtype fp32 on CPU (bf16 matmuls are emulated there and would distort the ratio).")
     if cli.device.startswith("cuda") and not torch.cuda.is_available():
@@ -116,12 +148,8 @@ def parse_args():
     return cli
 
 
-def build_models(cli, dtype, device, num_text_tokens: int):
-    torch.manual_seed(cli.seed)
-    llm_config = dict(POLICY_SIZES[cli.size], max_position_embeddings=4096)
-    llm_config["vocab_size"] = max(llm_config["vocab_size"], num_text_tokens)
-    policy = CosyVoice2LM(CosyVoice2LMConfig(llm_config=llm_config, speech_token_size=cli.codebook_size))
-    reward_model = RobustSERForAudioClassification(
+def make_emotion_reward_model(cli) -> RobustSERForAudioClassification:
+    return RobustSERForAudioClassification(
         RobustSERConfig(
             vocab_size=cli.codebook_size,
             hidden_size=cli.rm_hidden_size,
@@ -131,6 +159,14 @@ def build_models(cli, dtype, device, num_text_tokens: int):
             max_position_embeddings=max(cli.speech_len, 16),
         )
     )
+
+
+def build_models(cli, dtype, device, num_text_tokens: int):
+    torch.manual_seed(cli.seed)
+    llm_config = dict(POLICY_SIZES[cli.size], max_position_embeddings=4096)
+    llm_config["vocab_size"] = max(llm_config["vocab_size"], num_text_tokens)
+    policy = CosyVoice2LM(CosyVoice2LMConfig(llm_config=llm_config, speech_token_size=cli.codebook_size))
+    reward_model = make_emotion_reward_model(cli)
     return policy.to(device=device, dtype=dtype), reward_model.to(device=device, dtype=dtype)
 
 
@@ -174,9 +210,10 @@ def lora_config(cli):
 
 
 def make_trainer(
-    policy, reward_model, tokenizer, cli, beta: float, output_dir: str, peft_config=None
+    policy, reward_model, tokenizer, cli, beta: float, output_dir: str, peft_config=None, reward_funcs=None, **config
 ) -> DiffROTrainer:
     args = DiffROConfig(
+        **config,
         output_dir=output_dir,
         rollout=cli.rollout,
         max_new_tokens=cli.speech_len,
@@ -190,7 +227,12 @@ def make_trainer(
         bf16=False,
     )
     trainer = DiffROTrainer(
-        model=policy, reward_model=reward_model, args=args, processing_class=tokenizer, peft_config=peft_config
+        model=policy,
+        reward_model=reward_model,
+        reward_funcs=reward_funcs,
+        args=args,
+        processing_class=tokenizer,
+        peft_config=peft_config,
     )
     # Normally set by the training loop: one micro-batch per optimizer step here.
     trainer.current_gradient_accumulation_steps = 1
@@ -218,7 +260,7 @@ PHASES = [
     "policy forward",
     "Gumbel sampling",
     "RM forward",
-    "RM loss + adversarial grad",
+    "reward losses + adversarial grad",
     "reference forward",
     "KL",
     "step metrics",
@@ -301,7 +343,7 @@ def phase_instrumentation(timer_ref: list, policy, reward_model, trainers):
     diffro_trainer_module.token_level_kl = timed("KL", module_patches["token_level_kl"])
     for trainer in trainers:
         trainer._generate = timed("rollout generation", trainer._generate)
-        trainer.robust_reward_loss = timed("RM loss + adversarial grad", trainer.robust_reward_loss)
+        trainer._compute_rewards = timed("reward losses + adversarial grad", trainer._compute_rewards)
         trainer._reference_logits = timed("reference forward", trainer._reference_logits)
         trainer._record_step_metrics = timed("step metrics", trainer._record_step_metrics)
         trainer.accelerator.backward = timed("backward", trainer.accelerator.backward)
@@ -313,7 +355,7 @@ def phase_instrumentation(timer_ref: list, policy, reward_model, trainers):
         for name, function in module_patches.items():
             setattr(diffro_trainer_module, name, function)
         for trainer in trainers:
-            for name in ("_generate", "robust_reward_loss", "_reference_logits", "_record_step_metrics"):
+            for name in ("_generate", "_compute_rewards", "_reference_logits", "_record_step_metrics"):
                 del trainer.__dict__[name]
             del trainer.accelerator.__dict__["backward"]
 
@@ -368,25 +410,10 @@ def measure_memory(cli) -> dict:
 # ---------------------------------------------------------------------------------------------------- main
 
 
-def main():
-    cli = parse_args()
-    if cli.threads:
-        torch.set_num_threads(cli.threads)
-    if cli.memory_child:
-        print(json.dumps(memory_child(cli)))
-        return
-    dtype, device = DTYPES[cli.dtype], cli.device
-    tokenizer = build_tiny_cosyvoice2_tokenizer(instruction_words("en") + ["ka", "mi", "to"])
-    policy, reward_model = build_models(cli, dtype, device, len(tokenizer))
-    base_policy = policy
-    if cli.lora:
-        from peft import get_peft_model
-
-        # One adapter shared by all step kinds; the beta > 0 trainer adds its frozen "ref" copy of it.
-        policy = get_peft_model(policy, lora_config(cli))
-    plain_batch, diffro_batch, num_tokens, num_speech_positions = make_batch(
-        cli, base_policy.config.llm_config.vocab_size, device
-    )
+def measure_step_kinds(cli, policy, base_policy, reward_model, tokenizer, batches) -> dict:
+    """plain vs DiffRO beta = 0 vs beta > 0 (interleaved), their phases and (subprocesses) peak memory; prints them."""
+    device = cli.device
+    plain_batch, diffro_batch, num_tokens, num_speech_positions = batches
     with tempfile.TemporaryDirectory() as output_dir:
         trainers = {
             "diffro beta=0": make_trainer(policy, reward_model, tokenizer, cli, 0.0, output_dir),
@@ -448,7 +475,7 @@ def main():
     if peak is None and device.startswith("cuda"):
         gpu_name = torch.cuda.get_device_name()
         peak = next((value for key, value in PEAK_TFLOPS.items() if key in gpu_name), None)
-    report = {"args": vars(cli), "steps": {}, "phases_ms": {}, "memory": memory, "peak_tflops": peak}
+    report = {"steps": {}, "phases_ms": {}, "memory": memory, "peak_tflops": peak}
     for name, seconds in medians.items():
         ratio = seconds / medians["plain"]
         line = f"{name:>16}: {seconds * 1e3:9.2f} ms  ratio {ratio:5.3f}"
@@ -493,6 +520,124 @@ def main():
             if label.startswith("full FT, beta=") and label != "full FT, beta=0":
                 line += f"  (target <= 1.35: {'met' if ratio <= 1.35 else 'NOT met'})"
             print(line)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------- reward costs
+
+
+def make_multitask_reward_model(cli, tasks, seed: int, dtype, device) -> RobustSERForMultiTaskReward:
+    """A multi-task RM of the emotion RM's size; its ASR head reads 40 symbols `s0`..`s39`."""
+    torch.manual_seed(seed)
+    config = RobustMultiTaskRMConfig(
+        vocab_size=cli.codebook_size,
+        hidden_size=cli.rm_hidden_size,
+        num_hidden_layers=cli.rm_layers,
+        num_attention_heads=4,
+        intermediate_size=4 * cli.rm_hidden_size,
+        max_position_embeddings=max(cli.speech_len, 16),
+        tasks=list(tasks),
+        asr_labels=[f"s{i}" for i in range(40)] if "asr" in tasks else None,
+    )
+    return RobustSERForMultiTaskReward(config).to(device=device, dtype=dtype)
+
+
+def transcripts(cli) -> list[str]:
+    """One random transcript of `asr_symbols` symbols per sample, never one symbol twice in a row, so that each has a
+    CTC alignment within its speech (3/4 to full `speech_len`)."""
+    generator = torch.Generator().manual_seed(cli.seed + 1)
+    texts = []
+    for _ in range(cli.batch_size):
+        symbols = [int(torch.randint(0, 40, (1,), generator=generator))]
+        while len(symbols) < cli.asr_symbols:
+            symbols.append((symbols[-1] + int(torch.randint(1, 40, (1,), generator=generator))) % 40)
+        texts.append(" ".join(f"s{symbol}" for symbol in symbols))
+    return texts
+
+
+def measure_reward_costs(cli, policy, reward_model, tokenizer, diffro_batch) -> dict:
+    """Step time of each reward configuration over the single emotion reward step (interleaved, one run); prints it."""
+    dtype, device = DTYPES[cli.dtype], cli.device
+    batch = {**diffro_batch, "texts": transcripts(cli)}
+    both = make_multitask_reward_model(cli, ("asr", "quality"), cli.seed + 11, dtype, device)
+    asr_only = make_multitask_reward_model(cli, ("asr",), cli.seed + 12, dtype, device)
+    quality_only = make_multitask_reward_model(cli, ("quality",), cli.seed + 13, dtype, device)
+    members = [reward_model]
+    for k in (1, 2):
+        torch.manual_seed(cli.seed + 20 + k)
+        members.append(make_emotion_reward_model(cli).to(device=device, dtype=dtype))
+    # Threshold at the median ASR reward of the batch's own tokens: the gate passes about half of the samples.
+    with torch.no_grad():
+        one_hot = torch.nn.functional.one_hot(batch["speech_ids"], cli.codebook_size).to(dtype)
+        asr_rewards = -ASRReward(asr_only)(one_hot, batch["speech_attention_mask"], batch)
+    gate = dict(reward_gate="asr", reward_gate_threshold=asr_rewards.median().item(), reward_gate_temperature=0.0)
+    kinds = {
+        "emotion (1 RM)": dict(reward_model=reward_model),
+        "+ asr": dict(reward_model=reward_model, reward_funcs=[ASRReward(asr_only)]),
+        "+ quality": dict(reward_model=reward_model, reward_funcs=[QualityReward(quality_only)]),
+        "+ asr + quality": dict(reward_model=reward_model, reward_funcs=[both]),
+        "3-RM ensemble": dict(reward_model=members, reward_aggregation="min"),
+        "+ asr, asr gate": dict(reward_model=reward_model, reward_funcs=[ASRReward(asr_only)], **gate),
+    }
+    times = {name: [] for name in kinds}
+    gate_weights = []
+    with tempfile.TemporaryDirectory() as output_dir:
+        trainers = {
+            name: make_trainer(policy, kind.pop("reward_model"), tokenizer, cli, 0.0, output_dir, **kind)
+            for name, kind in kinds.items()
+        }
+        for repeat in tqdm(range(cli.warmup + cli.repeats), desc="reward configurations"):
+            for name, trainer in trainers.items():
+                policy.zero_grad(set_to_none=True)
+                synchronize(device)
+                start = time.perf_counter()
+                trainer.training_step(trainer.model, dict(batch))
+                synchronize(device)
+                if repeat >= cli.warmup:
+                    times[name].append(time.perf_counter() - start)
+        policy.zero_grad(set_to_none=True)
+        names = {name: trainer.reward_func_names for name, trainer in trainers.items()}
+        gate_weights = trainers["+ asr, asr gate"]._metrics.get("gate_weight", [])
+        del trainers
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    base = medians["emotion (1 RM)"]
+    print(
+        f"\ncost of each extra reward (beta=0, RRPO alpha {cli.reward_adv_alpha}; each extra RM hidden "
+        f"{cli.rm_hidden_size} x {cli.rm_layers} layers; ASR transcripts of {cli.asr_symbols} symbols; median of "
+        f"{cli.repeats} after {cli.warmup} warm-up, interleaved in one run)"
+    )
+    report = {}
+    for name, seconds in medians.items():
+        ratio = seconds / base
+        print(f"{name:>16}: {seconds * 1e3:9.2f} ms  x{ratio:5.3f} of the single-reward step   {names[name]}")
+        report[name] = {"ms": seconds * 1e3, "ratio": ratio, "reward_functions": names[name]}
+    if gate_weights:
+        print(f"(the gate passed {sum(gate_weights) / len(gate_weights):.0%} of the samples)")
+    return report
+
+
+def main():
+    cli = parse_args()
+    if cli.threads:
+        torch.set_num_threads(cli.threads)
+    if cli.memory_child:
+        print(json.dumps(memory_child(cli)))
+        return
+    dtype, device = DTYPES[cli.dtype], cli.device
+    tokenizer = build_tiny_cosyvoice2_tokenizer(instruction_words("en") + ["ka", "mi", "to"])
+    policy, reward_model = build_models(cli, dtype, device, len(tokenizer))
+    base_policy = policy
+    if cli.lora:
+        from peft import get_peft_model
+
+        # One adapter shared by all step kinds; the beta > 0 trainer adds its frozen "ref" copy of it.
+        policy = get_peft_model(policy, lora_config(cli))
+    batches = make_batch(cli, base_policy.config.llm_config.vocab_size, device)
+    report = {"args": vars(cli)}
+    if not cli.only_reward_costs:
+        report.update(measure_step_kinds(cli, policy, base_policy, reward_model, tokenizer, batches))
+    if not cli.skip_reward_costs:
+        report["reward_costs"] = measure_reward_costs(cli, policy, reward_model, tokenizer, batches[1])
     if cli.json:
         with open(cli.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)

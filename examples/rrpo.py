@@ -13,8 +13,18 @@ keys the recipe and flags do not set keep `DiffROConfig`'s defaults (the papers'
 policy (`--save_merged`, default) or the adapter, never both; `--resume_from_checkpoint true` resumes from the
 latest checkpoint in `output_dir`.
 
-The DiffRO baseline is one flag away (`--reward_adv_alpha 0`, see recipes/toy/diffro.yaml vs rrpo.yaml). The real
-model on GPUs:
+The DiffRO baseline is one flag away (`--reward_adv_alpha 0`, see recipes/toy/diffro.yaml vs rrpo.yaml).
+
+Several rewards (docs/architecture.md, "Several rewards"): an ensemble of emotion reward models, the ASR and quality
+heads of a multi-task reward model, their weights, and an ASR gate on the emotion reward
+(recipes/toy/rrpo_multi_reward.yaml):
+
+    accelerate launch examples/train_rm.py --tasks emotion,asr,quality --output_dir outputs/multitask_rm
+    accelerate launch examples/rrpo.py --ensemble_reward_model_paths outputs/reward_model_base \
+        --reward_aggregation min --reward_funcs outputs/multitask_rm --reward_weights 1.0 0.5 0.2 \
+        --reward_gate asr --reward_gate_threshold -1.5
+
+The real model on GPUs:
 
     accelerate launch --config_file recipes/accelerate_configs/zero2.yaml examples/rrpo.py \
         --config recipes/cosyvoice2-0.5b/rrpo_lora.yaml \
@@ -54,7 +64,28 @@ class RRPOScriptArguments(ScriptArguments):
         },
     )
     reward_model_path: str = field(
-        default="outputs/reward_model", metadata={"help": "The frozen (robust) reward model: folder or Hub id."}
+        default="outputs/reward_model",
+        metadata={
+            "help": "The frozen (robust) emotion reward model: folder or Hub id. Default: outputs/reward_model."
+        },
+    )
+    ensemble_reward_model_paths: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "More emotion reward models (folders or Hub ids). With reward_model_path they form an ensemble "
+            "whose per-sample rewards --reward_aggregation combines (mean, min, mean_minus_std). Default: none, one "
+            "emotion reward model."
+        },
+    )
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Extra reward models (folders or Hub ids), after the emotion reward. A multi-task reward model "
+            "(train_rm.py --tasks emotion,asr,quality) gives one reward per non-emotion head, 'asr' and 'quality'; "
+            "an emotion classifier gives an extra emotion reward. Weight them with --reward_weights (emotion "
+            "reward first) and gate the emotion reward with --reward_gate asr --reward_gate_threshold T. Default: "
+            "none."
+        },
     )
     judge_model_path: str | None = field(
         default=None,
@@ -134,6 +165,14 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
     model_path = model_args.model_name_or_path or "outputs/sft_policy"
     require_stage_output(model_path, "SFT policy", "accelerate launch examples/sft.py")
     require_stage_output(script_args.reward_model_path, "reward model", "accelerate launch examples/train_rm.py")
+    for path in script_args.ensemble_reward_model_paths or []:
+        require_stage_output(path, "ensemble reward model", "accelerate launch examples/train_rm.py")
+    for path in script_args.reward_funcs or []:
+        require_stage_output(
+            path,
+            "reward model of --reward_funcs",
+            "accelerate launch examples/train_rm.py --tasks emotion,asr,quality",
+        )
     train_dataset, eval_dataset, oracle = load_datasets(script_args)
     model, tokenizer = load_cosyvoice2_lm_and_tokenizer(
         model_path,
@@ -145,9 +184,13 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
     is_peft = hasattr(model, "peft_config")
     if is_peft and model_args.use_peft:
         print(f"{model_path} is a LoRA adapter: training it further (the --lora_* settings do not apply).")
+    reward_model = script_args.reward_model_path
+    if script_args.ensemble_reward_model_paths:
+        reward_model = [reward_model, *script_args.ensemble_reward_model_paths]
     trainer = DiffROTrainer(
         model=model,
-        reward_model=script_args.reward_model_path,
+        reward_model=reward_model,
+        reward_funcs=script_args.reward_funcs,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
@@ -157,6 +200,9 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         judge_model=script_args.judge_model_path,
         oracle=oracle,
     )
+    if trainer.is_world_process_zero() and len(trainer.reward_funcs) > 1:
+        weighted = ", ".join(f"{name} x {w:g}" for name, w in zip(trainer.reward_func_names, trainer.reward_weights))
+        print(f"Reward functions (weight): {weighted}")
     before = (
         trainer.evaluate(metric_key_prefix="eval_before")
         if eval_dataset and script_args.evaluate_before_training

@@ -17,6 +17,16 @@ Ablation rows (Table 2): `--label_smoothing 0 --use_eam false --adv_alpha 0` (ba
 Without `--config` and `--dataset_name` the script runs the CPU toy, `recipes/toy/rm_robust.yaml` (small model,
 lr 1e-3, a few epochs; flags override it). With a recipe or a dataset, keys the recipe and flags do not set keep
 `RobustRewardConfig`'s defaults. `--resume_from_checkpoint true` resumes from the latest checkpoint in `output_dir`.
+
+Multi-task reward model (DiffRO: one token encoder with an emotion, an ASR and a quality head, docs/multitask_rm.md):
+
+    accelerate launch examples/train_rm.py --tasks emotion,asr,quality
+
+trains `RobustSERForMultiTaskReward` with `MultiTaskRewardTrainer` on the testbed quality corpus (natural and
+degraded speech, `make_quality_corpus`) or on `--dataset_name` (columns `speech_tokens`, `text`, `emotion`,
+`quality`; the ASR symbols are read from the training texts). `--model_name_or_path` may be a multi-task checkpoint or
+a RobustSER emotion model, whose encoder and emotion head then start the multi-task model. Without `--tasks` (or with
+`--tasks emotion`) the script trains the emotion model exactly as above.
 """
 
 from __future__ import annotations
@@ -29,7 +39,13 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import set_seed
 from trl import ScriptArguments
 
-from rrpo_hf import RobustRewardConfig, RobustRewardTrainer, build_robust_ser_config
+from rrpo_hf import (
+    MultiTaskRewardConfig,
+    MultiTaskRewardTrainer,
+    RobustRewardConfig,
+    RobustRewardTrainer,
+    build_robust_ser_config,
+)
 from rrpo_hf.data.labels import CANONICAL_EMOTIONS, UnknownEmotionError, normalize_emotion
 from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
 
@@ -161,7 +177,111 @@ def label_names_of(dataset: Dataset, label_column: str) -> list[str]:
         return list(names)
 
 
+def is_multitask_run(training_args: RobustRewardConfig) -> bool:
+    """`--tasks` names a head beyond the emotion one: train the multi-task reward model."""
+    tasks = getattr(training_args, "tasks", None)
+    return tasks is not None and list(tasks) != ["emotion"]
+
+
+def load_quality_datasets(script_args: RewardScriptArguments) -> tuple[Dataset, dict[str, Dataset], int, list[str]]:
+    """The testbed quality corpus: (train set, {language: test set}, codebook size, ASR symbols)."""
+    from rrpo_hf.testbed import EmotionWorld, TestbedConfig, asr_vocabulary, make_quality_corpus
+
+    if script_args.testbed_spurious_artifact_rate > 0:
+        raise ValueError(
+            "--testbed_spurious_artifact_rate is not supported with --tasks: the quality corpus already degrades "
+            "speech with artifacts (labelled by the oracle). Drop the flag, or pass your own --dataset_name."
+        )
+    world = EmotionWorld(TestbedConfig(codebook_size=script_args.testbed_codebook_size))
+    corpus_kwargs = dict(world=world, seed=script_args.testbed_seed)
+    train = make_quality_corpus(
+        script_args.testbed_train_language, num_train=script_args.testbed_num_train, num_test=0, **corpus_kwargs
+    )["train"]
+    evals = {
+        language: make_quality_corpus(language, num_train=0, num_test=script_args.testbed_num_test, **corpus_kwargs)[
+            "test"
+        ]
+        for language in script_args.testbed_eval_languages
+    }
+    return train, evals, world.config.codebook_size, asr_vocabulary(world)
+
+
+def asr_symbols_of(dataset: Dataset, text_column: str) -> list[str]:
+    """The ASR vocabulary of a dataset: every space-separated symbol of its transcripts, sorted."""
+    if text_column not in dataset.column_names:
+        raise ValueError(
+            f"The training set has no `{text_column}` column for the ASR head (it has {dataset.column_names}); set "
+            "--text_column or drop asr from --tasks."
+        )
+    return sorted({symbol for text in dataset[text_column] if isinstance(text, str) for symbol in text.split()})
+
+
+def quality_labels_of(dataset: Dataset, quality_column: str) -> list[str] | None:
+    """The quality classes of a dataset's ClassLabel column (in its order); None: the model's default (1..5)."""
+    feature = dataset.features.get(quality_column)
+    names = getattr(feature, "names", None)
+    return list(names) if names else None
+
+
+def main_multitask(
+    script_args: RewardScriptArguments, training_args: MultiTaskRewardConfig, model_args: RewardModelArguments
+):
+    from transformers import AutoConfig
+
+    from rrpo_hf import RobustMultiTaskRMConfig, RobustSERForMultiTaskReward
+
+    set_seed(training_args.seed)
+    resume_from_checkpoint = resolve_resume_from_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir
+    )
+    if script_args.dataset_name is None:
+        train_dataset, eval_datasets, codebook_size, asr_labels = load_quality_datasets(script_args)
+    else:
+        train_dataset, eval_datasets, codebook_size = load_datasets(script_args)
+        asr_labels = asr_symbols_of(train_dataset, training_args.text_column) if "asr" in training_args.tasks else None
+    quality_labels = quality_labels_of(train_dataset, training_args.quality_column)
+    heads = dict(tasks=list(training_args.tasks), asr_labels=asr_labels or None)
+    if quality_labels is not None:
+        heads["quality_labels"] = quality_labels
+
+    if model_args.model_name_or_path is not None:
+        path = model_args.model_name_or_path
+        config = AutoConfig.from_pretrained(path, trust_remote_code=model_args.trust_remote_code)
+        if config.model_type == "robust_ser":
+            # An emotion RM starts the shared encoder and the emotion head; the other heads start fresh.
+            model = RobustSERForMultiTaskReward.from_robust_ser(
+                path, trust_remote_code=model_args.trust_remote_code, **heads
+            )
+            training_args.model_init_kwargs = None
+        else:
+            model = path
+            model_init_kwargs = dict(training_args.model_init_kwargs or {})
+            model_init_kwargs.setdefault("trust_remote_code", model_args.trust_remote_code)
+            training_args.model_init_kwargs = model_init_kwargs
+    else:
+        ser_config = build_robust_ser_config(
+            model_args.vocab_size or codebook_size or 6561,
+            label_names_of(train_dataset, training_args.label_column),
+            hidden_size=model_args.hidden_size,
+            num_hidden_layers=model_args.num_hidden_layers,
+            num_attention_heads=model_args.num_attention_heads,
+            intermediate_size=model_args.intermediate_size,
+            hidden_dropout_prob=model_args.hidden_dropout_prob,
+            attention_dropout=model_args.attention_dropout,
+            max_position_embeddings=model_args.max_position_embeddings,
+            pooling=model_args.pooling,
+        )
+        model = RobustMultiTaskRMConfig.from_robust_ser_config(ser_config, **heads)
+
+    trainer = MultiTaskRewardTrainer(
+        model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_datasets or None
+    )
+    return _train_evaluate_save(trainer, script_args, training_args, eval_datasets, resume_from_checkpoint)
+
+
 def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, model_args: RewardModelArguments):
+    if is_multitask_run(training_args):
+        return main_multitask(script_args, training_args, model_args)
     set_seed(training_args.seed)
     resume_from_checkpoint = resolve_resume_from_checkpoint(
         training_args.resume_from_checkpoint, training_args.output_dir
@@ -193,6 +313,10 @@ def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, 
         train_dataset=train_dataset,
         eval_dataset=eval_datasets or None,
     )
+    return _train_evaluate_save(trainer, script_args, training_args, eval_datasets, resume_from_checkpoint)
+
+
+def _train_evaluate_save(trainer, script_args, training_args, eval_datasets, resume_from_checkpoint):
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
     if eval_datasets:
@@ -210,7 +334,7 @@ def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, 
 
     if trainer.is_world_process_zero():
         print(f"\nReward model saved to {training_args.output_dir}")
-        if trainer.eval_results:
+        if trainer.eval_results or getattr(trainer, "task_eval_results", None):
             print(trainer.eval_table())
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
@@ -218,7 +342,8 @@ def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, 
 
 
 def make_parser() -> ScriptParser:
-    return ScriptParser((RewardScriptArguments, RobustRewardConfig, RewardModelArguments), toy_config=TOY_RECIPE)
+    # MultiTaskRewardConfig is RobustRewardConfig plus the --tasks options; without --tasks nothing else changes.
+    return ScriptParser((RewardScriptArguments, MultiTaskRewardConfig, RewardModelArguments), toy_config=TOY_RECIPE)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,21 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "CosyVoice2SFTTrainer",
         "DiffROConfig",
         "DiffROTrainer",
+        "MultiTaskRewardConfig",
+        "MultiTaskRewardTrainer",
         "RobustRewardConfig",
         "RobustRewardTrainer",
         "build_cosyvoice2_sft_collator",
         "build_robust_ser_config",
         "build_tiny_cosyvoice2_policy",
     ],
-    "models.robust_ser": ["RobustSERConfig", "RobustSERForAudioClassification", "RobustSEROutput"],
+    "models.robust_ser": [
+        "RobustMultiTaskRMConfig",
+        "RobustSERConfig",
+        "RobustSERForAudioClassification",
+        "RobustSERForMultiTaskReward",
+        "RobustSEROutput",
+    ],
     "models.cosyvoice2": [
         "CosyVoice2LM",
         "CosyVoice2LMConfig",
@@ -44,11 +52,28 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "UnknownEmotionError",
         "normalize_emotion",
     ],
-    "testbed": ["EmotionWorld", "Oracle", "OracleScorer", "TestbedConfig", "make_emotion_corpus"],
+    "testbed": [
+        "EmotionWorld",
+        "Oracle",
+        "OracleScorer",
+        "TestbedConfig",
+        "make_emotion_corpus",
+        "make_quality_corpus",
+    ],
     "evaluation": ["EmotionClassifierScorer", "compute_emotion_metrics", "emotion_recognition_scores"],
+    "rewards": [
+        "ASRReward",
+        "EmotionRMEnsemble",
+        "EmotionReward",
+        "QualityReward",
+        "RewardFunction",
+        "task_rewards",
+    ],
     "ops": [
+        "aggregate_rewards",
         "apply_energy_adaptive_mixup",
         "fgm_perturbation",
+        "gate_weights",
         "gumbel_softmax_sample",
         "mixup_emotion_loss",
         "sample_eam_plan",
@@ -56,6 +81,7 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "soft_cross_entropy",
         "token_entropy",
         "token_level_kl",
+        "weighted_reward_loss",
     ],
 }
 _NAME_TO_MODULE = {name: module for module, names in _IMPORT_STRUCTURE.items() for name in names}
@@ -97,10 +123,18 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         load_cosyvoice2_tokenizer,
         tiny_cosyvoice2_config,
     )
-    from .models.robust_ser import RobustSERConfig, RobustSERForAudioClassification, RobustSEROutput
+    from .models.robust_ser import (
+        RobustMultiTaskRMConfig,
+        RobustSERConfig,
+        RobustSERForAudioClassification,
+        RobustSERForMultiTaskReward,
+        RobustSEROutput,
+    )
     from .ops import (
+        aggregate_rewards,
         apply_energy_adaptive_mixup,
         fgm_perturbation,
+        gate_weights,
         gumbel_softmax_sample,
         mixup_emotion_loss,
         sample_eam_plan,
@@ -108,12 +142,16 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         soft_cross_entropy,
         token_entropy,
         token_level_kl,
+        weighted_reward_loss,
     )
-    from .testbed import EmotionWorld, Oracle, OracleScorer, TestbedConfig, make_emotion_corpus
+    from .rewards import ASRReward, EmotionReward, EmotionRMEnsemble, QualityReward, RewardFunction, task_rewards
+    from .testbed import EmotionWorld, Oracle, OracleScorer, TestbedConfig, make_emotion_corpus, make_quality_corpus
     from .trainers import (
         CosyVoice2SFTTrainer,
         DiffROConfig,
         DiffROTrainer,
+        MultiTaskRewardConfig,
+        MultiTaskRewardTrainer,
         RobustRewardConfig,
         RobustRewardTrainer,
         build_cosyvoice2_sft_collator,

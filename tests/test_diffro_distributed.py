@@ -125,7 +125,7 @@ def test_diffro_resume_matches_uninterrupted_run(backend, request):
 
 
 def save_models(folder: Path, codebook_size: int = 512) -> Path:
-    """Policy (+ tokenizer), reward model, judge and a trained LoRA adapter as `save_pretrained` folders."""
+    """Policy (+ tokenizer), reward model, judge, a multi-task RM and a trained LoRA adapter as saved folders."""
     import torch
 
     from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
@@ -158,6 +158,22 @@ def save_models(folder: Path, codebook_size: int = 512) -> Path:
             if "lora_B" in name:
                 param.add_(0.5)  # "trained": the policy is no longer its base model
     adapter.save_pretrained(folder / "adapter")
+    from rrpo_hf.models.robust_ser import RobustMultiTaskRMConfig, RobustSERForMultiTaskReward
+    from rrpo_hf.testbed import asr_vocabulary
+
+    torch.manual_seed(3)
+    RobustSERForMultiTaskReward(
+        RobustMultiTaskRMConfig(
+            vocab_size=codebook_size,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+            tasks=["emotion", "asr", "quality"],
+            asr_labels=asr_vocabulary(),
+        )
+    ).save_pretrained(folder / "multitask_rm")
     for seed, name in ((1, "reward_model"), (2, "judge")):
         torch.manual_seed(seed)
         RobustSERForAudioClassification(
@@ -179,7 +195,8 @@ def test_diffro_zero3_init_from_saved_folders_full_and_lora(tmp_path):
 
     Before, the reward model came out partitioned (shape (0,)) and the first step crashed. The launched script
     checks that the reward model and judge are full, frozen and unchanged, that the full fine-tuning reference is
-    a sharded engine, that KL is 0 then > 0 and that the policy moves, for full and LoRA, offline and online.
+    a sharded engine, that KL is 0 then > 0 and that the policy moves, for full and LoRA, offline and online. The
+    last case adds the ASR and quality rewards of a saved multi-task RM folder, which must load whole on every rank.
     """
     models = save_models(tmp_path / "models")
     summary = launch(
@@ -198,6 +215,7 @@ def test_diffro_zero3_init_from_saved_folders_full_and_lora(tmp_path):
         "lora:online",
         "adapter:offline",
         "full:offline:rm_module",
+        "full:offline:asr",
     ]
     for case, result in summary.items():
         assert len(result["losses"]) == 2 and result["kl"][0] == pytest.approx(0.0, abs=1e-6), case

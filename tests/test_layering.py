@@ -20,6 +20,7 @@ LAYER_RANK = {
     "models": 3,
     "evaluation": 4,
     "testbed": 4,
+    "rewards": 4,
     "trainers": 5,
     "study": 6,
     "script_utils": 7,

@@ -38,3 +38,35 @@ __all__ += [
     "token_entropy",
     "token_level_kl",
 ]
+
+# Several rewards: ensemble aggregation and gating.
+from .reward_aggregation import (  # noqa: E402
+    REWARD_AGGREGATIONS,
+    aggregate_rewards,
+    ensemble_std,
+    gate_weights,
+    mean_minus_std_reward,
+    mean_reward,
+    min_reward,
+    weighted_reward_loss,
+    weighted_rewards,
+)
+
+
+__all__ += [
+    "REWARD_AGGREGATIONS",
+    "aggregate_rewards",
+    "ensemble_std",
+    "gate_weights",
+    "mean_minus_std_reward",
+    "mean_reward",
+    "min_reward",
+    "weighted_reward_loss",
+    "weighted_rewards",
+]
+
+# DiffRO multi-task reward model: the ASR head's CTC likelihood.
+from .ctc import ctc_greedy_decode, ctc_log_likelihood, ctc_min_input_lengths  # noqa: E402
+
+
+__all__ += ["ctc_greedy_decode", "ctc_log_likelihood", "ctc_min_input_lengths"]

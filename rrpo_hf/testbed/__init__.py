@@ -15,6 +15,7 @@ Formulas: module docstrings of :mod:`.world` and :mod:`.oracle`, and ``docs/test
 from .corpus import build_testbed_tokenizer, corpus_features, make_emotion_corpus
 from .oracle import SCORE_KEYS, Oracle, OracleConfig, batched_levenshtein
 from .perturb import insert_artifacts, insert_tokens, repeat_tokens, substitute_tokens
+from .quality import QUALITY_LABELS, asr_vocabulary, make_quality_corpus, naturalness_to_quality_class
 from .scorer import ORACLE_EVAL_KEYS, OracleScorer
 from .world import (
     DEFAULT_LANGUAGES,
@@ -29,10 +30,12 @@ from .world import (
 
 
 __all__ = [
+    "asr_vocabulary",
     "build_testbed_tokenizer",
     "DEFAULT_LANGUAGES",
     "EMOTION_PROSODY",
     "ORACLE_EVAL_KEYS",
+    "QUALITY_LABELS",
     "SCORE_KEYS",
     "TESTBED_LANGUAGES",
     "EmotionWorld",
@@ -48,6 +51,8 @@ __all__ = [
     "insert_artifacts",
     "insert_tokens",
     "make_emotion_corpus",
+    "make_quality_corpus",
+    "naturalness_to_quality_class",
     "repeat_tokens",
     "substitute_tokens",
 ]

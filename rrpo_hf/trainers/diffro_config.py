@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 
+from ..ops import REWARD_AGGREGATIONS
 from .base_config import _BaseConfig
 
 
@@ -67,6 +69,27 @@ class DiffROConfig(_BaseConfig):
             ε_adv of Eq. 4 (per-sample L2 norm of the perturbation of the RM's h').
         reward_adv_alpha (`float`, *optional*, defaults to `0.5`):
             α of Eq. 5, `L_ser = L_emo + α·L_adv`. `0` gives plain DiffRO.
+
+        > Several rewards (docs/architecture.md, "Several rewards")
+
+        reward_weights (`list[float]` or `None`, *optional*, defaults to `None`):
+            Weight `w_i` of each reward function in `loss = Σ_i w_i · mean_b loss_{i,b} + β·KL`, in the trainer's
+            order: the emotion reward (from `reward_model`) first, then `reward_funcs`. `None`: 1.0 each. A list of
+            another length than the reward functions fails at init.
+        reward_aggregation (`str`, *optional*, defaults to `"mean"`):
+            How a list of emotion reward models (`reward_model=[...]`) combines their per-sample rewards
+            `r_k = -L_ser,k`: `"mean"`, `"min"` (worst case) or `"mean_minus_std"` (`mean - λ·std`).
+        reward_ensemble_std_coef (`float`, *optional*, defaults to `1.0`):
+            λ of `"mean_minus_std"`.
+        reward_gate (`str` or `None`, *optional*, defaults to `None`):
+            Name of the reward function (e.g. `"asr"`) whose per-sample reward `r_b` gates the emotion loss:
+            `L_emo,b` is multiplied by the detached `g_b` (below), so the style gradient flows only for samples
+            that pass the gate while every other reward still pushes. `None`: no gate.
+        reward_gate_threshold (`float` or `None`, *optional*, defaults to `None`):
+            τ of the gate, in the gating reward's units (rewards are `-loss`, so usually negative); required when
+            `reward_gate` is set.
+        reward_gate_temperature (`float`, *optional*, defaults to `0.0`):
+            T of `g_b = sigmoid((r_b - τ)/T)`; `0` gives the hard step `g_b = 1[r_b >= τ]`.
 
         > Data
 
@@ -175,6 +198,46 @@ class DiffROConfig(_BaseConfig):
         default=0.5,
         metadata={"help": "Weight α of L_adv in L_ser = L_emo + α·L_adv (RRPO: 0.5); 0 gives the DiffRO baseline."},
     )
+    reward_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Weight of each reward function's mean loss in the total loss, in order: the emotion reward "
+            "(from reward_model) first, then reward_funcs. Default None: 1.0 for each. Its length must equal the "
+            "number of reward functions."
+        },
+    )
+    reward_aggregation: str = field(
+        default="mean",
+        metadata={
+            "help": "How a list of emotion reward models combines their per-sample rewards r_k = -L_ser,k: 'mean' "
+            "(default), 'min' (worst case) or 'mean_minus_std' (mean - λ·std, λ = reward_ensemble_std_coef).",
+            "choices": ["mean", "min", "mean_minus_std"],
+        },
+    )
+    reward_ensemble_std_coef: float = field(
+        default=1.0,
+        metadata={"help": "λ of reward_aggregation='mean_minus_std' (default 1.0); must be >= 0."},
+    )
+    reward_gate: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name of the reward function (e.g. 'asr') whose per-sample reward gates the emotion loss: the "
+            "style gradient flows only for samples above reward_gate_threshold. Default None: no gate."
+        },
+    )
+    reward_gate_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Threshold τ of the gate, in the gating reward's units (reward = -loss, usually negative). "
+            "Default None; required when reward_gate is set."
+        },
+    )
+    reward_gate_temperature: float = field(
+        default=0.0,
+        metadata={
+            "help": "Temperature T of the gate sigmoid((r - τ)/T). Default 0.0: the hard step 1[r >= τ]; must be >= 0."
+        },
+    )
     instruction_template: str = field(
         default="en",
         metadata={"help": "Emotion instruction template: 'en' (\"Your emotion is E\"), 'zh', or a format string."},
@@ -237,6 +300,33 @@ class DiffROConfig(_BaseConfig):
             raise ValueError(
                 f"reward_adv_epsilon must be > 0 when reward_adv_alpha > 0, got {self.reward_adv_epsilon}; set "
                 "--reward_adv_alpha 0 for plain DiffRO instead."
+            )
+        if self.reward_weights is not None:
+            weights = [self.reward_weights] if isinstance(self.reward_weights, (int, float)) else self.reward_weights
+            try:
+                weights = [float(weight) for weight in weights]
+            except (TypeError, ValueError):
+                raise ValueError(f"reward_weights must be a list of numbers, got {self.reward_weights!r}.") from None
+            if not weights or not all(math.isfinite(weight) for weight in weights):
+                raise ValueError(f"reward_weights must be a non-empty list of finite numbers, got {weights}.")
+            self.reward_weights = weights
+        if self.reward_aggregation not in REWARD_AGGREGATIONS:
+            raise ValueError(
+                f"reward_aggregation must be one of {list(REWARD_AGGREGATIONS)}, got {self.reward_aggregation!r}."
+            )
+        if self.reward_ensemble_std_coef < 0:
+            raise ValueError(
+                f"reward_ensemble_std_coef must be >= 0 (a negative λ rewards disagreement between the reward "
+                f"models), got {self.reward_ensemble_std_coef}."
+            )
+        if self.reward_gate_temperature < 0:
+            raise ValueError(
+                f"reward_gate_temperature must be >= 0 (0 = hard step), got {self.reward_gate_temperature}."
+            )
+        if self.reward_gate is not None and self.reward_gate_threshold is None:
+            raise ValueError(
+                f"reward_gate={self.reward_gate!r} needs reward_gate_threshold (τ, in that reward's units: the "
+                "emotion loss counts for samples whose gating reward is >= τ)."
             )
         if not 0.0 < self.min_len_ratio <= self.max_len_ratio:
             raise ValueError(

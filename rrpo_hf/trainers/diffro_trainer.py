@@ -16,6 +16,11 @@ One training step (docs/architecture.md, "The DiffRO / RRPO step"):
    trained, or a frozen copy of the policy (full fine-tuning; a ZeRO-3 inference engine, sharded, under ZeRO-3);
 6. ``loss = L_ser + β·KL``.
 
+With several reward functions (``reward_funcs``, a list of emotion RMs as an ensemble, docs/architecture.md,
+"Several rewards") step 4 computes each function's per-sample loss ``loss_{i,b}`` on the same samples ``y`` and step 6
+becomes ``loss = Σ_i w_i · mean_b loss_{i,b} + β·KL``, the emotion loss optionally gated per sample by another
+reward (``reward_gate``).
+
 The reward model (and the optional judge) are plain modules with full weights on every rank, even under ZeRO-3
 with ``zero3_init_flag`` (they are loaded outside ``deepspeed.zero.Init``): never prepared by the Accelerator or
 wrapped in a DeepSpeed engine, in eval mode with frozen parameters, but gradients flow through their inputs.
@@ -23,34 +28,56 @@ wrapped in a DeepSpeed engine, in eval mode with frozen parameters, but gradient
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from datasets import ClassLabel, Dataset
 from tqdm.auto import tqdm
-from transformers import AutoModelForAudioClassification, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+from transformers import (
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    Trainer,
+    TrainerCallback,
+)
 
 from ..data.diffro_collator import DataCollatorForDiffRO, pad_speech_tokens
 from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
 from ..data.validation import check_token_range_in_column
-from ..evaluation.scorers import EmotionClassifierScorer, emotion_classifier_scores
+from ..evaluation.scorers import EmotionClassifierScorer
 from ..models.cosyvoice2 import CosyVoice2LM
 from ..models.cosyvoice2.export import export_training_policy_to_cosyvoice
 from ..models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
 from ..models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
 from ..models.robust_ser import RobustSERForAudioClassification  # noqa: F401  (registers the Auto classes)
 from ..ops import (
-    fgm_perturbation,
+    gate_weights,
     gumbel_softmax_sample,
-    mixup_emotion_loss,
     sequence_kl,
     token_entropy,
     token_level_kl,
+    weighted_reward_loss,
+    weighted_rewards,
+)
+from ..rewards import (
+    ASRReward,
+    EmotionReward,
+    EmotionRMEnsemble,
+    QualityReward,
+    RewardFunction,
+    check_reward_loss,
+    model_tasks,
+    reward_function_name,
+    task_rewards,
 )
 from ..testbed.scorer import OracleScorer
 from .base import _BaseTrainer
@@ -71,16 +98,31 @@ from .saving import MergedSaveMixin
 logger = logging.getLogger(__name__)
 
 
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "revision", "subfolder", "token")
+
+
+def _is_multitask_folder(path: str, init_kwargs: dict[str, Any]) -> bool:
+    """Whether the saved model at `path` is a multi-task reward model: its `config.json` lists `tasks`."""
+    config_dict, _ = PretrainedConfig.get_config_dict(
+        path, **{key: value for key, value in init_kwargs.items() if key in _HUB_KWARGS}
+    )
+    return config_dict.get("tasks") is not None
+
+
 class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
     """Trainer for DiffRO / RRPO policy optimisation of a [`CosyVoice2LM`] against a frozen emotion reward model.
 
     Args:
         model (`str` or [`CosyVoice2LM`] or a PEFT model around one):
             The policy, or the path of a `save_pretrained` folder (loaded with `args.model_init_kwargs`).
-        reward_model (`str` or [`~transformers.PreTrainedModel`]):
-            The frozen speech-emotion reward model (e.g. [`RobustSERForAudioClassification`]) or its path. Its
-            `vocab_size` must equal the policy's `speech_token_size`, and every target emotion must be one of its
-            labels (`label2id`, canonical names or known aliases).
+        reward_model (`str`, [`~transformers.PreTrainedModel`], a list of them, or [`~rrpo_hf.EmotionReward`]):
+            The frozen speech-emotion reward model (e.g. [`RobustSERForAudioClassification`], or the emotion head
+            of a [`RobustSERForMultiTaskReward`]) or its path: the emotion reward "emotion", built with the config's
+            `reward_label_smoothing`, `reward_adv_alpha` and `reward_adv_epsilon`. Its `vocab_size` must equal the
+            policy's `speech_token_size`, and every target emotion must be one of its labels (`label2id`, canonical
+            names or known aliases). A list is an ensemble ([`~rrpo_hf.EmotionRMEnsemble`]) whose per-sample
+            rewards are combined by `args.reward_aggregation`. An `EmotionReward` / `EmotionRMEnsemble` built by hand
+            is used as given. `None`: the first emotion reward of `reward_funcs` is the emotion reward.
         args ([`DiffROConfig`], *optional*): defaults to the papers' settings with `output_dir="outputs/rrpo_policy"`.
         data_collator (*optional*): defaults to [`DataCollatorForDiffRO`].
         train_dataset, eval_dataset ([`~datasets.Dataset`]): rows with `text`, `emotion` (ClassLabel or names),
@@ -100,6 +142,22 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         oracle (*optional*): convenience for an [`~rrpo_hf.testbed.OracleScorer`]: a testbed
             [`~rrpo_hf.testbed.Oracle`], scoring emotion, naturalness, artifact rate and
             CER of the evaluation samples.
+        reward_funcs (list, *optional*): further reward functions, after the emotion reward (:mod:`rrpo_hf.rewards`,
+            docs/architecture.md, "Several rewards"), named as in TRL's `GRPOTrainer`. Each entry is
+            - a callable `f(token_probs, attention_mask, batch) -> (B,)` per-sample differentiable loss (reward =
+              -loss), named by its `name` (plain functions: `__name__`), e.g. [`~rrpo_hf.ASRReward`]; a callable
+              that is not one of `rrpo_hf.rewards`' is called once at init on two training rows, so that a wrong
+              output fails before training;
+            - or a reward model or its path. A multi-task model ([`RobustSERForMultiTaskReward`]) gives one reward
+              per non-emotion head (`task_rewards`: [`~rrpo_hf.ASRReward`] "asr", [`~rrpo_hf.QualityReward`]
+              "quality", default settings); its emotion head becomes the emotion reward "emotion" only while there
+              is none (no `reward_model`, no earlier emotion reward), else it is not used. An emotion classifier
+              (no other head) gives an extra [`~rrpo_hf.EmotionReward`]. A path loads like `reward_model`
+              (`AutoModel` for a multi-task folder saved by `examples/train_rm.py --tasks ...`, full weights on
+              every rank). A name already taken gets the first free suffix (`emotion_2`, `asr_2`).
+            Weighted by `args.reward_weights` (emotion reward of `reward_model` first, then these, in order); one of
+            them may gate the emotion loss (`args.reward_gate`). With several functions each is logged as
+            `reward/<name>` (its mean reward), and `reward` is their weighted sum.
     """
 
     _tag_names = ["rrpo", "diffro", "emotional-tts", "cosyvoice2"]
@@ -119,7 +177,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
     def __init__(
         self,
         model: str | PreTrainedModel | torch.nn.Module,
-        reward_model: str | PreTrainedModel,
+        reward_model: str | PreTrainedModel | Sequence[str | PreTrainedModel] | RewardFunction | None = None,
         args: DiffROConfig | None = None,
         data_collator: Callable | None = None,
         train_dataset: Dataset | None = None,
@@ -131,6 +189,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         eval_scorers: list[Callable] | None = None,
         judge_model: str | PreTrainedModel | None = None,
         oracle: Any | None = None,
+        reward_funcs: Sequence[Callable | str | PreTrainedModel] | None = None,
     ):
         if args is None:
             args = DiffROConfig(output_dir="outputs/rrpo_policy")
@@ -172,7 +231,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             )
         self.policy_config = policy.config
 
-        self.reward_model = freeze(self._load_classifier(reward_model, args.reward_model_init_kwargs, "reward_model"))
+        self._build_reward_funcs(reward_model, reward_funcs, args)
         self.judge_model = (
             None if judge_model is None else freeze(self._load_classifier(judge_model, None, "judge_model"))
         )
@@ -186,7 +245,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         not_callable = [type(scorer).__name__ for scorer in self.eval_scorers if not callable(scorer)]
         if not_callable:
             raise TypeError(f"eval_scorers must be callables `scorer(tokens, batch) -> dict`, got {not_callable}.")
-        for name, classifier in (("reward_model", self.reward_model), ("judge_model", self.judge_model)):
+        for name, classifier in [*self._reward_models, ("judge_model", self.judge_model)]:
             if classifier is not None:
                 self._check_vocabulary(classifier, name)
         self.emotion_to_label_id = emotion_label_ids(self.reward_model.config.id2label)
@@ -244,8 +303,8 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             optimizers=optimizers,
         )
         device = self.accelerator.device
-        for frozen in (self.reward_model, self.judge_model):
-            if frozen is not None:
+        for frozen in (*self.reward_funcs, self.judge_model):
+            if isinstance(frozen, torch.nn.Module):
                 frozen.to(device)
         if self.ref_model is not None:
             if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
@@ -262,12 +321,218 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         self._gumbel_generator = torch.Generator(device=device).manual_seed(seed)
         self._rollout_generator = torch.Generator(device=device).manual_seed(seed + 7919)
         self._step_tokens = 0.0
+        self._warned_no_gradient: set[str] = set()
+        self._check_custom_rewards_on_a_batch()
 
     # ------------------------------------------------------------------ set-up
 
+    def _build_reward_funcs(self, reward_model, reward_funcs, args: DiffROConfig) -> None:
+        """`self.reward_funcs` in the order `reward_weights` follows, their names, the emotion reward that the gate
+        acts on, the gate, and every frozen model they read; each setting is checked before training starts.
+
+        Order: the emotion reward of `reward_model` (a model, a path, a list of them as an ensemble, or a ready
+        `EmotionReward` / `EmotionRMEnsemble`), then `reward_funcs` in their order, a reward model among them
+        expanded into its head rewards (`emotion` when it is the emotion reward, then `asr`, `quality`).
+        """
+        if isinstance(reward_funcs, (str, torch.nn.Module)) or callable(reward_funcs):
+            reward_funcs = [reward_funcs]
+        funcs: list[Callable] = []
+        names: list[str] = []
+
+        def free_name(name: str) -> str:
+            # A head's reward is named after its head; a later model's same head gets the first free suffix.
+            if name not in names:
+                return name
+            suffix = 2
+            while f"{name}_{suffix}" in names:
+                suffix += 1
+            return f"{name}_{suffix}"
+
+        def add(func) -> None:
+            funcs.append(func)
+            names.append(reward_function_name(func))
+
+        def emotion_reward(model: torch.nn.Module, name: str) -> EmotionReward:
+            return EmotionReward(
+                model, args.reward_label_smoothing, args.reward_adv_alpha, args.reward_adv_epsilon, name=name
+            )
+
+        if isinstance(reward_model, (EmotionReward, EmotionRMEnsemble)):
+            add(reward_model)
+        elif isinstance(reward_model, (list, tuple)):
+            if not reward_model:
+                raise ValueError("`reward_model` is an empty list; give one emotion reward model, or several.")
+            members = [
+                freeze(self._load_classifier(member, args.reward_model_init_kwargs, f"reward_model[{k}]"))
+                for k, member in enumerate(reward_model)
+            ]
+            add(
+                EmotionRMEnsemble(
+                    members,
+                    aggregation=args.reward_aggregation,
+                    std_coef=args.reward_ensemble_std_coef,
+                    label_smoothing=args.reward_label_smoothing,
+                    adv_alpha=args.reward_adv_alpha,
+                    adv_epsilon=args.reward_adv_epsilon,
+                    name="emotion",
+                )
+            )
+        elif reward_model is not None:
+            # Only the emotion head of a multi-task model given here: its other heads are rewards once it is also
+            # (or only) in `reward_funcs`.
+            add(
+                emotion_reward(
+                    freeze(self._load_classifier(reward_model, args.reward_model_init_kwargs, "reward_model")),
+                    "emotion",
+                )
+            )
+
+        for position, func in enumerate(reward_funcs or []):
+            where = f"reward_funcs[{position}]"
+            if isinstance(func, (str, PreTrainedModel)):
+                model = freeze(self._load_classifier(func, args.reward_model_init_kwargs, where))
+                tasks = model_tasks(model)
+                has_emotion_reward = any(isinstance(f, (EmotionReward, EmotionRMEnsemble)) for f in funcs)
+                # A multi-task model's emotion head is the emotion reward only while there is none; an emotion
+                # classifier alone (no other head) is always an extra emotion reward.
+                use_emotion_head = "emotion" in tasks and (not has_emotion_reward or tasks == ["emotion"])
+                heads = ([emotion_reward(model, "emotion")] if use_emotion_head else []) + task_rewards(model)
+                if not heads:
+                    raise TypeError(
+                        f"{where} ({type(model).__name__}) has no head a reward is defined for (tasks={tasks}); give "
+                        "an emotion classifier or a multi-task reward model (RobustSERForMultiTaskReward)."
+                    )
+                for head in heads:
+                    head.name = free_name(head.name)
+                    add(head)
+            elif callable(func):
+                add(func)
+            else:
+                raise TypeError(
+                    f"{where} is a {type(func).__name__}; a reward function is a callable "
+                    "`f(token_probs, attention_mask, batch) -> (B,) loss`, a reward model or its path."
+                )
+
+        emotion_indices = [i for i, func in enumerate(funcs) if isinstance(func, (EmotionReward, EmotionRMEnsemble))]
+        if not emotion_indices:
+            raise ValueError(
+                f"DiffROTrainer needs an emotion reward (the reward functions are {names}): pass `reward_model` (an "
+                "emotion reward model, its path, or a list of them), or put an emotion reward model, a multi-task "
+                "reward model with an emotion head, or an EmotionReward / EmotionRMEnsemble in `reward_funcs`."
+            )
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(
+                f"Several reward functions are named {duplicates} (all: {names}); give each its own `name`: it names "
+                "its log (reward/<name>) and DiffROConfig.reward_gate."
+            )
+        for func, name in zip(funcs, names):
+            if not isinstance(func, torch.nn.Module):
+                self._check_reward_signature(func, name)
+        weights = [1.0] * len(funcs) if args.reward_weights is None else list(args.reward_weights)
+        if len(weights) != len(funcs):
+            raise ValueError(
+                f"reward_weights has {len(weights)} entries {weights} but there are {len(funcs)} reward functions "
+                f"{names} (the emotion reward of reward_model first, then reward_funcs, a reward model expanded into "
+                "one reward per head); give one weight per reward function, in this order."
+            )
+        emotion_index = emotion_indices[0]
+        gate_index = None
+        if args.reward_gate is not None:
+            if args.reward_gate not in names:
+                raise ValueError(
+                    f"reward_gate={args.reward_gate!r} names no reward function; the reward functions are {names}. "
+                    "Name one of them (e.g. 'asr', from a multi-task reward model with an ASR head in reward_funcs)."
+                )
+            gate_index = names.index(args.reward_gate)
+            if gate_index == emotion_index:
+                raise ValueError(
+                    f"reward_gate={args.reward_gate!r} is the emotion reward itself, which the gate scales; name "
+                    f"another reward function ({[name for name in names if name != args.reward_gate]})."
+                )
+
+        # Every frozen model a reward function reads, once, named for the error messages.
+        reward_models: list[tuple[str, torch.nn.Module]] = []
+        seen: set[int] = set()
+        for index, (func, name) in enumerate(zip(funcs, names)):
+            models = func.frozen_models if isinstance(func, RewardFunction) else []
+            for k, model in enumerate(models):
+                if id(model) in seen:
+                    continue
+                seen.add(id(model))
+                if is_zero3_partitioned(model):
+                    raise ValueError(
+                        f"The reward function {name!r} holds a ZeRO-3 partitioned model; pass the model (or its path) "
+                        "as `reward_model` / in `reward_funcs` instead, so that the trainer keeps a full frozen copy "
+                        "on every rank."
+                    )
+                if index == emotion_index and reward_model is not None and len(models) == 1:
+                    where = "reward_model"
+                else:
+                    where = f"reward function {name!r}" + (f" (model {k})" if len(models) > 1 else "")
+                reward_models.append((where, model))
+
+        self.reward_funcs = funcs
+        self.reward_func_names = names
+        self.reward_weights = weights
+        self._emotion_index = emotion_index
+        self._gate_index = gate_index
+        self.emotion_reward = funcs[emotion_index]
+        self._reward_models = reward_models
+        # The emotion reward's (first) classifier: its labels define the batches' `emotion_labels`.
+        self.reward_model = self.emotion_reward.classifiers[0]
+
+    @staticmethod
+    def _check_reward_signature(func, name: str) -> None:
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError):
+            return  # builtins and C callables: their output is checked on a batch instead
+        try:
+            signature.bind(None, None, None)
+        except TypeError:
+            raise TypeError(
+                f"Reward function {name!r} has the signature {signature}; reward functions are called as "
+                "`f(token_probs, attention_mask, batch)` and return a (B,) per-sample loss."
+            ) from None
+
+    def _check_custom_rewards_on_a_batch(self) -> None:
+        """Call each reward function that is not one of `rrpo_hf.rewards`' own once, on the first two training rows,
+        so that a wrong output (shape, dtype, missing batch key) fails now rather than at the first step, and a loss
+        that cannot train the policy (no gradient from `token_probs`) is reported now.
+
+        The speech is the rows' own tokens (offline rollouts) or eight token-0 frames (online), as one-hot
+        distributions; the result is discarded. Built-in rewards are not called: their output is known, and the
+        default run stays exactly what it was.
+        """
+        custom = [
+            (func, name)
+            for func, name in zip(self.reward_funcs, self.reward_func_names)
+            if not isinstance(func, (EmotionReward, EmotionRMEnsemble, ASRReward, QualityReward))
+        ]
+        if not custom or self.train_dataset is None or len(self.train_dataset) == 0:
+            return
+        rows = [self.train_dataset[i] for i in range(min(2, len(self.train_dataset)))]
+        batch = self._prepare_inputs(self.data_collator(rows))
+        if "speech_ids" in batch:
+            speech_ids, attention_mask = batch["speech_ids"], batch["speech_attention_mask"]
+        else:
+            length = min(8, self.max_speech_length or 8)
+            speech_ids = torch.zeros(len(rows), length, dtype=torch.long, device=self.accelerator.device)
+            attention_mask = torch.ones_like(speech_ids)
+        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+        token_probs = F.one_hot(speech_ids, self.policy_config.speech_token_size).to(dtype).requires_grad_(True)
+        with torch.enable_grad():
+            for func, name in custom:
+                self._reward_terms(func, name, token_probs, attention_mask, batch)
+
     @staticmethod
     def _load_classifier(model, init_kwargs, name: str) -> torch.nn.Module:
-        """The reward model / judge as a plain module with full weights on every rank, even under ZeRO-3.
+        """A reward model / judge as a plain module with full weights on every rank, even under ZeRO-3.
+
+        A path loads with `AutoModelForAudioClassification`, or with `AutoModel` when its config lists `tasks` (a
+        multi-task reward model saved by `examples/train_rm.py --tasks ...`); `init_kwargs` (e.g.
+        `trust_remote_code`) are passed on.
 
         The policy's loss back-propagates through the reward model's forward, and the adversarial term takes
         `torch.autograd.grad` w.r.t. its hidden states. ZeRO-3 shards would need gathering in that forward and
@@ -277,17 +542,19 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         rank costs little memory and no per-step all-gather; only the policy and its reference are sharded.
         """
         if isinstance(model, str):
+            init_kwargs = dict(init_kwargs or {})
+            auto_class = AutoModel if _is_multitask_folder(model, init_kwargs) else AutoModelForAudioClassification
             with zero3_init_disabled():
-                return AutoModelForAudioClassification.from_pretrained(model, **dict(init_kwargs or {}))
+                return auto_class.from_pretrained(model, **init_kwargs)
         if isinstance(model, torch.nn.Module):
             return full_weight_copy(model) if is_zero3_partitioned(model) else model
         raise TypeError(f"`{name}` must be a path or a model, got {type(model).__name__}.")
 
     def _resolve_max_speech_length(self, args: DiffROConfig) -> int | None:
-        """The generation cap: `args.max_speech_length`, else the fewest positions the reward model / judge read."""
+        """The generation cap: `args.max_speech_length`, else the fewest positions the reward models / judge read."""
         limits = {
             name: getattr(classifier.config, "max_position_embeddings", None)
-            for name, classifier in (("reward_model", self.reward_model), ("judge_model", self.judge_model))
+            for name, classifier in [*self._reward_models, ("judge_model", self.judge_model)]
             if classifier is not None
         }
         for name, limit in limits.items():
@@ -341,6 +608,18 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                 f"({sorted(self.emotion_to_label_id)}): the reward cannot score them. Filter those rows out or use a "
                 "reward model trained with these emotions."
             )
+        for func, func_name in zip(self.reward_funcs, self.reward_func_names):
+            if isinstance(func, (EmotionReward, EmotionRMEnsemble)) and func is not self.emotion_reward:
+                unknown = [name for name in names if emotion_key(name) not in func.label_ids]
+                if unknown:
+                    raise UnknownEmotionError(
+                        f"The {split} dataset's target emotion(s) {unknown} are not labels of the reward function "
+                        f"{func_name!r} ({sorted(func.label_ids)}): it cannot score them. Filter those rows out or "
+                        "drop that reward function."
+                    )
+            elif isinstance(func, ASRReward):
+                # Every transcript now: an unknown symbol would otherwise fail at whichever step first draws it.
+                func.check_transcripts(dataset[args.text_column], f"the {split} dataset's '{args.text_column}'")
         if need_speech:
             import pyarrow.compute as pc
 
@@ -377,7 +656,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                 batched=True,
                 desc=f"Truncating {split} speech tokens to {limit}",
             )
-        limit = getattr(self.reward_model.config, "max_position_embeddings", None)
+        known = [getattr(classifier.config, "max_position_embeddings", None) for _, classifier in self._reward_models]
+        known = [value for value in known if value is not None]
+        limit = min(known) if known else None
         if limit is None or longest <= limit:
             return dataset
         row = pc.index(pc.greater(lengths, limit), True).as_py()
@@ -437,30 +718,60 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                 generator=generator,
             )
 
-    def robust_reward_loss(
-        self, classifier, token_probs: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    def _reward_terms(
+        self, func, name: str, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Per-sample ``L_emo`` (Eq. 3, λ = 0), ``L_adv`` (Eq. 4-5; zeros when α = 0) and the RM logits.
+        """One reward function's ``{"loss": (B,), ...}`` on the samples, its output checked (shape, dtype).
 
-        ``token_probs`` are (straight-through) one-hot samples over the codebook. ``L_adv`` needs ``∂L_emo/∂h'``,
-        taken with ``torch.autograd.grad`` on ``h'`` alone (the graph is kept for the backward of the total loss).
+        A `RewardFunction` (e.g. `EmotionReward`: ``loss_emo``, ``loss_adv``, ``correct``, ``logits``) adds its
+        diagnostics; a plain callable gives its loss only. A loss without gradient while gradients are on is
+        reported once: it is logged but cannot train the policy.
         """
-        args = self.args
-        outputs = classifier(input_token_probs=token_probs, attention_mask=attention_mask)
-        loss_emo = mixup_emotion_loss(outputs.logits, labels, epsilon=args.reward_label_smoothing, reduction="none")
-        loss_adv = torch.zeros_like(loss_emo)
-        hidden_states = outputs.last_hidden_state
-        if args.reward_adv_alpha > 0 and torch.is_grad_enabled() and hidden_states.requires_grad:
-            (hidden_grad,) = torch.autograd.grad(loss_emo.sum(), hidden_states, retain_graph=True)
-            delta = fgm_perturbation(hidden_grad, attention_mask, args.reward_adv_epsilon)
-            adv_logits = classifier.classify(hidden_states + delta, attention_mask)
-            loss_adv = mixup_emotion_loss(adv_logits, labels, epsilon=args.reward_label_smoothing, reduction="none")
-        return {
-            "loss_emo": loss_emo,
-            "loss_adv": loss_adv,
-            "loss_ser": loss_emo + args.reward_adv_alpha * loss_adv,
-            "logits": outputs.logits,
-        }
+        if isinstance(func, RewardFunction):
+            terms = dict(func.loss_terms(token_probs, attention_mask, batch))
+            if "loss" not in terms:
+                raise KeyError(
+                    f"Reward function {name!r}: `loss_terms` returned no 'loss' entry (keys: {list(terms)}); return "
+                    "the (B,) per-sample loss under 'loss'."
+                )
+        else:
+            terms = {"loss": func(token_probs, attention_mask, batch)}
+        loss = check_reward_loss(name, terms["loss"], token_probs.shape[0]).to(token_probs.device)
+        if torch.is_grad_enabled() and not loss.requires_grad and name not in self._warned_no_gradient:
+            self._warned_no_gradient.add(name)
+            logger.warning(
+                f"Reward function {name!r} returned a loss without gradient: it is logged but does not train the "
+                "policy. Compute it from `token_probs` (e.g. through a frozen model's input embeddings) for the "
+                "gradient to reach the policy."
+            )
+        terms["loss"] = loss
+        return terms
+
+    def _compute_rewards(
+        self, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: dict[str, Any]
+    ) -> list[dict[str, torch.Tensor]]:
+        """Each reward function's terms on the same samples, in `self.reward_funcs` order."""
+        return [
+            self._reward_terms(func, name, token_probs, attention_mask, batch)
+            for func, name in zip(self.reward_funcs, self.reward_func_names)
+        ]
+
+    def _gate(self, reward_outputs: list[dict[str, torch.Tensor]]) -> torch.Tensor | None:
+        """``g_b`` of the gating reward (`reward_gate`), detached; None without a gate."""
+        if self._gate_index is None:
+            return None
+        gate_reward = -reward_outputs[self._gate_index]["loss"]
+        return gate_weights(gate_reward, self.args.reward_gate_threshold, self.args.reward_gate_temperature)
+
+    def _combined_reward_loss(self, reward_outputs: list[dict[str, torch.Tensor]], gate: torch.Tensor | None):
+        """``Σ_i w_i · mean_b loss_{i,b}``, the emotion loss multiplied per sample by the gate ``g_b``
+        (:func:`~rrpo_hf.ops.weighted_reward_loss`)."""
+        return weighted_reward_loss(
+            [terms["loss"] for terms in reward_outputs],
+            self.reward_weights,
+            gate=gate,
+            gated_index=None if gate is None else self._emotion_index,
+        )
 
     def _reference_logits(self, model, lm_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
@@ -501,9 +812,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         return {key: inputs[key] for key in keys if key in inputs}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """``loss = L_ser + β·KL`` on Gumbel-Softmax samples of the policy's teacher-forced distribution."""
+        """``loss = Σ_i w_i · mean_b loss_{i,b} + β·KL`` (one emotion reward: ``L_ser + β·KL``) on Gumbel-Softmax
+        samples of the policy's teacher-forced distribution, the emotion loss scaled per sample by the gate."""
         args = self.args
-        labels = inputs["emotion_labels"]
         text_ids, text_attention_mask = inputs["text_ids"], inputs["text_attention_mask"]
         zero_shot = self._zero_shot_inputs(inputs)
         if args.rollout == "online":
@@ -523,9 +834,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             straight_through=args.straight_through,
             generator=self._gumbel_generator,
         )
-        reward_terms = self.robust_reward_loss(self.reward_model, samples, speech_attention_mask, labels)
-        loss_ser = reward_terms["loss_ser"].mean()
-        loss = loss_ser
+        reward_outputs = self._compute_rewards(samples, speech_attention_mask, inputs)
+        gate = self._gate(reward_outputs)
+        loss = self._combined_reward_loss(reward_outputs, gate)
         kl = None
         if args.beta > 0:
             reference_logits = self._reference_logits(model, lm_inputs)
@@ -533,29 +844,54 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             loss = loss + args.beta * kl
 
         if model.training:
-            self._record_step_metrics(reward_terms, labels, kl, speech_logits, speech_attention_mask)
-        return (loss, {"samples": samples, "sampled_ids": sampled_ids, **reward_terms}) if return_outputs else loss
+            self._record_step_metrics(reward_outputs, gate, kl, speech_logits, speech_attention_mask)
+        if not return_outputs:
+            return loss
+        emotion_terms = {key: value for key, value in reward_outputs[self._emotion_index].items() if key != "loss"}
+        return loss, {
+            "samples": samples,
+            "sampled_ids": sampled_ids,
+            **emotion_terms,
+            "loss_ser": reward_outputs[self._emotion_index]["loss"],  # the emotion reward's loss, before any gate
+            "reward_losses": {name: terms["loss"] for name, terms in zip(self.reward_func_names, reward_outputs)},
+            "gate_weights": gate,
+        }
 
-    def _record_step_metrics(self, reward_terms, labels, kl, speech_logits, speech_attention_mask) -> None:
+    def _weighted_reward(self, reward_outputs: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Per-sample ``Σ_i w_i · r_{i,b}`` with ``r = -loss``, detached: what `reward` logs (TRL's convention)."""
+        rewards = [-terms["loss"].detach().float() for terms in reward_outputs]
+        return weighted_rewards(rewards, self.reward_weights)
+
+    def _record_step_metrics(self, reward_outputs, gate, kl, speech_logits, speech_attention_mask) -> None:
+        """Window means of the step statistics: `reward` (weighted sum of rewards), the emotion reward's `loss_emo`,
+        `loss_adv` (RRPO) and `rm_accuracy`, `kl` (β > 0), `entropy`, `sample_length`, `reward/<name>` per reward
+        function, `gate_weight` (mean g_b, with a gate) and `reward_ensemble_std` (with an ensemble)."""
+        emotion = reward_outputs[self._emotion_index]
         with torch.no_grad():
             valid = speech_attention_mask.bool()
-            stats = torch.stack(
-                [
-                    -reward_terms["loss_ser"].mean(),
-                    reward_terms["loss_emo"].mean(),
-                    reward_terms["loss_adv"].mean(),
-                    kl.detach() if kl is not None else torch.zeros((), device=valid.device),
-                    (reward_terms["logits"].argmax(dim=-1) == labels).float().mean(),
-                    token_entropy(speech_logits.detach(), valid),
-                    valid.sum(dim=1).float().mean(),
-                    valid.sum().float(),
-                ]
-            ).float()
+            zero = torch.zeros((), device=valid.device)
+            named = {
+                "reward": self._weighted_reward(reward_outputs).mean(),
+                "loss_emo": emotion["loss_emo"].detach().float().mean(),
+                "loss_adv": emotion["loss_adv"].detach().float().mean(),
+                "kl": kl.detach() if kl is not None else zero,
+                "rm_accuracy": emotion["correct"].float().mean(),
+                "entropy": token_entropy(speech_logits.detach(), valid),
+                "sample_length": valid.sum(dim=1).float().mean(),
+            }
+            if len(self.reward_funcs) > 1:
+                # With one function, reward/<name> would repeat `reward`: the single-reward logs stay as they were.
+                for name, terms in zip(self.reward_func_names, reward_outputs):
+                    named[f"reward/{name}"] = -terms["loss"].detach().float().mean()
+            if gate is not None:
+                named["gate_weight"] = gate.float().mean()
+            if "reward_std" in emotion:
+                named["reward_ensemble_std"] = emotion["reward_std"].float().mean()
+            stats = torch.stack([value.float() for value in named.values()] + [valid.sum().float()])
             gathered = self.accelerator.gather_for_metrics(stats[None])
         means = gathered.mean(dim=0).tolist()
-        names = ["reward", "loss_emo", "loss_adv", "kl", "rm_accuracy", "entropy", "sample_length"]
-        for name, value in zip(names, means):
-            if name == "loss_adv" and self.args.reward_adv_alpha == 0:
+        for name, value in zip(named, means):
+            if name == "loss_adv" and self.emotion_reward.adv_alpha == 0:
                 continue
             if name == "kl" and kl is None:
                 continue
@@ -591,8 +927,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Generate with the policy on `eval_dataset` and score the samples with the RM and every evaluation scorer.
 
-        Metrics (means over samples, prefixed with `metric_key_prefix`): `reward` (-L_emo of the training RM; the
-        adversarial term needs gradients), `rm_accuracy`, `sample_length`, and the names each of `eval_scorers`
+        Metrics (means over samples, prefixed with `metric_key_prefix`): `reward` (-L_emo of the training RM, the
+        adversarial term needs gradients; with several reward functions their weighted sum, and `reward/<name>`
+        each), `rm_accuracy`, `sample_length`, and the names each of `eval_scorers`
         returns: `judge_accuracy` / `judge_reward` with a judge, `oracle_{emotion_score, emotion_correct,
         naturalness, artifact_rate, cer}` with an oracle. A widening gap between `rm_accuracy` and the judge / oracle
         emotion scores is reward hacking. With `eval_kl`: `kl_to_reference` (sequence KL of the samples from the
@@ -680,22 +1017,28 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
 
     @torch.no_grad()
     def _score_samples(self, batch: dict[str, Any], tokens: list[list[int]]) -> dict[str, torch.Tensor]:
-        """Per-sample scores, metric name -> `(B,)` float tensor: the training RM's (and the KL with `eval_kl`), then
-        each evaluation scorer's."""
+        """Per-sample scores, metric name -> `(B,)` float tensor: the reward functions' (and the KL with `eval_kl`),
+        then each evaluation scorer's.
+
+        The reward functions read the one-hot distributions of the generated tokens, without gradient (so the
+        emotion reward is ``-L_emo``: the adversarial term needs gradients): `reward` is their weighted sum
+        ``Σ_i w_i · r_i`` (ungated), `reward/<name>` each one's reward (with several functions), `rm_accuracy` the
+        emotion reward's.
+        """
         device = self.accelerator.device
         speech_ids, speech_attention_mask = pad_speech_tokens(tokens, device)
-        reward, correct = emotion_classifier_scores(
-            self.reward_model,
-            speech_ids,
-            speech_attention_mask,
-            batch["emotion_labels"],
-            self.args.reward_label_smoothing,
-        )
+        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+        token_probs = F.one_hot(speech_ids, self.policy_config.speech_token_size).to(dtype)
+        reward_outputs = self._compute_rewards(token_probs, speech_attention_mask, batch)
+        emotion = reward_outputs[self._emotion_index]
         scores = {
-            "reward": reward,
-            "rm_accuracy": correct,
+            "reward": self._weighted_reward(reward_outputs),
+            "rm_accuracy": emotion["correct"].float(),
             "sample_length": speech_attention_mask.sum(1).float(),
         }
+        if len(self.reward_funcs) > 1:
+            for name, terms in zip(self.reward_func_names, reward_outputs):
+                scores[f"reward/{name}"] = -terms["loss"].float()
         reserved = set()
         if self.args.eval_kl:
             scores["kl_to_reference"] = self._kl_to_reference(
@@ -757,6 +1100,26 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             ("learning rate", args.learning_rate),
             ("reward model labels", ", ".join(sorted(self.emotion_to_label_id))),
         ]
+        if len(self.reward_funcs) > 1:
+            weighted = zip(self.reward_func_names, self.reward_weights)
+            settings.append(("reward functions (weight)", ", ".join(f"{name} ({w:g})" for name, w in weighted)))
+        if isinstance(self.emotion_reward, EmotionRMEnsemble):
+            settings.append(
+                (
+                    "emotion RM ensemble",
+                    f"{len(self.emotion_reward.members)} models, {self.emotion_reward.aggregation}",
+                )
+            )
+        if self._gate_index is not None:
+            reward, tau, temperature = (
+                f"r_{args.reward_gate}",
+                args.reward_gate_threshold,
+                args.reward_gate_temperature,
+            )
+            gate = (
+                f"1[{reward} >= {tau:g}]" if temperature == 0 else f"sigmoid(({reward} - {tau:g}) / {temperature:g})"
+            )
+            settings.append(("emotion reward gate", gate))
         eval_table = ""
         if self.eval_results:
             rows = ["| metric | value |", "|---|---|"]

@@ -10,8 +10,10 @@ LoRA adapter from `<models_dir>/adapter`, whose reference must be its own frozen
 inside the launched processes: the policy is partitioned, the reward model and judge are plain frozen modules with
 full weights that equal their saved files after training, the full fine-tuning reference is a sharded DeepSpeed
 engine (no full copy), the loss is finite, the KL is 0 at step 1 and positive at step 2, and the policy changed.
-A reward model passed as an already partitioned module is gathered into a full copy. A failed check raises;
-rank 0 writes `<output_dir>/summary.json`.
+A reward model passed as an already partitioned module is gathered into a full copy. The `asr` flag adds the
+multi-task reward model `<models_dir>/multitask_rm` (loaded with AutoModel) in `reward_funcs`: its ASR and quality
+heads must be rewards of a full, frozen, unchanged copy on every rank, logged as `reward/asr` and `reward/quality`, and
+gated ASR must still train the policy. A failed check raises; rank 0 writes `<output_dir>/summary.json`.
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ def parse_args():
     parser.add_argument("--codebook_size", type=int, default=512)
     parser.add_argument(
         "--cases",
-        default="full:offline,full:online,lora:offline,lora:online,adapter:offline,full:offline:rm_module",
-        help="finetuning:rollout[:rm_module]; finetuning: full, lora (a new adapter) or adapter "
-        "(<models_dir>/adapter, trained); rm_module: the reward model passed as an already partitioned module.",
+        default="full:offline,full:online,lora:offline,lora:online,adapter:offline,full:offline:rm_module,"
+        "full:offline:asr",
+        help="finetuning:rollout[:flag]; finetuning: full, lora (a new adapter) or adapter "
+        "(<models_dir>/adapter, trained); flags: rm_module (the reward model passed as an already partitioned "
+        "module), asr (also the ASR and quality rewards of <models_dir>/multitask_rm, an ASR gate on the emotion "
+        "reward).",
     )
     return parser.parse_args()
 
@@ -69,16 +74,21 @@ def check_classifier(classifier, folder: Path, what: str) -> None:
             raise AssertionError(f"{what}: parameter {name} differs from the saved weights {tuple(value.shape)}.")
 
 
-def run_case(cli, finetuning: str, rollout: str, dataset, eval_dataset, rm_as_module: bool = False) -> dict:
+def run_case(
+    cli, finetuning: str, rollout: str, dataset, eval_dataset, rm_as_module: bool = False, asr: bool = False
+) -> dict:
     models = Path(cli.models_dir)
-    what = f"[{finetuning}, {rollout}{', partitioned reward-model module' if rm_as_module else ''}]"
+    flags = (", partitioned reward-model module" if rm_as_module else "") + (", + ASR reward" if asr else "")
+    what = f"[{finetuning}, {rollout}{flags}]"
     peft_config = None
     if finetuning == "lora":
         from peft import LoraConfig
 
         peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=True)
     args = DiffROConfig(
-        output_dir=os.path.join(cli.output_dir, f"{finetuning}_{rollout}{'_rm_module' if rm_as_module else ''}"),
+        output_dir=os.path.join(
+            cli.output_dir, f"{finetuning}_{rollout}{'_rm_module' if rm_as_module else ''}{'_asr' if asr else ''}"
+        ),
         rollout=rollout,
         beta=0.1,
         max_steps=2,
@@ -95,6 +105,11 @@ def run_case(cli, finetuning: str, rollout: str, dataset, eval_dataset, rm_as_mo
         seed=0,
         data_seed=0,
         save_merged=False,  # merging a LoRA adapter needs the full base weights, which ZeRO-3 shards
+        # emotion, asr, quality; a soft gate, so that every sample still trains (the models are untrained)
+        reward_weights=[1.0, 0.5, 0.25] if asr else None,
+        reward_gate="asr" if asr else None,
+        reward_gate_threshold=-5.0 if asr else None,
+        reward_gate_temperature=2.0,
     )
     reward_model = str(models / "reward_model")
     if rm_as_module:
@@ -124,7 +139,12 @@ def run_case(cli, finetuning: str, rollout: str, dataset, eval_dataset, rm_as_mo
         train_dataset=dataset,
         eval_dataset=eval_dataset,
         peft_config=peft_config,
+        reward_funcs=[str(models / "multitask_rm")] if asr else None,
     )
+    if asr:
+        if trainer.reward_func_names != ["emotion", "asr", "quality"]:
+            raise AssertionError(f"{what}: reward functions {trainer.reward_func_names}.")
+        check_classifier(trainer.reward_funcs[1].model, models / "multitask_rm", f"{what} multi-task RM before")
     if trainer.accelerator.num_processes != 2:
         raise AssertionError(f"{what}: {trainer.accelerator.num_processes} process(es) joined, expected 2.")
     policy = trainer.accelerator.unwrap_model(trainer.model)
@@ -164,8 +184,14 @@ def run_case(cli, finetuning: str, rollout: str, dataset, eval_dataset, rm_as_mo
     if frozen_moved:
         raise AssertionError(f"{what}: frozen policy parameters changed: {frozen_moved[:3]}.")
     check_classifier(trainer.reward_model, models / "reward_model", f"{what} reward model after training")
+    if asr:
+        check_classifier(trainer.reward_funcs[1].model, models / "multitask_rm", f"{what} multi-task RM after")
+        logged = [entry for entry in trainer.state.log_history if "reward/asr" in entry]
+        if len(logged) != 2 or not all(math.isfinite(entry["reward/quality"]) for entry in logged):
+            raise AssertionError(f"{what}: reward/asr and reward/quality are not logged at every step: {logged}.")
     metrics = trainer.evaluate() if rollout == "offline" else {}
-    if metrics and not all(math.isfinite(metrics[key]) for key in ("eval_reward", "eval_judge_reward")):
+    keys = ("eval_reward", "eval_judge_reward") + (("eval_reward/asr",) if asr else ())
+    if metrics and not all(math.isfinite(metrics[key]) for key in keys):
         raise AssertionError(f"{what}: evaluation metrics {metrics}.")
     check_classifier(trainer.judge_model, models / "judge", f"{what} judge after evaluation")
     return {
@@ -184,7 +210,13 @@ def main():
     for case in [c for c in cli.cases.split(",") if c]:
         finetuning, rollout, *flags = case.split(":")
         summary[case] = run_case(
-            cli, finetuning, rollout, corpus["train"], corpus["test"], rm_as_module="rm_module" in flags
+            cli,
+            finetuning,
+            rollout,
+            corpus["train"],
+            corpus["test"],
+            rm_as_module="rm_module" in flags,
+            asr="asr" in flags,
         )
     if int(os.environ.get("RANK", "0")) == 0:
         Path(cli.output_dir).mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
-"""The robust speech-emotion reward model; importing this registers it with the Auto classes."""
+"""The robust speech-emotion reward model and the multi-task token reward model built on its encoder; importing this
+registers both with the Auto classes."""
 
-from transformers import AutoConfig, AutoModelForAudioClassification
+from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
+from .configuration_robust_multitask import DEFAULT_QUALITY_LABELS, MULTITASK_TASKS, RobustMultiTaskRMConfig
 from .configuration_robust_ser import DEFAULT_EMOTIONS, RobustSERConfig
+from .modeling_robust_multitask import RobustMultiTaskRMOutput, RobustSERForMultiTaskReward, encode_symbol_texts
 from .modeling_robust_ser import RobustSERForAudioClassification, RobustSEROutput, RobustSERPreTrainedModel
 from .remote_code import bundle_remote_code_dependencies
 
@@ -13,11 +16,22 @@ AutoModelForAudioClassification.register(RobustSERConfig, RobustSERForAudioClass
 RobustSERConfig.register_for_auto_class()
 RobustSERForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
 
+AutoConfig.register(RobustMultiTaskRMConfig.model_type, RobustMultiTaskRMConfig, exist_ok=True)
+AutoModel.register(RobustMultiTaskRMConfig, RobustSERForMultiTaskReward, exist_ok=True)
+RobustMultiTaskRMConfig.register_for_auto_class()
+RobustSERForMultiTaskReward.register_for_auto_class("AutoModel")
+
 __all__ = [
     "DEFAULT_EMOTIONS",
+    "DEFAULT_QUALITY_LABELS",
+    "MULTITASK_TASKS",
+    "RobustMultiTaskRMConfig",
+    "RobustMultiTaskRMOutput",
     "RobustSERConfig",
     "RobustSERForAudioClassification",
+    "RobustSERForMultiTaskReward",
     "RobustSEROutput",
     "RobustSERPreTrainedModel",
     "bundle_remote_code_dependencies",
+    "encode_symbol_texts",
 ]
