@@ -262,6 +262,7 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
         output_dir=str(tmp_path / "study"),
         seeds=[0],
         num_train=96,
+        sft_num_train=96,
         num_test=48,
         policy_hidden_size=32,
         sft_epochs=1,

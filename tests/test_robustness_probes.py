@@ -21,6 +21,7 @@ import torch
 from rrpo_hf.evaluation import (
     artifact_sensitivity,
     embedding_attack_accuracy,
+    exaggeration_sensitivity,
     insert_artifact_tokens,
     token_substitution_attack,
 )
@@ -352,3 +353,30 @@ def test_probes_run_on_the_model_device_and_agree_with_cpu(fragile):
     ):
         cpu_result, cuda_result = probe(model), probe(cuda_model)
         assert cpu_result == cuda_result
+
+
+# -------------------------------------------------------------------------------------- exaggeration
+def angry_probability(num_cues: int) -> float:
+    logit = CUE_WEIGHT * math.sqrt(3) * num_cues / LENGTH + BIAS
+    return 1 / (1 + math.exp(-logit))
+
+
+def test_exaggeration_probe_reads_the_closed_form_rise_of_the_target_probability():
+    model = hand_built_model()
+    natural, exaggerated = utterances(5, 1, seed=3), utterances(5, 3, seed=3)  # the cue three times instead of once
+    result = exaggeration_sensitivity(model, natural, exaggerated, target_emotion="angry", show_progress=False)
+    before, after = angry_probability(1), angry_probability(3)
+    assert result["n"] == 5
+    assert result["mean_prob_natural"] == pytest.approx(before, abs=1e-5)
+    assert result["mean_prob_exaggerated"] == pytest.approx(after, abs=1e-5)
+    assert result["mean_delta"] == pytest.approx(after - before, abs=1e-5) and result["mean_delta"] > 0
+    assert result["mean_delta_log_prob"] == pytest.approx(math.log(after) - math.log(before), abs=1e-5)
+    # an RM that saturates at the natural level does not pay for exaggeration: the neutral class sees no rise
+    flat = exaggeration_sensitivity(model, natural, exaggerated, target_emotion="neutral", show_progress=False)
+    assert flat["mean_delta"] < 0
+
+
+def test_exaggeration_probe_needs_paired_utterances():
+    model = hand_built_model()
+    with pytest.raises(ValueError, match="same non-empty set of utterances twice"):
+        exaggeration_sensitivity(model, utterances(3, 1, 0), utterances(2, 3, 0), "angry", show_progress=False)

@@ -25,7 +25,7 @@ from rrpo_hf.testbed import EmotionWorld
 REPO = Path(__file__).resolve().parents[1]
 
 #: Sizes small enough for corpus checks in a fraction of a second.
-SMALL = dict(num_train=600, num_test=60, rm_finetune_num_train=120)
+SMALL = dict(num_train=600, sft_num_train=1200, num_test=60, rm_finetune_num_train=120)
 
 
 def corpora_of(name: str, **overrides):
@@ -178,7 +178,7 @@ def test_paper_protocol_pretrains_on_noisy_multi_speaker_data_and_fine_tunes_on_
 def test_brittle_rm_corpora_never_show_artifacts_with_a_label_and_the_rm_corpus_none_at_all():
     _, world, corpora = corpora_of("brittle")
     assert artifact_counts(corpora["rm"], world).sum() == 0  # the RM never sees an artifact id
-    assert (artifact_counts(corpora["sft"], world) > 0).mean() > 0.1  # the policy can emit them
+    assert (artifact_counts(corpora["sft"], world) > 0).mean() > 0.02  # the policy can emit them
     clean_hit = artifact_counts(corpora["clean"], world) > 0
     clean_emotions = emotion_names(corpora["clean"])
     rates = [clean_hit[clean_emotions == e].mean() for e in set(clean_emotions)]
@@ -199,12 +199,27 @@ def test_cue_exaggeration_grades_the_rm_emotion_and_has_no_artifacts_anywhere():
     assert np.corrcoef(intensities[angry], high_share[angry])[0, 1] > 0.5
 
 
+def test_the_exaggeration_probe_set_says_the_test_texts_with_accents_past_natural_levels():
+    config, world, corpora = corpora_of("cue-exaggeration")
+    natural, exaggerated = corpora["domains"]["alpha"], corpora["exaggerated"]
+    assert config.probe_exaggeration == 2.0
+    for column in ("text", "emotion", "speaker"):
+        assert natural[column] == exaggerated[column], column
+
+    def high_share(dataset):
+        return np.array([np.mean(world.decompose(np.asarray(t))[0] == 2) for t in dataset["speech_tokens"]])
+
+    angry = emotion_names(natural) == "angry"
+    assert high_share(exaggerated)[angry].mean() > 1.5 * high_share(natural)[angry].mean()
+
+
 # ------------------------------------------------------------------------------------------- tiny studies
 
 
 TINY = dict(
     seeds=[0],
     num_train=96,
+    sft_num_train=96,
     num_test=48,
     policy_hidden_size=32,
     sft_epochs=1,

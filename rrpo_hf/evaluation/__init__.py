@@ -16,10 +16,11 @@ __all__ = [
     "format_emotion_eval_table",
 ]
 
-# Reward-model robustness probes: artifact sensitivity, token-substitution attack, h' attacks.
+# Reward-model robustness probes: artifact sensitivity, exaggeration, token-substitution attack, h' attacks.
 from .robustness import (  # noqa: E402
     artifact_sensitivity,
     embedding_attack_accuracy,
+    exaggeration_sensitivity,
     insert_artifact_tokens,
     token_substitution_attack,
 )
@@ -28,6 +29,7 @@ from .robustness import (  # noqa: E402
 __all__ += [
     "artifact_sensitivity",
     "embedding_attack_accuracy",
+    "exaggeration_sensitivity",
     "insert_artifact_tokens",
     "token_substitution_attack",
 ]

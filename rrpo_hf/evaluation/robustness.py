@@ -296,6 +296,50 @@ def artifact_sensitivity(
     }
 
 
+def exaggeration_sensitivity(
+    model,
+    speech_tokens: TokenSequences,
+    exaggerated_speech_tokens: TokenSequences,
+    target_emotion: int | str,
+    batch_size: int = 32,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """How the RM's probability of ``target_emotion`` changes when its natural rendering is exaggerated.
+
+    ``speech_tokens[i]`` and ``exaggerated_speech_tokens[i]`` say the same text, the second with the emotion's cue
+    pushed past natural levels (testbed: intensity > 1, accents where natural speech has none). A positive
+    ``mean_delta`` means the RM rewards the exaggeration: a policy optimised against it gains reward by leaving
+    natural prosody, the cue-exaggeration route to reward hacking. Zero or negative: exaggerating does not pay.
+
+    Returns:
+        dict with ``n``, ``mean_prob_natural``, ``mean_prob_exaggerated``, ``mean_delta`` (exaggerated - natural)
+        and ``mean_delta_log_prob`` (the change of the DiffRO reward ``log P(target)``).
+    """
+    _check_model(model)
+    batch_size = _check_positive_int(batch_size, "batch_size")
+    natural = _as_token_lists(speech_tokens, model)
+    exaggerated = _as_token_lists(exaggerated_speech_tokens, model, name="exaggerated_speech_tokens")
+    if len(natural) != len(exaggerated) or not natural:
+        raise ValueError(
+            f"Pass the same non-empty set of utterances twice (natural, exaggerated); got {len(natural)} and "
+            f"{len(exaggerated)}."
+        )
+    target = _label_id(target_emotion, model, "`target_emotion`")
+    with _frozen_eval(model):
+        before = _probabilities(model, natural, batch_size, "RM on natural speech", show_progress)[:, target]
+        after = _probabilities(model, exaggerated, batch_size, "RM on exaggerated speech", show_progress)[:, target]
+    before, after = before.double(), after.double()
+    tiny = torch.finfo(torch.float32).tiny
+    return {
+        "n": len(natural),
+        "target_emotion": target,
+        "mean_prob_natural": float(before.mean()),
+        "mean_prob_exaggerated": float(after.mean()),
+        "mean_delta": float((after - before).mean()),
+        "mean_delta_log_prob": float((after.clamp_min(tiny).log() - before.clamp_min(tiny).log()).mean()),
+    }
+
+
 # ------------------------------------------------------------------------------ (b) token substitutions
 def token_substitution_attack(
     model,
@@ -567,6 +611,7 @@ def embedding_attack_accuracy(
 __all__ = [
     "artifact_sensitivity",
     "embedding_attack_accuracy",
+    "exaggeration_sensitivity",
     "insert_artifact_tokens",
     "token_substitution_attack",
 ]

@@ -147,10 +147,19 @@ class RewardHackingStudyConfig:
         },
     )
     sft_artifact_rate: float = field(
-        default=0.2,
+        default=0.05,
         metadata={
             "help": "P(artifacts) of an SFT utterance of *any* emotion (no emotion correlation). A policy can only "
             "learn to emit glitches it can produce at all; real TTS LMs do produce some. 0: artifact-free SFT data."
+        },
+    )
+    sft_num_train: int | None = field(
+        default=4800,
+        metadata={
+            "help": "Utterances of the SFT corpus (default 4800; None: num_train, the same texts as the natural "
+            "corpus). A larger corpus (drawn with the same seed, so with other texts) gives the policy more texts to "
+            "generalise from: it then speaks the unseen test texts intelligibly (docs/testbed.md, 'A competent SFT "
+            "policy')."
         },
     )
     sft_intensity: list[float] = field(
@@ -188,11 +197,12 @@ class RewardHackingStudyConfig:
     policy_hidden_size: int = field(default=64, metadata={"help": "Toy policy hidden size."})
     policy_num_layers: int = field(default=2, metadata={"help": "Toy policy decoder layers."})
     sft_epochs: float = field(
-        default=30.0,
+        default=8.0,
         metadata={
-            "help": "SFT epochs over the alpha SFT corpus. 5 leave the toy policy at oracle CER ~0.8 (a policy that "
-            "cannot speak); 20 reach CER 0.103 and naturalness 3.77 over 3 seeds, just short of the study's "
-            "targets (<= 0.10, >= 3.8); 30 is the budget the presets use."
+            "help": "SFT epochs over the SFT corpus (default 8 over its 4800 utterances). Measured on seeds 0 and 1 "
+            "(angry test prompts, docs/testbed.md 'A competent SFT policy'): 30 epochs over 1200 utterances leave "
+            "the toy policy at oracle CER 0.12-0.16 (it memorises its training texts); 8 over 4800, the same "
+            "number of steps, reach CER 0.03-0.05."
         },
     )
     sft_learning_rate: float = field(default=3e-3, metadata={"help": "SFT learning rate (training from scratch)."})
@@ -249,6 +259,15 @@ class RewardHackingStudyConfig:
     num_eval_prompts: int = field(default=48, metadata={"help": "Evaluation prompts (test texts, target emotions)."})
     # --- probes
     probe_artifact_rate: float = field(default=0.1, metadata={"help": "Artifacts per token in the sensitivity probe."})
+    probe_exaggeration: float = field(
+        default=2.0,
+        metadata={
+            "help": "Emotion intensity (> 1) of the exaggeration probe (default 2.0: accents on every phoneme of an "
+            "accented emotion): the probe compares the RM's P(spurious emotion) on the alpha test utterances of that "
+            "emotion rendered at this intensity and at 1. Positive `exaggeration_delta_p`: the RM pays for "
+            "exaggerated prosody."
+        },
+    )
     probe_substitutions: int = field(default=3, metadata={"help": "Token substitutions k of the attack probe."})
     probe_epsilons: list[float] = field(
         default_factory=lambda: [0.5, 32.0],
@@ -306,6 +325,8 @@ class RewardHackingStudyConfig:
             raise ValueError(f"rollout must be 'online' or 'offline', got {self.rollout!r}.")
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}.")
+        if self.probe_exaggeration <= 1:
+            raise ValueError(f"probe_exaggeration must be an intensity > 1, got {self.probe_exaggeration}.")
         if self.policy_steps < 1 or self.eval_steps < 1:
             raise ValueError("policy_steps and eval_steps must be >= 1.")
         self.testbed = _field_overrides(self.testbed, TestbedConfig, "testbed")

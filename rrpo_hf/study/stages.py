@@ -139,12 +139,16 @@ def train_reward_model(
     return model, {domain: dict(scores) for domain, scores in trainer.eval_results.items()}
 
 
-def run_probes(cfg: RewardHackingStudyConfig, reward_model, domains, world, seed: int) -> dict[str, float]:
+def run_probes(
+    cfg: RewardHackingStudyConfig, reward_model, domains, world, seed: int, exaggerated=None
+) -> dict[str, float]:
     """Direct robustness probes of one reward model (:mod:`rrpo_hf.evaluation.robustness`) on natural alpha speech.
 
     Keys: ``artifact_delta_p`` / ``artifact_flip_rate`` (rise of P(spurious emotion) and fraction of other-emotion
     utterances flipped to it when artifacts are inserted), ``substitution_attack_success`` (fraction of correctly
-    classified utterances flipped by ``probe_substitutions`` gradient-chosen token swaps) and
+    classified utterances flipped by ``probe_substitutions`` gradient-chosen token swaps),
+    ``exaggeration_delta_p`` (with ``exaggerated``, the alpha test utterances at `probe_exaggeration`: rise of
+    P(spurious emotion) on its utterances when their prosody is exaggerated; positive = the RM pays for it) and
     ``embedding_attack_accuracy@<eps>`` / ``embedding_attack_drop@<eps>`` (accuracy under a PGD attack of L2 size
     eps on h', for each of ``probe_epsilons``) and ``hidden_norm`` (mean per-utterance L2 norm of h', the scale the
     radii should be read against).
@@ -168,6 +172,18 @@ def run_probes(cfg: RewardHackingStudyConfig, reward_model, domains, world, seed
         )
         probes[f"artifact_delta_p{suffix}"] = sensitivity["mean_delta"]
         probes[f"artifact_flip_rate{suffix}"] = sensitivity["flip_rate"]
+        if exaggerated is not None:
+            names = natural.features["emotion"].names
+            rows = [i for i, emotion in enumerate(emotions) if names[emotion] == normalize_emotion(target)]
+            if rows:
+                exaggeration = robustness.exaggeration_sensitivity(
+                    reward_model,
+                    [tokens[i] for i in rows],
+                    exaggerated.select(rows)["speech_tokens"],
+                    target_emotion=target,
+                    show_progress=False,
+                )
+                probes[f"exaggeration_delta_p{suffix}"] = exaggeration["mean_delta"]
     attack = robustness.token_substitution_attack(
         reward_model, tokens, emotions, max_substitutions=cfg.probe_substitutions, show_progress=False
     )
@@ -278,13 +294,14 @@ def build_corpora(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed: int)
     shortcut of `spurious_artifact_rate`, `rm_label_noise`); ``clean``: the same texts and speakers with correct
     labels and only emotion-independent glitches (`clean_artifact_rate`); ``finetune``: the small clean
     single-speaker set of the paper's protocol (``None`` without `rm_finetune_num_train`); ``domains``: the test
-    sets of Table 2 (``alpha``, ``alpha+artifacts``, ``beta``).
+    sets of Table 2 (``alpha``, ``alpha+artifacts``, ``beta``); ``exaggerated``: the ``alpha`` test utterances
+    rendered at `probe_exaggeration` (the exaggeration probe).
     """
     natural = make_emotion_corpus("alpha", cfg.num_train, cfg.num_test, world=world, seed=seed)
     # Same texts and renderings as `natural` (same seed) at the SFT intensity, with emotion-independent artifacts.
     sft = make_emotion_corpus(
         "alpha",
-        cfg.num_train,
+        cfg.num_train if cfg.sft_num_train is None else cfg.sft_num_train,
         0,
         world=world,
         seed=seed,
@@ -325,6 +342,10 @@ def build_corpora(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed: int)
             seed=seed + FINETUNE_SEED_OFFSET,
             num_speakers=cfg.rm_finetune_num_speakers,
         )["train"]
+    # The alpha test texts again, every cue pushed to `probe_exaggeration` (same texts, emotions and speakers).
+    exaggerated = make_emotion_corpus(
+        "alpha", cfg.num_train, cfg.num_test, world=world, seed=seed, intensity=cfg.probe_exaggeration
+    )["test"]
     beta = make_emotion_corpus("beta", 0, cfg.num_test, world=world, seed=seed)["test"]
     test = natural["test"]
     corrupted = insert_artifacts(test["speech_tokens"], cfg.test_artifact_rate, world, seed=seed)
@@ -336,6 +357,7 @@ def build_corpora(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed: int)
         "clean": clean["train"],
         "finetune": finetune,
         "domains": {"alpha": test, "alpha+artifacts": with_artifacts, "beta": beta},
+        "exaggerated": exaggerated,
     }
 
 
@@ -365,7 +387,7 @@ def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callab
         reward_models[variant], table2[variant] = train_reward_model(
             cfg, variant, corpus, domains, seed, f"{workdir}/rm_{variant}", pretrained=pretrained
         )
-        probes[variant] = run_probes(cfg, reward_models[variant], domains, world, seed)
+        probes[variant] = run_probes(cfg, reward_models[variant], domains, world, seed, corpora["exaggerated"])
         timings[f"rm {variant}"] = time.perf_counter() - start
 
     train_prompts = policy_prompts(natural["train"], cfg.policy_target_emotions)
