@@ -62,6 +62,7 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
     ],
     "evaluation": ["EmotionClassifierScorer", "compute_emotion_metrics", "emotion_recognition_scores"],
     "rewards": [
+        "ASRErrorRate",
         "ASRReward",
         "EmotionRMEnsemble",
         "EmotionReward",
@@ -144,7 +145,15 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         token_level_kl,
         weighted_reward_loss,
     )
-    from .rewards import ASRReward, EmotionReward, EmotionRMEnsemble, QualityReward, RewardFunction, task_rewards
+    from .rewards import (
+        ASRErrorRate,
+        ASRReward,
+        EmotionReward,
+        EmotionRMEnsemble,
+        QualityReward,
+        RewardFunction,
+        task_rewards,
+    )
     from .testbed import EmotionWorld, Oracle, OracleScorer, TestbedConfig, make_emotion_corpus, make_quality_corpus
     from .trainers import (
         CosyVoice2SFTTrainer,

@@ -108,23 +108,24 @@ def parse_study_configs(args: Iterable[str] | None = None, defaults: dict | None
     """The studies a reward-hacking-study command line asks for, one `RewardHackingStudyConfig` per preset.
 
     Precedence, lowest first: the config's defaults, the script's `defaults`, the preset's settings, the `--config`
-    recipe, the flags. `--preset all` (or `preset: all` in the recipe) gives one config per preset, each writing to
+    recipe, the flags. `--preset all` (or `preset: all` in the recipe) gives one config per preset, and a
+    comma-separated list (`--preset dataset-bias,paper-protocol`) one per listed preset, each writing to
     `<output_dir>/<preset>`.
     """
     import dataclasses
 
-    from .study import ALL_PRESETS, STUDY_PRESETS, RewardHackingStudyConfig, get_preset
+    from .study import ALL_PRESETS, RewardHackingStudyConfig, get_preset, preset_names
 
     args = list(sys.argv[1:] if args is None else args)
     defaults = dict(defaults or {})
     requested = _requested_preset(args, defaults.get("preset", RewardHackingStudyConfig.preset))
-    names = list(STUDY_PRESETS) if requested == ALL_PRESETS else [get_preset(requested).name]
+    names = preset_names(requested)
     configs = []
     for name in names:
         parser = TrlParser((RewardHackingStudyConfig,))
         parser.set_defaults(**{**defaults, **get_preset(name).settings, "preset": name})
         (config,) = parser.parse_args_and_config(args)
-        if requested == ALL_PRESETS:
+        if requested == ALL_PRESETS or len(names) > 1:
             config = dataclasses.replace(config, preset=name, output_dir=os.path.join(config.output_dir, name))
         configs.append(config)
     return configs

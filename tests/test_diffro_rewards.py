@@ -25,7 +25,8 @@ from test_diffro_trainer import (  # noqa: F401  (fixtures)
 )
 
 from rrpo_hf.models.robust_ser import RobustMultiTaskRMConfig, RobustSERForMultiTaskReward
-from rrpo_hf.rewards import ASRReward, EmotionReward, EmotionRMEnsemble, QualityReward
+from rrpo_hf.ops import edit_distance, error_rate
+from rrpo_hf.rewards import ASRErrorRate, ASRReward, EmotionReward, EmotionRMEnsemble, QualityReward
 from rrpo_hf.testbed import asr_vocabulary
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 
@@ -226,6 +227,47 @@ def test_gate_scales_the_emotion_loss_per_sample(tmp_path, corpus, tokenizer, te
     emotion, asr = ungated["reward_losses"]["emotion"].detach(), ungated["reward_losses"]["asr"].detach()
     torch.testing.assert_close(loss.detach(), (gate * emotion).mean() + asr.mean(), rtol=1e-5, atol=1e-6)
     assert not torch.isclose(loss.detach(), emotion.mean() + asr.mean())  # the gate changed the loss
+
+
+def test_error_rate_counts_edits_per_reference_symbol():
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance([], [1, 2]) == 2 and edit_distance([1], []) == 1
+    assert error_rate("a b c".split(), "a x c d".split()) == 2 / 4
+    assert error_rate([], []) == 0.0 and error_rate(["a"], []) == 1.0
+
+
+def test_cer_gate_lets_the_emotion_loss_through_only_for_intelligible_samples(tmp_path, corpus, tokenizer):  # noqa: F811
+    asr_model = make_multitask_rm(("asr",))
+    plain = build(tmp_path, corpus, tokenizer, make_reward_model(), [asr_model], reward_adv_alpha=0.0)
+    _, ungated = plain.compute_loss(plain.model, first_batch(plain), return_outputs=True)
+    batch = first_batch(plain)
+    assert plain.args.rollout == "offline"  # the samples are read under the dataset speech's mask
+    ids, mask = ungated["sampled_ids"], batch["speech_attention_mask"]
+    with torch.no_grad():
+        decoded = asr_model.decode_asr(asr_model(input_ids=ids, attention_mask=mask).asr_logits, mask)
+    cer = torch.tensor([error_rate(h.split(), r.split()) for h, r in zip(decoded, batch["texts"])])
+    threshold = -cer.median().item()  # some samples pass the gate, some do not
+
+    gated = build(
+        tmp_path,
+        corpus,
+        tokenizer,
+        make_reward_model(),
+        [ASRErrorRate(copy.deepcopy(asr_model))],
+        reward_adv_alpha=0.0,
+        reward_weights=[1.0, 0.0],
+        reward_gate="asr_cer",
+        reward_gate_threshold=threshold,
+    )
+    assert gated.reward_func_names == ["emotion", "asr_cer"]
+    loss, outputs = gated.compute_loss(gated.model, first_batch(gated), return_outputs=True)
+    torch.testing.assert_close(outputs["reward_losses"]["asr_cer"], cer)
+    assert not outputs["reward_losses"]["asr_cer"].requires_grad
+    gate = (-cer >= threshold).float()
+    assert 0 < gate.sum() < len(gate)
+    torch.testing.assert_close(outputs["gate_weights"], gate)
+    emotion = ungated["reward_losses"]["emotion"].detach()
+    torch.testing.assert_close(loss.detach(), (gate * emotion).mean(), rtol=1e-5, atol=1e-6)
+    assert "asr_cer" not in gated._warned_no_gradient  # weight 0: a gate, not a reward that should train
 
 
 @pytest.mark.parametrize("aggregation", ["mean", "min", "mean_minus_std"])

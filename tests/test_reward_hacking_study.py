@@ -231,7 +231,9 @@ def test_results_and_report_record_the_world_and_the_paired_differences(monkeypa
     from rrpo_hf.study import pipeline
 
     naturalness = {0: 1.0, 1: 1.5, 2: 2.0}
-    monkeypatch.setattr(pipeline, "run_seed", lambda cfg, seed, workdir, log: _fake_run(seed, naturalness[seed]))
+    monkeypatch.setattr(
+        pipeline, "run_seed", lambda cfg, seed, workdir, log, multitask_rm=None: _fake_run(seed, naturalness[seed])
+    )
     config = RewardHackingStudyConfig(
         output_dir=str(tmp_path / "study"),
         seeds=[0, 1, 2],
@@ -367,7 +369,7 @@ def test_beta_sweep_adds_diffro_control_rows_at_each_kl_weight(monkeypatch, tmp_
     monkeypatch.setattr(stages, "train_reward_model", lambda cfg, variant, *args, **kwargs: (variant, {}))
     monkeypatch.setattr(stages, "run_probes", lambda *args: {})
 
-    def optimize(cfg, method, sft, tokenizer, reward_model, *args, beta=None):
+    def optimize(cfg, method, sft, tokenizer, reward_model, *args, beta=None, multitask_rm=None):
         calls.append((method, reward_model, beta))
         return {"final": {}}
 
@@ -377,7 +379,7 @@ def test_beta_sweep_adds_diffro_control_rows_at_each_kl_weight(monkeypatch, tmp_
     assert calls == [("DiffRO", "base", 0.1), ("RRPO", "+Adv", 0.1), ("DiffRO", "base", 0.0), ("DiffRO", "base", 1.0)]
 
     # The rows reach Table 1 and the paired differences.
-    def fake_run(cfg, seed, workdir, log):
+    def fake_run(cfg, seed, workdir, log, multitask_rm=None):
         run = _fake_run(seed, 1.0 + seed)
         for row, beta in (("DiffRO-beta0", 0.0), ("DiffRO-beta1", 1.0)):
             run["policies"][row] = _fake_run(seed, 1.0 + seed + beta)["policies"]["DiffRO"]

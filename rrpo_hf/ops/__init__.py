@@ -70,3 +70,9 @@ from .ctc import ctc_greedy_decode, ctc_log_likelihood, ctc_min_input_lengths  #
 
 
 __all__ += ["ctc_greedy_decode", "ctc_log_likelihood", "ctc_min_input_lengths"]
+
+# Error rates (CER / WER) of transcripts: the ASR head's evaluation and the intelligibility gate.
+from .edit_distance import edit_distance, error_rate  # noqa: E402
+
+
+__all__ += ["edit_distance", "error_rate"]

@@ -9,10 +9,11 @@ docs/architecture.md, "Several rewards".
 
 from .base import RewardFunction, check_reward_loss, model_tasks, require_head, reward_function_name
 from .emotion import EmotionReward, EmotionRMEnsemble
-from .multitask import ASRReward, QualityReward, task_rewards
+from .multitask import ASRErrorRate, ASRReward, QualityReward, task_rewards
 
 
 __all__ = [
+    "ASRErrorRate",
     "ASRReward",
     "EmotionRMEnsemble",
     "EmotionReward",

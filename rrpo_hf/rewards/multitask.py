@@ -7,6 +7,8 @@ Each is a reward function of the :mod:`.base` contract, ``f(token_probs, attenti
 * :class:`ASRReward`: ``loss = -log P_ASR(text | tokens)`` (CTC, :func:`~rrpo_hf.ops.ctc.ctc_log_likelihood`),
   divided by the number of transcript symbols when ``normalize_by_length``: DiffRO's ``R_ASR``. ``text`` is
   ``batch["texts"]``, the prompts' transcripts in the model's ASR symbols.
+* :class:`ASRErrorRate`: ``loss = CER`` of the ASR head's greedy transcript, without gradient: not a reward to
+  train on but the intelligibility gate of the emotion reward (weight 0, ``reward_gate``).
 * :class:`QualityReward`: ``loss = -log P_quality(target class | tokens)`` (default, the best class), or
   ``-E[score] = -sum_k P_k · score_k`` with ``objective="expected"`` (scores: the labels as numbers, MOS 1..5).
 
@@ -22,10 +24,11 @@ from typing import Any
 import torch
 
 from ..models.robust_ser.modeling_robust_multitask import quality_values
+from ..ops import error_rate
 from .base import RewardFunction, model_tasks, require_head
 
 
-__all__ = ["ASRReward", "QualityReward", "task_rewards"]
+__all__ = ["ASRErrorRate", "ASRReward", "QualityReward", "task_rewards"]
 
 
 class ASRReward(RewardFunction):
@@ -65,11 +68,8 @@ class ASRReward(RewardFunction):
         except (TypeError, ValueError) as error:
             raise type(error)(f"The reward {self.name!r} cannot score {where}: {error}") from None
 
-    def loss_terms(
-        self, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: Mapping[str, Any]
-    ) -> dict[str, torch.Tensor]:
-        """Per sample: ``loss``, ``log_likelihood`` (``log P_ASR(text | tokens)``, ``-inf`` when infeasible) and
-        ``feasible`` (1.0 when the speech is long enough for its transcript)."""
+    def transcripts(self, batch: Mapping[str, Any], batch_size: int) -> list[str]:
+        """The samples' transcripts, ``batch["texts"]``; a clear error when the batch has none or too few."""
         texts = batch.get("texts") if isinstance(batch, Mapping) else None
         if texts is None:
             raise KeyError(
@@ -77,10 +77,16 @@ class ASRReward(RewardFunction):
                 f"{sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__}). DataCollatorForDiffRO "
                 "puts the prompts' texts there; a custom collator must too."
             )
-        if len(texts) != token_probs.shape[0]:
-            raise ValueError(
-                f"The batch has {len(texts)} texts for {token_probs.shape[0]} speech samples; pass one per sample."
-            )
+        if len(texts) != batch_size:
+            raise ValueError(f"The batch has {len(texts)} texts for {batch_size} speech samples; pass one per sample.")
+        return list(texts)
+
+    def loss_terms(
+        self, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: Mapping[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Per sample: ``loss``, ``log_likelihood`` (``log P_ASR(text | tokens)``, ``-inf`` when infeasible) and
+        ``feasible`` (1.0 when the speech is long enough for its transcript)."""
+        texts = self.transcripts(batch, token_probs.shape[0])
         outputs = self.model(input_token_probs=token_probs, attention_mask=attention_mask)
         targets, target_lengths = self.model.encode_asr_targets(list(texts))
         targets, target_lengths = targets.to(token_probs.device), target_lengths.to(token_probs.device)
@@ -102,6 +108,39 @@ class ASRReward(RewardFunction):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, normalize_by_length={self.normalize_by_length}"
+
+
+class ASRErrorRate(ASRReward):
+    """The ASR head's error rate of each sample (greedy CTC transcript vs ``batch["texts"]``, edits per symbol), as its
+    loss: reward ``= -CER``. Without gradient.
+
+    Greedy decoding is not differentiable, so this trains nothing: it is the intelligibility *gate* of
+    expressive-TTS RL, which stops the style reward of a sample whose transcript is off ("gate the emotion reward when
+    CER exceeds 0.2"). Use it in `reward_funcs` with weight 0, and `reward_gate=<its name>`,
+    `reward_gate_threshold=-0.2`: the emotion loss then counts only for samples with CER <= 0.2. It reads the same
+    head and transcripts as :class:`ASRReward`.
+
+    Args:
+        model: a [`RobustSERForMultiTaskReward`] with an `"asr"` head.
+        name (`str`, defaults to `"asr_cer"`): the name in the logs (``reward/<name>``) and in `reward_gate`.
+    """
+
+    def __init__(self, model: torch.nn.Module, name: str = "asr_cer"):
+        super().__init__(model, name=name)
+
+    @torch.no_grad()
+    def loss_terms(
+        self, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: Mapping[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """Per sample: ``loss`` (the error rate, no gradient)."""
+        texts = self.transcripts(batch, token_probs.shape[0])
+        outputs = self.model(input_token_probs=token_probs.detach(), attention_mask=attention_mask)
+        decoded = self.model.decode_asr(outputs.asr_logits, attention_mask)
+        rates = [error_rate(hypothesis.split(), reference.split()) for hypothesis, reference in zip(decoded, texts)]
+        return {"loss": torch.tensor(rates, dtype=torch.float32, device=token_probs.device)}
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
 
 
 class QualityReward(RewardFunction):

@@ -26,14 +26,17 @@ from .config import (
     CLEAN_CORPUS_VARIANTS,
     FINETUNED_VARIANTS,
     POLICY_METHODS,
+    REMEDY_DESCRIPTIONS,
+    REMEDY_PREDICTION,
     RM_VARIANTS,
     STUDY_PLAUSIBLE_INTENSITIES,
     TABLE1_COLUMNS,
     TABLE2_DOMAINS,
+    PolicyMethod,
     RewardHackingStudyConfig,
 )
 from .pipeline import run_study
-from .presets import ALL_PRESETS, STUDY_PRESETS, StudyPreset, get_preset
+from .presets import ALL_PRESETS, STUDY_PRESETS, StudyPreset, get_preset, preset_names
 from .report import (
     format_changes,
     format_configuration,
@@ -74,6 +77,9 @@ __all__ = [
     "FINETUNED_VARIANTS",
     "PAIRED_CONTROL",
     "POLICY_METHODS",
+    "REMEDY_DESCRIPTIONS",
+    "REMEDY_PREDICTION",
+    "PolicyMethod",
     "RM_VARIANTS",
     "STUDY_PLAUSIBLE_INTENSITIES",
     "STUDY_PRESETS",
@@ -94,6 +100,7 @@ __all__ = [
     "format_table1",
     "format_table2",
     "get_preset",
+    "preset_names",
     "mean_confidence_interval",
     "optimize_policy",
     "overoptimisation_summary",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..testbed import OracleConfig, TestbedConfig
-from .presets import ALL_PRESETS, STUDY_PRESETS, get_preset
+from .presets import ALL_PRESETS, STUDY_PRESETS, get_preset, preset_names
 
 
 #: Reward-model ablation rows of the paper's Table 2 (cumulative, each one flag away from the previous one).
@@ -30,16 +30,74 @@ CLEAN_CORPUS_VARIANTS = frozenset({"clean"})
 #: pre-trained base RM on it (the paper's protocol) instead of training from scratch on the RM corpus.
 FINETUNED_VARIANTS = frozenset({"+FT", "+LS", "+EAM", "+Adv"})
 
-#: Policy-optimisation rows of the paper's Table 1: (reward-model variant, reward label smoothing ε of Eq. 2,
-#: reward adversarial weight α of Eq. 5). DiffRO's reward is the plain cross-entropy of a vanilla RM; RRPO's is Eq. 5.
-POLICY_METHODS: dict[str, tuple[str, float, float]] = {
-    "DiffRO": ("base", 0.0, 0.0),
-    "RRPO": ("+Adv", 0.1, 0.5),
+
+#: What the remedy rows were predicted to do, written before their first run (the report prints it above the tables).
+REMEDY_PREDICTION = (
+    "Where the hacking goes through artifacts (dataset-bias, paper-protocol), only the quality reward sees them: the "
+    "multi-task RM's quality head learned oracle naturalness classes of speech that includes artifact-laden "
+    "utterances, so DiffRO+MTR keeps the artifact rate near SFT's and naturalness above DiffRO's. Its ASR head "
+    "learned to transcribe degraded speech, artifacts included, so the ASR reward and the CER gate leave artifacts "
+    "unpunished: DiffRO+ASR, RRPO+ASR and DiffRO-gated emit about as many artifacts as DiffRO and RRPO, with a CER at "
+    "or below theirs. The ensemble members are trained on the same biased data, so every member learns the shortcut "
+    "(an error all members share, Eisenstein et al. 2023): the mean and min ensembles hack like DiffRO, and "
+    "mean - std, which penalises only disagreement, helps at most slightly."
+)
+
+
+class PolicyMethod(NamedTuple):
+    """How a Table 1 row optimises the policy: the emotion reward model (an `RM_VARIANTS` row), the reward's label
+    smoothing ε (Eq. 2) and adversarial weight α (Eq. 5), and the other hacking remedies of `DiffROTrainer`'s
+    several rewards (docs/architecture.md, "Several rewards"), off by default."""
+
+    rm_variant: str
+    label_smoothing: float = 0.0
+    adv_alpha: float = 0.0
+    #: add the multi-task RM's ASR reward ``-log P_CTC(text | tokens)`` per symbol (weight `asr_reward_weight`)
+    asr_reward: bool = False
+    #: add the multi-task RM's quality reward ``-log P(best MOS class)`` (weight `quality_reward_weight`)
+    quality_reward: bool = False
+    #: aggregation of an ensemble of `ensemble_size` emotion RMs of this variant that differ in seed (None: one RM)
+    ensemble: str | None = None
+    #: gate the emotion loss: it counts only for samples whose ASR transcript has CER <= `gate_max_cer`
+    cer_gate: bool = False
+
+    @property
+    def needs_multitask_rm(self) -> bool:
+        return self.asr_reward or self.quality_reward or self.cer_gate
+
+
+#: Policy-optimisation rows of the paper's Table 1, and of the other remedies (`reward_remedies`). DiffRO's reward
+#: is the plain cross-entropy of a vanilla RM; RRPO's is Eq. 5.
+POLICY_METHODS: dict[str, PolicyMethod] = {
+    "DiffRO": PolicyMethod("base"),
+    "RRPO": PolicyMethod("+Adv", 0.1, 0.5),
     # DiffRO against the vanilla fine-tune of the pre-trained RM: the effect of the clean data alone.
-    "DiffRO-FT": ("+FT", 0.0, 0.0),
+    "DiffRO-FT": PolicyMethod("+FT"),
     # Control: DiffRO against the RM without the shortcut. Artifacts that appear under DiffRO but not here are
     # exploitation of the shortcut; damage that appears here too is not caused by it.
-    "DiffRO-clean": ("clean", 0.0, 0.0),
+    "DiffRO-clean": PolicyMethod("clean"),
+    # The other remedies, each against the base RM unless it is RRPO's (REMEDY_DESCRIPTIONS says what each does).
+    "DiffRO+ASR": PolicyMethod("base", asr_reward=True),
+    "RRPO+ASR": PolicyMethod("+Adv", 0.1, 0.5, asr_reward=True),
+    "DiffRO+MTR": PolicyMethod("base", asr_reward=True, quality_reward=True),
+    "DiffRO-ens-mean": PolicyMethod("base", ensemble="mean"),
+    "DiffRO-ens-min": PolicyMethod("base", ensemble="min"),
+    "DiffRO-ens-mean_minus_std": PolicyMethod("base", ensemble="mean_minus_std"),
+    "DiffRO-gated": PolicyMethod("base", cer_gate=True),
+}
+
+#: The remedy rows beyond the paper's (`reward_remedies`) and what each optimises; the report prints them with
+#: :data:`REMEDY_PREDICTION`.
+REMEDY_DESCRIPTIONS: dict[str, str] = {
+    "DiffRO+ASR": "DiffRO's emotion reward plus the ASR reward log P_CTC(text | tokens) per symbol of the multi-task "
+    "RM (DiffRO's R_ASR).",
+    "RRPO+ASR": "RRPO's Eq. 5 reward plus the same ASR reward.",
+    "DiffRO+MTR": "DiffRO's multi-task reward: emotion, ASR and the quality head's log P(best MOS class).",
+    "DiffRO-ens-mean": "the mean reward of an ensemble of base RMs that differ in training seed (Coste et al. 2023).",
+    "DiffRO-ens-min": "the worst-case reward of that ensemble.",
+    "DiffRO-ens-mean_minus_std": "mean - λ·std of that ensemble: the uncertainty-penalised reward.",
+    "DiffRO-gated": "DiffRO whose emotion loss counts only for samples the multi-task RM's ASR head transcribes with "
+    "CER <= gate_max_cer (the 'expressive gibberish' gate of expressive-TTS RL).",
 }
 
 #: Table 1 columns: key in the evaluation metrics -> (header, higher is better).
@@ -87,9 +145,9 @@ class RewardHackingStudyConfig:
         default="dataset-bias",
         metadata={
             "help": f"Named study this run is (one of {list(STUDY_PRESETS)}; the scripts also take "
-            f"'{ALL_PRESETS}': every preset, each into output_dir/<preset>). The scripts and `from_preset` take the "
-            "preset's settings as defaults; the report prints its mechanism and prediction and every field that "
-            "differs from it."
+            f"'{ALL_PRESETS}' or a comma-separated list of presets: one study each, into output_dir/<preset>). The "
+            "scripts and `from_preset` take the preset's settings as defaults; the report prints its mechanism and "
+            "prediction and every field that differs from it."
         },
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One full pipeline per seed."})
@@ -227,6 +285,50 @@ class RewardHackingStudyConfig:
         default_factory=lambda: ["DiffRO", "RRPO", "DiffRO-clean"],
         metadata={"help": f"Table 1 rows to run, of {list(POLICY_METHODS)}."},
     )
+    reward_remedies: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Rows of the other hacking remedies, added after the preset's policy_methods (default none): any "
+            "of DiffRO+ASR, RRPO+ASR, DiffRO+MTR (emotion + ASR + quality rewards), DiffRO-ens-mean, DiffRO-ens-min, "
+            "DiffRO-ens-mean_minus_std (ensembles of base RMs), DiffRO-gated (emotion loss gated on ASR CER). The "
+            "ASR, quality and gate rows share one multi-task reward model trained once per study."
+        },
+    )
+    asr_reward_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the ASR reward in the +ASR and +MTR rows (emotion reward: 1)."}
+    )
+    quality_reward_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the quality reward in the +MTR row (emotion reward: 1)."}
+    )
+    ensemble_size: int = field(
+        default=3,
+        metadata={
+            "help": "Emotion RMs of the ensemble rows: the base RM and ensemble_size - 1 retrained "
+            "with other seeds on the same data."
+        },
+    )
+    ensemble_std_coef: float = field(default=1.0, metadata={"help": "λ of the mean_minus_std ensemble row."})
+    gate_max_cer: float = field(
+        default=0.2,
+        metadata={
+            "help": "The gated row's intelligibility bar: the emotion loss of a sample counts when its ASR CER is "
+            "at most this (default 0.2, the expressive-TTS papers' threshold)."
+        },
+    )
+    multitask_rm_num_train: int = field(
+        default=1200,
+        metadata={
+            "help": "Utterances (natural and degraded alpha speech, quality labels from the oracle) the "
+            "multi-task RM (ASR + quality heads) trains on, with a corpus seed of its own."
+        },
+    )
+    multitask_rm_epochs: float = field(
+        default=24.0,
+        metadata={
+            "help": "Epochs of the multi-task RM (the CTC head needs ~150 steps to leave the all-blank "
+            "plateau; 24 epochs of 1200 utterances reach test CER 0.10)."
+        },
+    )
     policy_target_emotions: list[str] | None = field(
         default_factory=lambda: ["angry"],
         metadata={
@@ -284,16 +386,27 @@ class RewardHackingStudyConfig:
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the intervals over seeds."})
 
     def __post_init__(self):
-        if self.preset != ALL_PRESETS:
-            get_preset(self.preset)
+        preset_names(self.preset)  # a known name, a comma-separated list of them, or "all"
         unknown = sorted(set(self.rm_variants) - set(RM_VARIANTS))
         if unknown:
             raise ValueError(f"Unknown rm_variants {unknown}; choose from {list(RM_VARIANTS)}.")
         unknown = sorted(set(self.policy_methods) - set(POLICY_METHODS))
         if unknown:
             raise ValueError(f"Unknown policy_methods {unknown}; choose from {list(POLICY_METHODS)}.")
-        for method in self.policy_methods:
-            needed = POLICY_METHODS[method][0]
+        unknown = sorted(set(self.reward_remedies) - set(REMEDY_DESCRIPTIONS))
+        if unknown:
+            raise ValueError(f"Unknown reward_remedies {unknown}; choose from {list(REMEDY_DESCRIPTIONS)}.")
+        repeated = sorted(set(self.reward_remedies) & set(self.policy_methods))
+        if repeated:
+            raise ValueError(f"{repeated} are in both policy_methods and reward_remedies; list each row once.")
+        if self.ensemble_size < 2:
+            raise ValueError(f"ensemble_size must be >= 2 (an ensemble of one is DiffRO), got {self.ensemble_size}.")
+        if self.ensemble_std_coef < 0 or self.asr_reward_weight < 0 or self.quality_reward_weight < 0:
+            raise ValueError("ensemble_std_coef, asr_reward_weight and quality_reward_weight must be >= 0.")
+        if not 0 <= self.gate_max_cer <= 1:
+            raise ValueError(f"gate_max_cer must be in [0, 1], got {self.gate_max_cer}.")
+        for method in [*self.policy_methods, *self.reward_remedies]:
+            needed = POLICY_METHODS[method].rm_variant
             if needed not in self.rm_variants:
                 raise ValueError(f"Policy method {method!r} needs the reward model {needed!r}; add it to rm_variants.")
         if "+FT" in self.rm_variants and self.rm_finetune_num_train <= 0:
@@ -350,7 +463,7 @@ class RewardHackingStudyConfig:
 
     def preset_deviations(self) -> dict[str, tuple[Any, Any]]:
         """Fields whose value differs from what the named preset sets: name -> (preset's value, this run's)."""
-        if self.preset == ALL_PRESETS:
+        if len(preset_names(self.preset)) != 1:
             return {}
         reference = type(self).from_preset(self.preset).to_dict()
         mine = self.to_dict()
@@ -365,7 +478,7 @@ class RewardHackingStudyConfig:
 
     def policy_rows(self) -> dict[str, tuple[str, float]]:
         """Table 1 rows in order: row name -> (policy method of :data:`POLICY_METHODS`, KL weight β)."""
-        rows = {method: (method, self.beta) for method in self.policy_methods}
+        rows = {method: (method, self.beta) for method in [*self.policy_methods, *self.reward_remedies]}
         rows.update({f"DiffRO-beta{beta:g}": ("DiffRO", float(beta)) for beta in self.beta_sweep})
         return rows
 
@@ -381,7 +494,10 @@ __all__ = [
     "CLEAN_CORPUS_VARIANTS",
     "FINETUNED_VARIANTS",
     "POLICY_METHODS",
+    "REMEDY_DESCRIPTIONS",
+    "REMEDY_PREDICTION",
     "RM_VARIANTS",
+    "PolicyMethod",
     "STUDY_PLAUSIBLE_INTENSITIES",
     "TABLE1_COLUMNS",
     "TABLE2_DOMAINS",

@@ -13,11 +13,12 @@ from typing import Any
 import datasets
 from tqdm.auto import tqdm
 
+from ..testbed import EmotionWorld
 from ..utils.saving import atomic_write_text
-from .config import RewardHackingStudyConfig
-from .presets import ALL_PRESETS
+from .config import POLICY_METHODS, RewardHackingStudyConfig
+from .presets import preset_names
 from .report import plot_curves, plot_overoptimisation, render_report
-from .stages import print_flushed, run_seed
+from .stages import print_flushed, run_seed, train_multitask_reward_model
 from .statistics import aggregate
 
 
@@ -29,9 +30,9 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
     world drawn from the file alone.
     """
     log = log or print_flushed
-    if cfg.preset == ALL_PRESETS:
+    if len(preset_names(cfg.preset)) > 1:
         raise ValueError(
-            f"preset {ALL_PRESETS!r} names several studies; run one per preset "
+            f"preset {cfg.preset!r} names several studies; run one per preset "
             "(`RewardHackingStudyConfig.from_preset(name)` for each name of STUDY_PRESETS), as the example scripts do."
         )
     try:
@@ -43,16 +44,25 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
     output_dir.mkdir(parents=True, exist_ok=True)
 
     per_seed = []
+    multitask_rm_scores = None
     progress_bars_were_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # dozens of tiny map/filter calls per seed
     try:
         with tempfile.TemporaryDirectory() as workdir:
+            multitask_rm = None
+            if any(POLICY_METHODS[method].needs_multitask_rm for method, _ in cfg.policy_rows().values()):
+                log("multi-task reward model (ASR and quality heads), shared by every seed")
+                multitask_rm, multitask_rm_scores = train_multitask_reward_model(
+                    cfg, EmotionWorld(cfg.testbed_config()), f"{workdir}/multitask_rm"
+                )
             for seed in tqdm(cfg.seeds, desc="reward-hacking study (seeds)"):
-                per_seed.append(run_seed(cfg, seed, f"{workdir}/seed{seed}", log))
+                per_seed.append(run_seed(cfg, seed, f"{workdir}/seed{seed}", log, multitask_rm=multitask_rm))
     finally:
         if progress_bars_were_enabled:
             datasets.enable_progress_bars()
     summary = aggregate(cfg, per_seed)
+    if multitask_rm_scores is not None:
+        summary["multitask_rm"] = multitask_rm_scores
     rows = list(cfg.policy_rows())
     plots = plot_curves(per_seed, rows, output_dir)
     plots.append(plot_overoptimisation(per_seed, rows, output_dir))

@@ -135,6 +135,16 @@ STUDY_PRESETS: dict[str, StudyPreset] = {
 ALL_PRESETS = "all"
 
 
+def preset_names(value: str) -> list[str]:
+    """The presets a `preset` value names: one name, a comma-separated list of names, or ``all`` (every preset)."""
+    if value == ALL_PRESETS:
+        return list(STUDY_PRESETS)
+    names = [name.strip() for name in str(value).split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"preset names no study; choose from {list(STUDY_PRESETS)} or {ALL_PRESETS!r}.")
+    return [get_preset(name).name for name in names]
+
+
 def get_preset(name: str) -> StudyPreset:
     """The preset called ``name``; a clear error listing the known ones otherwise."""
     try:
@@ -143,4 +153,4 @@ def get_preset(name: str) -> StudyPreset:
         raise ValueError(f"Unknown study preset {name!r}; choose one of {list(STUDY_PRESETS)}.") from None
 
 
-__all__ = ["ALL_PRESETS", "STUDY_PRESETS", "StudyPreset", "get_preset"]
+__all__ = ["ALL_PRESETS", "STUDY_PRESETS", "StudyPreset", "get_preset", "preset_names"]

@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from ..utils.saving import atomic_write
-from .config import FINETUNED_VARIANTS, POLICY_METHODS, TABLE1_COLUMNS, TABLE2_DOMAINS, RewardHackingStudyConfig
+from .config import (
+    FINETUNED_VARIANTS,
+    POLICY_METHODS,
+    REMEDY_DESCRIPTIONS,
+    REMEDY_PREDICTION,
+    TABLE1_COLUMNS,
+    TABLE2_DOMAINS,
+    RewardHackingStudyConfig,
+)
 from .presets import get_preset
 from .statistics import format_mean_ci
 
@@ -299,6 +307,26 @@ def plot_overoptimisation(per_seed: list[dict], methods: Sequence[str], output_d
     return str(path)
 
 
+def format_remedies(cfg: RewardHackingStudyConfig, summary: dict) -> list[str]:
+    """The report's lines on the remedy rows (`reward_remedies`): what each optimises, the prediction written before
+    their first run, and the multi-task RM's own test scores. Empty without remedy rows."""
+    if not cfg.reward_remedies:
+        return []
+    lines = ["### Other remedies", ""]
+    lines += [f"- **{row}**: {REMEDY_DESCRIPTIONS[row]}" for row in cfg.reward_remedies]
+    scores = summary.get("multitask_rm")
+    if scores:
+        lines += [
+            f"- The multi-task RM (ASR + quality heads, trained once on {cfg.multitask_rm_num_train} natural and "
+            f"degraded utterances of its own seed) scores test ASR CER {scores['asr_cer']:.3f} and quality accuracy "
+            f"{scores['quality_accuracy']:.3f} (5 classes); weights: ASR {cfg.asr_reward_weight:g}, quality "
+            f"{cfg.quality_reward_weight:g}; ensembles of {cfg.ensemble_size} RMs (λ = {cfg.ensemble_std_coef:g}); "
+            f"gate CER <= {cfg.gate_max_cer:g}."
+        ]
+    lines += ["", f"**Prediction (written before their first run).** {REMEDY_PREDICTION}", ""]
+    return lines
+
+
 def render_report(
     cfg: RewardHackingStudyConfig,
     summary: dict,
@@ -347,8 +375,9 @@ def render_report(
         "score is measured against the full-strength renderings, so it rewards intensity;",
         f"- **policy optimisation**: prompts of {cfg.policy_target_emotions or 'every emotion'} only; lr "
         f"{cfg.policy_learning_rate}, β = {cfg.beta}, {cfg.policy_steps} steps, batch {cfg.policy_batch_size}; "
-        f"DiffRO's reward is plain cross-entropy, RRPO's is Eq. 5 (label smoothing {POLICY_METHODS['RRPO'][1]}, "
-        f"α = {POLICY_METHODS['RRPO'][2]}, FGM radius ε = {cfg.adv_epsilon} on h').",
+        f"DiffRO's reward is plain cross-entropy, RRPO's is Eq. 5 (label smoothing "
+        f"{POLICY_METHODS['RRPO'].label_smoothing}, α = {POLICY_METHODS['RRPO'].adv_alpha}, FGM radius ε = "
+        f"{cfg.adv_epsilon} on h').",
         "- **controls**: DiffRO-clean optimises against the clean RM (damage it shows too is not caused by the "
         "preset's flaw); DiffRO-FT against the vanilla fine-tune (the clean data without the regularisers); "
         "DiffRO-beta<β> is DiffRO at another KL weight (how much the KL term alone holds hacking back).",
@@ -357,9 +386,10 @@ def render_report(
         "",
         "The +SFT row is the starting policy scored by the first row's RM; each method's reward is measured with the "
         "RM it optimised ("
-        + ", ".join(f"{row}: {POLICY_METHODS[method][0]}" for row, (method, _) in cfg.policy_rows().items())
-        + ").",
+        + ", ".join(f"{row}: {POLICY_METHODS[method].rm_variant}" for row, (method, _) in cfg.policy_rows().items())
+        + "). A row with several rewards reports its emotion reward there.",
         "",
+        *format_remedies(cfg, summary),
         format_table1(summary),
         "",
         "### Paired differences against DiffRO",
@@ -399,6 +429,7 @@ def render_report(
 
 __all__ = [
     "format_changes",
+    "format_remedies",
     "format_configuration",
     "format_paired_table",
     "format_preset_deviations",

@@ -17,17 +17,23 @@ from transformers.trainer_callback import PrinterCallback
 
 from ..data.labels import CANONICAL_EMOTIONS, normalize_emotion
 from ..evaluation import robustness
+from ..models.robust_ser import RobustMultiTaskRMConfig
+from ..rewards import ASRErrorRate, ASRReward, QualityReward
 from ..testbed import (
     EmotionWorld,
     Oracle,
+    asr_vocabulary,
     build_testbed_tokenizer,
     insert_artifacts,
     make_emotion_corpus,
+    make_quality_corpus,
 )
 from ..trainers import (
     CosyVoice2SFTTrainer,
     DiffROConfig,
     DiffROTrainer,
+    MultiTaskRewardConfig,
+    MultiTaskRewardTrainer,
     RobustRewardConfig,
     RobustRewardTrainer,
     build_cosyvoice2_sft_collator,
@@ -39,6 +45,13 @@ from .config import CLEAN_CORPUS_VARIANTS, FINETUNED_VARIANTS, POLICY_METHODS, R
 
 #: Offset of the fine-tuning set's corpus seed from the study seed: its texts are not those of the RM corpus.
 FINETUNE_SEED_OFFSET = 100_003
+
+#: Training-seed offset of ensemble member k (k = 1, 2, ...) from the study seed: same data, other init and order.
+ENSEMBLE_SEED_OFFSET = 1_000
+
+#: Corpus and training seed of the multi-task RM, one per study whatever its seeds: it stands for a pretrained,
+#: off-the-shelf model (DiffRO's multi-task RM is trained once, on pseudo-labels).
+MULTITASK_RM_SEED = 999_983
 
 
 def _quiet_training_kwargs(output_dir: str, seed: int) -> dict[str, Any]:
@@ -139,6 +152,41 @@ def train_reward_model(
     return model, {domain: dict(scores) for domain, scores in trainer.eval_results.items()}
 
 
+def train_multitask_reward_model(cfg: RewardHackingStudyConfig, world: EmotionWorld, output_dir: str):
+    """The multi-task RM of the remedy rows: ASR (CTC over the phonemes) and quality (oracle naturalness classes)
+    heads on the RobustSER encoder, trained on natural and degraded alpha speech of a corpus seed of its own
+    (`make_quality_corpus`). Returns the model and its test ``asr_cer`` / ``quality_accuracy``."""
+    corpus = make_quality_corpus(
+        "alpha", cfg.multitask_rm_num_train, cfg.num_test, world=world, seed=MULTITASK_RM_SEED
+    )
+    config = RobustMultiTaskRMConfig(
+        vocab_size=cfg.codebook_size,
+        hidden_size=cfg.rm_hidden_size,
+        num_hidden_layers=cfg.rm_num_layers,
+        num_attention_heads=4,
+        intermediate_size=2 * cfg.rm_hidden_size,
+        max_position_embeddings=512,
+        asr_labels=asr_vocabulary(world),
+        tasks=["asr", "quality"],
+    )
+    args = MultiTaskRewardConfig(
+        **_quiet_training_kwargs(output_dir, MULTITASK_RM_SEED),
+        learning_rate=3e-3,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        num_train_epochs=cfg.multitask_rm_epochs,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+    )
+    trainer = _silenced(
+        MultiTaskRewardTrainer(config, args=args, train_dataset=corpus["train"], eval_dataset=corpus["test"])
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    scores = {key: float(metrics[f"eval_{key}"]) for key in ("asr_cer", "quality_accuracy")}
+    return trainer.model.eval(), scores
+
+
 def run_probes(
     cfg: RewardHackingStudyConfig, reward_model, domains, world, seed: int, exaggerated=None
 ) -> dict[str, float]:
@@ -223,21 +271,44 @@ def optimize_policy(
     seed: int,
     output_dir: str,
     beta: float | None = None,
+    multitask_rm=None,
 ) -> dict[str, Any]:
     """Optimise a copy of the SFT policy with one of :data:`POLICY_METHODS` against `reward_model` (KL weight
     `beta`, default the study's).
 
+    ``reward_model`` is one emotion RM, or for an ensemble row the list of its members. ``multitask_rm`` (the ASR and
+    quality heads) gives the ASR / quality rewards and the CER gate of the rows that ask for them.
+
     Returns ``curve`` (evaluation points: step 0 = the SFT policy, then every ``eval_steps``), ``train_log``
-    (training reward and KL per logging window), ``start`` and ``final`` (first and last curve points).
+    (training reward and KL per logging window), ``start`` and ``final`` (first and last curve points). A row with
+    several rewards reports its emotion reward as ``reward`` (Table 1's "reward of the method's own RM") and their
+    weighted sum as ``reward_total``.
     """
-    _, label_smoothing, adv_alpha = POLICY_METHODS[method]
+    spec = POLICY_METHODS[method]
+    reward_funcs, weights, gate = [], [1.0], {}
+    if spec.needs_multitask_rm and multitask_rm is None:
+        raise ValueError(f"Policy method {method!r} needs the multi-task reward model (ASR / quality heads).")
+    if spec.asr_reward:
+        reward_funcs.append(ASRReward(multitask_rm))
+        weights.append(cfg.asr_reward_weight)
+    if spec.quality_reward:
+        reward_funcs.append(QualityReward(multitask_rm))
+        weights.append(cfg.quality_reward_weight)
+    if spec.cer_gate:
+        reward_funcs.append(ASRErrorRate(multitask_rm))
+        weights.append(0.0)  # a gate, not a reward
+        gate = dict(reward_gate="asr_cer", reward_gate_threshold=-cfg.gate_max_cer)
+    if spec.ensemble is not None:
+        gate.update(reward_aggregation=spec.ensemble, reward_ensemble_std_coef=cfg.ensemble_std_coef)
     args = DiffROConfig(
         **{**_quiet_training_kwargs(output_dir, seed), "logging_steps": cfg.eval_steps},
         rollout=cfg.rollout,
         beta=cfg.beta if beta is None else beta,
-        reward_label_smoothing=label_smoothing,
+        reward_label_smoothing=spec.label_smoothing,
         reward_adv_epsilon=cfg.adv_epsilon,
-        reward_adv_alpha=adv_alpha,
+        reward_adv_alpha=spec.adv_alpha,
+        reward_weights=weights if reward_funcs else None,
+        **gate,
         learning_rate=cfg.policy_learning_rate,
         lr_scheduler_type="constant",
         max_steps=cfg.policy_steps,
@@ -252,6 +323,7 @@ def optimize_policy(
     trainer = DiffROTrainer(
         model=copy.deepcopy(sft_policy),
         reward_model=reward_model,
+        reward_funcs=reward_funcs or None,
         args=args,
         train_dataset=train_prompts,
         eval_dataset=eval_prompts,
@@ -273,6 +345,8 @@ def optimize_policy(
     for point in curve:
         point.pop("runtime", None)
         point.pop("samples", None)
+        if "reward/emotion" in point:
+            point["reward_total"], point["reward"] = point["reward"], point["reward/emotion"]
     train_log = [
         {"step": int(entry["step"]), "reward": float(entry["reward"]), "kl": float(entry.get("kl", float("nan")))}
         for entry in trainer.state.log_history
@@ -361,8 +435,15 @@ def build_corpora(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed: int)
     }
 
 
-def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callable[[str], None] | None = None) -> dict:
-    """The whole pipeline for one seed; ``log`` gets one line per stage (default: print, flushed)."""
+def run_seed(
+    cfg: RewardHackingStudyConfig,
+    seed: int,
+    workdir: str,
+    log: Callable[[str], None] | None = None,
+    multitask_rm=None,
+) -> dict:
+    """The whole pipeline for one seed; ``log`` gets one line per stage (default: print, flushed). ``multitask_rm``:
+    the study's multi-task RM, for the rows with ASR / quality rewards or the CER gate."""
     log = log or print_flushed
     timings: dict[str, float] = {}
     world = EmotionWorld(cfg.testbed_config())  # the study's `testbed` overrides; see its help
@@ -390,25 +471,53 @@ def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callab
         probes[variant] = run_probes(cfg, reward_models[variant], domains, world, seed, corpora["exaggerated"])
         timings[f"rm {variant}"] = time.perf_counter() - start
 
+    # Ensemble rows: ensemble_size - 1 more RMs of the row's variant, same data and recipe, other training seeds.
+    ensembles = {}
+    for variant in sorted(
+        {POLICY_METHODS[m].rm_variant for m, _ in cfg.policy_rows().values() if POLICY_METHODS[m].ensemble}
+    ):
+        start = time.perf_counter()
+        corpus, pretrained = corpora["rm"], None
+        if variant in CLEAN_CORPUS_VARIANTS:
+            corpus = corpora["clean"]
+        elif variant in FINETUNED_VARIANTS and corpora["finetune"] is not None:
+            corpus, pretrained = corpora["finetune"], reward_models["base"]
+        members = [reward_models[variant]]
+        for k in range(1, cfg.ensemble_size):
+            log(f"[seed {seed}] reward model {variant}, ensemble member {k + 1}/{cfg.ensemble_size}")
+            member, _ = train_reward_model(
+                cfg,
+                variant,
+                corpus,
+                {"alpha": domains["alpha"]},
+                seed + ENSEMBLE_SEED_OFFSET * k,
+                f"{workdir}/rm_{variant}_member{k}",
+                pretrained=pretrained,
+            )
+            members.append(member)
+        ensembles[variant] = members
+        timings[f"ensemble {variant}"] = time.perf_counter() - start
+
     train_prompts = policy_prompts(natural["train"], cfg.policy_target_emotions)
     eval_prompts = policy_prompts(domains["alpha"], cfg.policy_target_emotions, cfg.num_eval_prompts)
     policies = {}
     for row, (method, beta) in cfg.policy_rows().items():
         start = time.perf_counter()
         log(f"[seed {seed}] {row} policy optimisation")
-        rm_variant = POLICY_METHODS[method][0]
+        spec = POLICY_METHODS[method]
         policies[row] = optimize_policy(
             cfg,
             method,
             sft_policy,
             tokenizer,
-            reward_models[rm_variant],
+            ensembles[spec.rm_variant] if spec.ensemble else reward_models[spec.rm_variant],
             train_prompts,
             eval_prompts,
             oracle,
             seed,
             f"{workdir}/{row}",
             beta=beta,
+            multitask_rm=multitask_rm,
         )
         timings[row] = time.perf_counter() - start
     return {
@@ -422,13 +531,16 @@ def run_seed(cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callab
 
 
 __all__ = [
+    "ENSEMBLE_SEED_OFFSET",
     "FINETUNE_SEED_OFFSET",
+    "MULTITASK_RM_SEED",
     "build_corpora",
     "optimize_policy",
     "policy_prompts",
     "print_flushed",
     "run_probes",
     "run_seed",
+    "train_multitask_reward_model",
     "train_reward_model",
     "train_sft_policy",
 ]

@@ -737,7 +737,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         else:
             terms = {"loss": func(token_probs, attention_mask, batch)}
         loss = check_reward_loss(name, terms["loss"], token_probs.shape[0]).to(token_probs.device)
-        if torch.is_grad_enabled() and not loss.requires_grad and name not in self._warned_no_gradient:
+        # A function weighted 0 is there to be logged or to gate (e.g. ASRErrorRate): no gradient is its design.
+        weight = self.reward_weights[self.reward_func_names.index(name)]
+        if torch.is_grad_enabled() and not loss.requires_grad and weight != 0 and name not in self._warned_no_gradient:
             self._warned_no_gradient.add(name)
             logger.warning(
                 f"Reward function {name!r} returned a loss without gradient: it is logged but does not train the "

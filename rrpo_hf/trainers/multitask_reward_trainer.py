@@ -36,7 +36,7 @@ from ..evaluation.metrics import compute_emotion_metrics, format_emotion_eval_ta
 from ..models.robust_ser import RobustMultiTaskRMConfig, RobustSERConfig, RobustSERForMultiTaskReward
 from ..models.robust_ser.configuration_robust_multitask import MULTITASK_TASKS
 from ..models.robust_ser.modeling_robust_multitask import encode_symbol_texts
-from ..ops import mixup_emotion_loss
+from ..ops import edit_distance, mixup_emotion_loss
 from ..ops.ctc import ctc_greedy_decode
 from .multitask_reward_config import MultiTaskRewardConfig
 from .robust_reward_trainer import SPEECH_TOKENS_COLUMN, RobustRewardTrainer, ablation_row
@@ -162,17 +162,6 @@ class DataCollatorForMultiTaskReward(DataCollatorForEnergyAdaptiveMixup):
                 labels.append(int(value))
             batch["quality_labels"] = torch.tensor(labels, dtype=torch.long)
         return batch
-
-
-def _edit_distance(hypothesis: Sequence[int], reference: Sequence[int]) -> int:
-    """Levenshtein distance (one row of the DP at a time)."""
-    previous = list(range(len(reference) + 1))
-    for i, symbol in enumerate(hypothesis, start=1):
-        current = [i]
-        for j, target in enumerate(reference, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (symbol != target)))
-        previous = current
-    return previous[-1]
 
 
 class MultiTaskRewardTrainer(RobustRewardTrainer):
@@ -517,7 +506,7 @@ class MultiTaskRewardTrainer(RobustRewardTrainer):
                 )
                 decoded = ctc_greedy_decode(outputs.asr_logits, outputs.attention_mask.sum(dim=1))
                 references = [row[:length].tolist() for row, length in zip(targets.cpu(), target_lengths.cpu())]
-                edits = [_edit_distance(hyp, ref) for hyp, ref in zip(decoded, references)]
+                edits = [edit_distance(hyp, ref) for hyp, ref in zip(decoded, references)]
                 predictions["asr_edits"] = torch.tensor(edits, device=target_lengths.device)
                 labels["asr_reference_lengths"] = target_lengths
             if "quality" in self.tasks:
