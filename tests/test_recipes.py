@@ -24,7 +24,7 @@ RECIPES = REPO / "recipes"
 
 def script_of(recipe: Path) -> str:
     name = recipe.stem
-    if name == "study":
+    if name == "study" or name.startswith("study_"):
         return "reward_hacking_study"
     if name.startswith("sft"):
         return "sft"

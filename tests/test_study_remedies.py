@@ -1,6 +1,8 @@
 """The study's remedy rows (`reward_remedies`): DiffRO's multi-task reward (ASR, quality), reward-model ensembles and
 the ASR CER gate, next to the paper's rows, with the rewards each row hands to `DiffROTrainer`."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -153,6 +155,16 @@ def test_the_scripts_take_a_comma_separated_list_of_presets():
     assert configs[1].rm_finetune_num_train == 240  # each keeps its own preset's settings
     with pytest.raises(ValueError, match="Unknown study preset 'nope'"):
         parse_study_configs(["--preset", "dataset-bias,nope"])
+
+
+def test_the_remedies_recipe_runs_every_remedy_on_the_two_hacking_presets():
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "toy" / "study_remedies.yaml"
+    configs = parse_study_configs(["--config", str(recipe)])
+    assert [c.preset for c in configs] == ["dataset-bias", "paper-protocol"]
+    for config in configs:
+        assert config.reward_remedies == ALL_REMEDIES and config.seeds == [0, 1, 2, 3, 4]
+        assert list(config.policy_rows()) == ["DiffRO", "RRPO", *ALL_REMEDIES]
+        assert config.output_dir == f"outputs/study_remedies/{config.preset}"
 
 
 @pytest.mark.slow
