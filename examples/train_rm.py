@@ -223,6 +223,29 @@ def quality_labels_of(dataset: Dataset, quality_column: str) -> list[str] | None
     return list(names) if names else None
 
 
+def fresh_robust_ser_config(model_args: RewardModelArguments, train_dataset: Dataset, training_args, codebook_size):
+    """The RobustSER config of a model trained from scratch: the flags' sizes, the dataset's emotion labels."""
+    return build_robust_ser_config(
+        model_args.vocab_size or codebook_size or 6561,
+        label_names_of(train_dataset, training_args.label_column),
+        hidden_size=model_args.hidden_size,
+        num_hidden_layers=model_args.num_hidden_layers,
+        num_attention_heads=model_args.num_attention_heads,
+        intermediate_size=model_args.intermediate_size,
+        hidden_dropout_prob=model_args.hidden_dropout_prob,
+        attention_dropout=model_args.attention_dropout,
+        max_position_embeddings=model_args.max_position_embeddings,
+        pooling=model_args.pooling,
+    )
+
+
+def _load_with_remote_code_flag(training_args, model_args: RewardModelArguments) -> None:
+    """A saved model is loaded by the trainer with `model_init_kwargs`; `--trust_remote_code` joins them."""
+    model_init_kwargs = dict(training_args.model_init_kwargs or {})
+    model_init_kwargs.setdefault("trust_remote_code", model_args.trust_remote_code)
+    training_args.model_init_kwargs = model_init_kwargs
+
+
 def main_multitask(
     script_args: RewardScriptArguments, training_args: MultiTaskRewardConfig, model_args: RewardModelArguments
 ):
@@ -255,22 +278,9 @@ def main_multitask(
             training_args.model_init_kwargs = None
         else:
             model = path
-            model_init_kwargs = dict(training_args.model_init_kwargs or {})
-            model_init_kwargs.setdefault("trust_remote_code", model_args.trust_remote_code)
-            training_args.model_init_kwargs = model_init_kwargs
+            _load_with_remote_code_flag(training_args, model_args)
     else:
-        ser_config = build_robust_ser_config(
-            model_args.vocab_size or codebook_size or 6561,
-            label_names_of(train_dataset, training_args.label_column),
-            hidden_size=model_args.hidden_size,
-            num_hidden_layers=model_args.num_hidden_layers,
-            num_attention_heads=model_args.num_attention_heads,
-            intermediate_size=model_args.intermediate_size,
-            hidden_dropout_prob=model_args.hidden_dropout_prob,
-            attention_dropout=model_args.attention_dropout,
-            max_position_embeddings=model_args.max_position_embeddings,
-            pooling=model_args.pooling,
-        )
+        ser_config = fresh_robust_ser_config(model_args, train_dataset, training_args, codebook_size)
         model = RobustMultiTaskRMConfig.from_robust_ser_config(ser_config, **heads)
 
     trainer = MultiTaskRewardTrainer(
@@ -290,22 +300,9 @@ def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, 
 
     if model_args.model_name_or_path is not None:
         model = model_args.model_name_or_path
-        model_init_kwargs = dict(training_args.model_init_kwargs or {})
-        model_init_kwargs.setdefault("trust_remote_code", model_args.trust_remote_code)
-        training_args.model_init_kwargs = model_init_kwargs
+        _load_with_remote_code_flag(training_args, model_args)
     else:
-        model = build_robust_ser_config(
-            model_args.vocab_size or codebook_size or 6561,
-            label_names_of(train_dataset, training_args.label_column),
-            hidden_size=model_args.hidden_size,
-            num_hidden_layers=model_args.num_hidden_layers,
-            num_attention_heads=model_args.num_attention_heads,
-            intermediate_size=model_args.intermediate_size,
-            hidden_dropout_prob=model_args.hidden_dropout_prob,
-            attention_dropout=model_args.attention_dropout,
-            max_position_embeddings=model_args.max_position_embeddings,
-            pooling=model_args.pooling,
-        )
+        model = fresh_robust_ser_config(model_args, train_dataset, training_args, codebook_size)
 
     trainer = RobustRewardTrainer(
         model=model,
