@@ -154,6 +154,7 @@ class RobustSERForMultiTaskReward(RobustSERPreTrainedModel):
     get_input_embeddings = RobustSERForAudioClassification.get_input_embeddings
     set_input_embeddings = RobustSERForAudioClassification.set_input_embeddings
     embed_tokens = RobustSERForAudioClassification.embed_tokens
+    input_features = RobustSERForAudioClassification.input_features
     encode = RobustSERForAudioClassification.encode
     _check_lengths = RobustSERForAudioClassification._check_lengths
 
@@ -247,36 +248,9 @@ class RobustSERForMultiTaskReward(RobustSERPreTrainedModel):
             An EAM plan, applied to the emotion head's features only (module docstring).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        inputs = {"input_ids": input_ids, "input_token_probs": input_token_probs, "inputs_embeds": inputs_embeds}
-        given = [name for name, value in inputs.items() if value is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "Pass exactly one of `input_ids` (B, L), `input_token_probs` (B, L, V) or `inputs_embeds` (B, L, D); "
-                f"got {given or 'none'}."
-            )
-        reference = inputs[given[0]]
-        batch_size, length = reference.shape[:2]
-        if attention_mask is None:
-            attention_mask = (
-                (input_ids != self.config.pad_token_id).long()
-                if input_ids is not None
-                else torch.ones(batch_size, length, dtype=torch.long, device=reference.device)
-            )
-        self._check_lengths(attention_mask, batch_size, length)
+        features, attention_mask = self.input_features(input_ids, input_token_probs, inputs_embeds, attention_mask)
+        batch_size = features.shape[0]
         self._check_label_inputs(labels, asr_targets, asr_target_lengths, quality_labels, batch_size)
-
-        if inputs_embeds is not None:
-            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
-                raise ValueError(
-                    f"`inputs_embeds` must be (batch, length, hidden_size={self.config.hidden_size}), got "
-                    f"{tuple(inputs_embeds.shape)}."
-                )
-            features = inputs_embeds
-        else:
-            features = self.embed_tokens(
-                input_ids=input_ids, input_token_probs=input_token_probs, attention_mask=attention_mask
-            )
-        features = features * attention_mask.unsqueeze(-1).to(features.dtype)
 
         plan = dict(zip(EAM_PLAN_KEYS, (eam_partner, eam_mix_length, eam_start, eam_partner_start, eam_snr_db)))
         missing = [name for name, value in plan.items() if value is None]

@@ -267,6 +267,46 @@ class RobustSERForAudioClassification(RobustSERPreTrainedModel):
             )
         return self.token_embedding(input_token_probs=input_token_probs)
 
+    def input_features(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_token_probs: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass's input stage: exactly one input path -> low-level features F (B, L, D), zero at padded
+        frames, and the attention mask (default: `input_ids != pad_token_id`, else all ones), lengths checked."""
+        inputs = {"input_ids": input_ids, "input_token_probs": input_token_probs, "inputs_embeds": inputs_embeds}
+        given = [name for name, value in inputs.items() if value is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "Pass exactly one of `input_ids` (B, L), `input_token_probs` (B, L, V) or `inputs_embeds` (B, L, D); "
+                f"got {given or 'none'}."
+            )
+        reference = inputs[given[0]]
+        batch_size, length = reference.shape[:2]
+        if attention_mask is None:
+            attention_mask = (
+                (input_ids != self.config.pad_token_id).long()
+                if input_ids is not None
+                else torch.ones(batch_size, length, dtype=torch.long, device=reference.device)
+            )
+        self._check_lengths(attention_mask, batch_size, length)
+
+        if inputs_embeds is not None:
+            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+                raise ValueError(
+                    f"`inputs_embeds` must be (batch, length, hidden_size={self.config.hidden_size}), got "
+                    f"{tuple(inputs_embeds.shape)}."
+                )
+            features = inputs_embeds
+        else:
+            features = self.embed_tokens(
+                input_ids=input_ids, input_token_probs=input_token_probs, attention_mask=attention_mask
+            )
+        # Padded frames carry no signal, whatever the input path wrote there.
+        return features * attention_mask.unsqueeze(-1).to(features.dtype), attention_mask
+
     def encode(self, features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """F (B, L, D) -> high-level embeddings h' (B, L, D)."""
         return self.encoder(features, attention_mask)
@@ -307,36 +347,8 @@ class RobustSERForAudioClassification(RobustSERPreTrainedModel):
             An Energy-Adaptive Mixup plan (see `rrpo_hf.ops.sample_eam_plan`); applied to F when given (all five).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        inputs = {"input_ids": input_ids, "input_token_probs": input_token_probs, "inputs_embeds": inputs_embeds}
-        given = [name for name, value in inputs.items() if value is not None]
-        if len(given) != 1:
-            raise ValueError(
-                "Pass exactly one of `input_ids` (B, L), `input_token_probs` (B, L, V) or `inputs_embeds` (B, L, D); "
-                f"got {given or 'none'}."
-            )
-        reference = inputs[given[0]]
-        batch_size, length = reference.shape[:2]
-        if attention_mask is None:
-            attention_mask = (
-                (input_ids != self.config.pad_token_id).long()
-                if input_ids is not None
-                else torch.ones(batch_size, length, dtype=torch.long, device=reference.device)
-            )
-        self._check_lengths(attention_mask, batch_size, length)
-
-        if inputs_embeds is not None:
-            if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
-                raise ValueError(
-                    f"`inputs_embeds` must be (batch, length, hidden_size={self.config.hidden_size}), got "
-                    f"{tuple(inputs_embeds.shape)}."
-                )
-            features = inputs_embeds
-        else:
-            features = self.embed_tokens(
-                input_ids=input_ids, input_token_probs=input_token_probs, attention_mask=attention_mask
-            )
-        # Padded frames carry no signal, whatever the input path wrote there.
-        features = features * attention_mask.unsqueeze(-1).to(features.dtype)
+        features, attention_mask = self.input_features(input_ids, input_token_probs, inputs_embeds, attention_mask)
+        batch_size = features.shape[0]
 
         plan = dict(zip(EAM_PLAN_KEYS, (eam_partner, eam_mix_length, eam_start, eam_partner_start, eam_snr_db)))
         missing = [name for name, value in plan.items() if value is None]
