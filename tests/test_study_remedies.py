@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_study_presets import TINY  # the tiny study's sizes, shared with the preset tests
 
 from rrpo_hf.models.robust_ser import RobustMultiTaskRMConfig, RobustSERForMultiTaskReward
 from rrpo_hf.rewards import ASRErrorRate, ASRReward, QualityReward
@@ -170,31 +171,17 @@ def test_the_remedies_recipe_runs_every_remedy_on_the_two_hacking_presets():
 @pytest.mark.slow
 def test_a_tiny_study_with_every_remedy_row_finishes_and_reports_them(tmp_path):
     config = RewardHackingStudyConfig(
-        output_dir=str(tmp_path / "study"),
-        seeds=[0],
-        num_train=96,
-        sft_num_train=96,
-        num_test=48,
-        policy_hidden_size=32,
-        sft_epochs=1,
-        rm_hidden_size=32,
-        rm_num_layers=1,
-        rm_epochs=1,
-        rm_variants=["base", "+Adv"],
-        policy_methods=["DiffRO", "RRPO"],
-        beta_sweep=[],
-        reward_remedies=ALL_REMEDIES,
-        ensemble_size=2,
-        multitask_rm_num_train=96,
-        multitask_rm_epochs=1,
-        policy_steps=2,
-        eval_steps=1,
-        policy_batch_size=4,
-        max_new_tokens=24,
-        num_eval_prompts=4,
-        probe_num_utterances=12,
-        probe_substitutions=1,
-        probe_pgd_steps=2,
+        **{
+            **TINY,
+            "output_dir": str(tmp_path / "study"),
+            "rm_variants": ["base", "+Adv"],
+            "policy_methods": ["DiffRO", "RRPO"],
+            "beta_sweep": [],
+            "reward_remedies": ALL_REMEDIES,
+            "ensemble_size": 2,
+            "multitask_rm_num_train": 96,
+            "multitask_rm_epochs": 1,
+        }
     )
     results = run_study(config, log=lambda message: None)
     summary = results["summary"]
