@@ -27,8 +27,9 @@ from rrpo_hf.study import RewardHackingStudyConfig, format_probe_table, format_t
 from rrpo_hf.study.report import format_overoptimisation_table, format_paired_table
 
 
-# Small enough for well under 15 minutes on 2 CPU cores; the study recipe runs every preset with 5 seeds.
-DEMO_DEFAULTS = dict(output_dir="outputs/study", seeds=[0, 1, 2], preset="paper-protocol")
+# Under 15 minutes on 2 CPU cores, the seeds in parallel (num_workers 0: one process per core); the study recipe runs
+# every preset with 5 seeds.
+DEMO_DEFAULTS = dict(output_dir="outputs/study", seeds=[0, 1, 2], preset="paper-protocol", num_workers=0)
 
 
 def main(config: RewardHackingStudyConfig) -> dict:

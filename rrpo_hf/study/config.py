@@ -151,6 +151,22 @@ class RewardHackingStudyConfig:
         },
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One full pipeline per seed."})
+    num_workers: int = field(
+        default=1,
+        metadata={
+            "help": "Seeds run at once, each in a process of its own (default 1: one after the other, in this "
+            "process; 0: one per CPU core, at most one per seed). A seed's results do not depend on the others', so "
+            "every setting gives the same numbers."
+        },
+    )
+    threads_per_seed: int = field(
+        default=1,
+        metadata={
+            "help": "CPU threads each seed computes with (default 1). The thread count changes the order of floating "
+            "point sums, so it is fixed here rather than taken from the machine: the same seed gives the same numbers "
+            "everywhere. The toy models gain little from more threads; run seeds in parallel (num_workers) instead."
+        },
+    )
     codebook_size: int = field(default=512, metadata={"help": "Testbed speech codebook (= the toy models' vocab)."})
     num_train: int = field(default=1200, metadata={"help": "Training utterances of language alpha (SFT, RMs)."})
     num_test: int = field(default=300, metadata={"help": "Test utterances per domain (Table 2, probes)."})
@@ -434,6 +450,10 @@ class RewardHackingStudyConfig:
             raise ValueError(f"beta_sweep values must be >= 0, got {self.beta_sweep}.")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed.")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0 (0: one per CPU core), got {self.num_workers}.")
+        if self.threads_per_seed < 1:
+            raise ValueError(f"threads_per_seed must be >= 1, got {self.threads_per_seed}.")
         if self.rollout not in ("online", "offline"):
             raise ValueError(f"rollout must be 'online' or 'offline', got {self.rollout!r}.")
         if not 0 < self.confidence < 1:
@@ -467,7 +487,7 @@ class RewardHackingStudyConfig:
             return {}
         reference = type(self).from_preset(self.preset).to_dict()
         mine = self.to_dict()
-        skip = {"output_dir", "seeds"}  # where and how often, not what
+        skip = {"output_dir", "seeds", "num_workers"}  # where, how often and how many at once, not what
         return {k: (reference[k], mine[k]) for k in mine if k not in skip and mine[k] != reference[k]}
 
     def testbed_config(self) -> TestbedConfig:

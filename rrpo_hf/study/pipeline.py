@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 from tqdm.auto import tqdm
 
 from ..testbed import EmotionWorld
@@ -20,6 +24,32 @@ from .presets import preset_names
 from .report import plot_curves, plot_overoptimisation, render_report
 from .stages import print_flushed, run_seed, train_multitask_reward_model
 from .statistics import aggregate
+
+
+def _worker_count(cfg: RewardHackingStudyConfig) -> int:
+    """Processes for the seeds: `num_workers`, or with 0 one per CPU core; never more than there are seeds."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cfg.num_workers or cores, len(cfg.seeds)))
+
+
+def _seed_in_worker(cfg: RewardHackingStudyConfig, seed: int, workdir: str, multitask_rm) -> dict:
+    torch.set_num_threads(cfg.threads_per_seed)
+    datasets.disable_progress_bars()
+    return run_seed(cfg, seed, f"{workdir}/seed{seed}", print_flushed, multitask_rm=multitask_rm)
+
+
+def _run_seeds_in_processes(cfg: RewardHackingStudyConfig, workers: int, workdir: str, multitask_rm) -> list[dict]:
+    """Every seed in a pool of `workers` fresh ("spawn") processes with `threads_per_seed` threads each; the results
+    in the order of `cfg.seeds`. A seed seeds everything it draws, so its result is the one a sequential run gives."""
+    results: dict[int, dict] = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(_seed_in_worker, cfg, seed, workdir, multitask_rm): seed for seed in cfg.seeds}
+        for future in tqdm(
+            as_completed(futures), total=len(futures), desc=f"reward-hacking study ({workers} workers)"
+        ):
+            results[futures[future]] = future.result()
+    return [results[seed] for seed in cfg.seeds]
 
 
 def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -45,6 +75,8 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
 
     per_seed = []
     multitask_rm_scores = None
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads_per_seed)  # see its help: the thread count is part of the result
     progress_bars_were_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # dozens of tiny map/filter calls per seed
     try:
@@ -55,9 +87,14 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
                 multitask_rm, multitask_rm_scores = train_multitask_reward_model(
                     cfg, EmotionWorld(cfg.testbed_config()), f"{workdir}/multitask_rm"
                 )
-            for seed in tqdm(cfg.seeds, desc="reward-hacking study (seeds)"):
-                per_seed.append(run_seed(cfg, seed, f"{workdir}/seed{seed}", log, multitask_rm=multitask_rm))
+            workers = _worker_count(cfg)
+            if workers == 1:
+                for seed in tqdm(cfg.seeds, desc="reward-hacking study (seeds)"):
+                    per_seed.append(run_seed(cfg, seed, f"{workdir}/seed{seed}", log, multitask_rm=multitask_rm))
+            else:
+                per_seed = _run_seeds_in_processes(cfg, workers, workdir, multitask_rm)
     finally:
+        torch.set_num_threads(threads_before)
         if progress_bars_were_enabled:
             datasets.enable_progress_bars()
     summary = aggregate(cfg, per_seed)
