@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from rrpo_hf.data.audio import AudioValidationConfig, load_audio_records
+from rrpo_hf.data.speech_tokenizer import TOKENIZER_BACKENDS, load_speech_tokenizer
 from rrpo_hf.evaluation.audio import DNSMOSScorer, RewardModelScorer, evaluate_audio
 
 
@@ -30,7 +31,17 @@ class EvaluateAudioArguments:
     )
     tokenizer_model: str = field(
         default="speech_tokenizer_v2_25hz",
-        metadata={"help": "S3 tokenizer (name or `speech_tokenizer_v2.onnx`) that produced the RM's training tokens."},
+        metadata={
+            "help": "S3 tokenizer that produced the RM's training tokens: `speech_tokenizer_v2.onnx` (runs on "
+            "onnxruntime, CPU included) or an s3tokenizer model name. Default: speech_tokenizer_v2_25hz."
+        },
+    )
+    tokenizer_backend: str = field(
+        default="auto",
+        metadata={
+            "help": f"One of {list(TOKENIZER_BACKENDS)}. `auto` (default): onnxruntime for a `.onnx` file, "
+            "s3tokenizer for a model name (as examples/prepare_data.py)."
+        },
     )
     device: str | None = field(
         default=None, metadata={"help": "Device of the tokenizer and RM (default: CUDA if any)."}
@@ -43,9 +54,9 @@ def main(args: EvaluateAudioArguments) -> None:
     records = load_audio_records(args.source, layout=args.layout)
     reward_scorer = None
     if args.reward_model:
-        from rrpo_hf.data.speech_tokenizer import S3SpeechTokenizer
-
-        tokenizer = S3SpeechTokenizer(args.tokenizer_model, device=args.device, batch_size=args.batch_size)
+        tokenizer = load_speech_tokenizer(
+            args.tokenizer_model, backend=args.tokenizer_backend, device=args.device, batch_size=args.batch_size
+        )
         reward_scorer = RewardModelScorer(args.reward_model, tokenizer, batch_size=args.batch_size, device=args.device)
     result = evaluate_audio(
         records,

@@ -10,7 +10,9 @@ Supported sources (each yields :class:`AudioRecord` objects):
 * a folder per emotion, ``root/<emotion>/*.wav`` (:func:`scan_emotion_folders`);
 * the ESD layout ``root/<speaker>/<Emotion>/[split/]*.wav`` with ``root/<speaker>/<speaker>.txt``
   transcripts (:func:`scan_esd`);
-* a CSV or JSON-lines manifest with ``path, text, emotion[, speaker, language]`` (:func:`read_manifest`).
+* a CSV or JSON-lines manifest with ``path, text, emotion[, speaker, language]`` (:func:`read_manifest`);
+* the corpora of the RRPO paper's Table 2 (IEMOCAP, MER2023, CREMA-D, RAVDESS, ESD) with their label maps and
+  speaker-independent splits: :func:`rrpo_hf.data.corpora.load_corpus`.
 
 Bad files (unreadable, empty, silent, too short, too long, sampled below the minimum rate) never
 stop a run and are never dropped silently: :func:`prepare_speech_token_dataset` returns a
@@ -59,6 +61,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "too_short",
     "too_long",
     "silent",  # RMS level below `silence_threshold_db`
+    "excluded_label",  # a corpus layout's label set drops the clip's emotion (rrpo_hf.data.corpora), never decoded
 )
 
 
@@ -430,26 +433,34 @@ def records_from_dataset(
 
 
 def load_audio_records(source: str | os.PathLike, layout: str = "auto", corpus: str = "") -> list[AudioRecord]:
-    """Records from a folder (``layout="emotion_folders"`` or ``"esd"``) or a manifest file.
+    """Records from a folder or a manifest file, in any layout of :func:`rrpo_hf.data.corpora.load_corpus`.
 
-    ``layout="auto"`` picks ``manifest`` for files, ``esd`` when the sub-folders of ``source`` contain
-    ``<speaker>.txt`` transcripts, and ``emotion_folders`` otherwise.
+    ``layout="auto"`` picks ``manifest`` for files and otherwise detects the corpus from the folder
+    (:func:`rrpo_hf.data.corpora.detect_layout`): IEMOCAP, RAVDESS, CREMA-D, MER2023, ESD (sub-folders with
+    ``<speaker>.txt`` transcripts), else ``emotion_folders``. The ``esd``, ``emotion_folders`` and ``manifest``
+    layouts return labels as written (normalised later); the other corpora return canonical names of their default
+    label set, and the clips it drops are logged. Use ``load_corpus`` to get those clips and to choose the label
+    set or the folds.
     """
+    from .corpora import LAYOUTS, detect_layout, load_corpus
+
     source = Path(source)
+    if layout not in LAYOUTS:
+        raise ValueError(f"Unknown layout {layout!r}; use one of {LAYOUTS}.")
     if layout == "auto":
-        if source.is_file():
-            layout = "manifest"
-        elif source.is_dir() and any((d / f"{d.name}.txt").is_file() for d in source.iterdir() if d.is_dir()):
-            layout = "esd"
-        else:
-            layout = "emotion_folders"
+        layout = detect_layout(source)
     if layout == "manifest":
         return read_manifest(source, corpus=corpus)
     if layout == "esd":
         return scan_esd(source, corpus=corpus or "esd")
     if layout == "emotion_folders":
         return scan_emotion_folders(source, corpus=corpus)
-    raise ValueError(f"Unknown layout {layout!r}; use 'auto', 'manifest', 'esd' or 'emotion_folders'.")
+    scan = load_corpus(source, layout=layout, corpus=corpus)
+    if scan.excluded:
+        logger.warning(
+            "%d clips of %s are outside its label set %r and left out.", len(scan.excluded), source, scan.label_set
+        )
+    return scan.records
 
 
 def emotion_names_for(canonical_labels: Iterable[str]) -> list[str]:
@@ -508,8 +519,12 @@ def prepare_speech_token_dataset(
     num_proc: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     skipped_list_path: str | os.PathLike | None = None,
+    excluded: Sequence[SkippedFile] = (),
 ) -> SpeechTokenDatasetResult:
     """Decode, validate, resample and tokenize every record into the shared dataset schema.
+
+    ``excluded``: clips of the corpus left out before decoding (``CorpusScan.excluded`` of
+    :func:`rrpo_hf.data.corpora.load_corpus`); they are counted and listed with the skipped clips.
 
     Columns: ``text, speech_tokens, emotion (ClassLabel), speaker, language, corpus, split,
     audio_path, duration``. Emotion labels are normalised first, so a corpus with unmapped labels
@@ -579,7 +594,9 @@ def prepare_speech_token_dataset(
         **map_kwargs,
     )
 
-    report = SkipReport(total=len(processed))
+    report = SkipReport(total=len(processed) + len(excluded))
+    for item in excluded:
+        report.add(item.path, item.reason, item.detail)
     for path, reason, detail in zip(processed["audio_path"], processed["skip_reason"], processed["skip_detail"]):
         if reason:
             report.add(path, reason, detail)

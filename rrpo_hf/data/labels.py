@@ -1,8 +1,11 @@
-"""Canonical emotion names and the one table that maps corpus-specific labels onto them.
+"""Canonical emotion names and the tables that map corpus-specific labels onto them.
 
 Every stage of rrpo-hf (reward model, testbed, DiffRO prompts, audio preparation) speaks the
 canonical names below. Corpora spell emotions in their own way (ESD ``Surprise``, IEMOCAP ``hap``
-and ``exc``, MER2023 ``worried``...); :data:`EMOTION_ALIASES` is the single place that maps them.
+and ``exc``, MER2023 ``worried``, RAVDESS ``05``...). :data:`CORPUS_EMOTION_LABELS` is the one table of
+the supported corpora's labels (the corpus layouts of :mod:`rrpo_hf.data.corpora` read their labels through it
+only); :data:`EMOTION_ALIASES` normalises free-form labels (manifests, emotion folders, Hub datasets) and
+agrees with it on every label both know.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ CANONICAL_EMOTIONS: tuple[str, ...] = ("neutral", "happy", "angry", "sad", "surp
 #: The five emotions of the RRPO paper's single-speaker Mandarin corpus.
 PAPER_EMOTIONS: tuple[str, ...] = ("angry", "happy", "sad", "surprised", "fearful")
 
-#: Further canonical names that some corpora bring.
-EXTRA_EMOTIONS: tuple[str, ...] = ("disgusted", "contempt", "frustrated", "other")
+#: Further canonical names that some corpora bring. They are kept under their own name, never merged into one of
+#: the six: a model then learns them as classes of their own, or a label set drops them (:data:`CORPUS_LABEL_SETS`).
+EXTRA_EMOTIONS: tuple[str, ...] = ("disgusted", "contempt", "frustrated", "calm", "other")
 
 #: Lower-cased corpus spelling -> canonical name.
 EMOTION_ALIASES: dict[str, str] = {
@@ -35,10 +39,9 @@ EMOTION_ALIASES: dict[str, str] = {
     "sur": "surprised",
     "dis": "disgusted",
     "fru": "frustrated",
-    "xxx": "other",
     "oth": "other",
-    # common spellings (CREMA-D, RAVDESS, MER2023, EmoV-DB, MSP-Podcast)
-    "calm": "neutral",
+    # (IEMOCAP's "xxx", no majority label, is no emotion: the IEMOCAP layout drops it, a manifest must map it)
+    # common spellings (CREMA-D, RAVDESS, MER2023, EmoV-DB, MSP-Podcast). RAVDESS's calm is its own class ("calm").
     "happiness": "happy",
     "joy": "happy",
     "amused": "happy",
@@ -60,6 +63,70 @@ EMOTION_ALIASES: dict[str, str] = {
     "惊讶": "surprised",
     "害怕": "fearful",
     "恐惧": "fearful",
+}
+
+
+#: The one table of the supported corpora's labels: corpus -> {label as the corpus writes it: canonical name}.
+#: ``None`` drops the clip (counted as ``excluded_label``): IEMOCAP's ``xxx`` marks utterances whose annotators found
+#: no majority. Names outside the six canonical emotions (disgusted, calm, frustrated, other) keep their own name;
+#: MER2023's ``worried`` is read as ``fearful``. Which names a prepared corpus keeps is a label set below.
+CORPUS_EMOTION_LABELS: dict[str, dict[str, str | None]] = {
+    # ESD: folder names of <speaker>/<Emotion>/ (English and Mandarin halves alike).
+    "esd": {"Neutral": "neutral", "Happy": "happy", "Angry": "angry", "Sad": "sad", "Surprise": "surprised"},
+    # IEMOCAP: the majority label of dialog/EmoEvaluation/*.txt.
+    "iemocap": {
+        "neu": "neutral",
+        "hap": "happy",
+        "exc": "happy",  # excited is merged into happy (the common 4-class setting)
+        "ang": "angry",
+        "sad": "sad",
+        "fea": "fearful",
+        "sur": "surprised",
+        "dis": "disgusted",
+        "fru": "frustrated",
+        "oth": "other",
+        "xxx": None,  # no majority among the annotators
+    },
+    # MER2023: the `discrete` column of train-label.csv / test{1,2,3}-label.csv.
+    "mer2023": {
+        "neutral": "neutral",
+        "happy": "happy",
+        "angry": "angry",
+        "sad": "sad",
+        "worried": "fearful",
+        "surprise": "surprised",
+    },
+    # CREMA-D: the third field of AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav.
+    "cremad": {"NEU": "neutral", "HAP": "happy", "ANG": "angry", "SAD": "sad", "FEA": "fearful", "DIS": "disgusted"},
+    # RAVDESS: the third field of Actor_NN/<modality>-<channel>-<emotion>-<intensity>-<statement>-<rep>-<actor>.wav.
+    "ravdess": {
+        "01": "neutral",
+        "02": "calm",
+        "03": "happy",
+        "04": "sad",
+        "05": "angry",
+        "06": "fearful",
+        "07": "disgusted",
+        "08": "surprised",
+    },
+}
+
+#: Label sets of a prepared corpus: the canonical names it keeps (None: every name of the table). Clips of other
+#: emotions are dropped and counted as ``excluded_label``. ``4class`` is the common cross-corpus setting (IEMOCAP's
+#: neutral, happy + excited, angry, sad); ``canonical`` keeps the six canonical emotions; ``full`` keeps them all.
+CORPUS_LABEL_SETS: dict[str, tuple[str, ...] | None] = {
+    "full": None,
+    "canonical": CANONICAL_EMOTIONS,
+    "4class": ("neutral", "happy", "angry", "sad"),
+}
+
+#: The label set each corpus gets unless another is asked for.
+DEFAULT_CORPUS_LABEL_SET: dict[str, str] = {
+    "esd": "full",
+    "iemocap": "4class",
+    "mer2023": "full",
+    "cremad": "full",
+    "ravdess": "full",
 }
 
 

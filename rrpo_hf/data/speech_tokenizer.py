@@ -1,13 +1,17 @@
 """Waveform -> discrete speech tokens.
 
-:class:`SpeechTokenizer` is the interface the data pipeline and the audio evaluation use;
-:class:`S3SpeechTokenizer` is the real implementation: the CosyVoice2 S3 tokenizer
-(``speech_tokenizer_v2.onnx``: 16 kHz -> 128-bin Whisper log-mel -> 25 Hz tokens, codebook 3^8 = 6561)
-through the PyPI package ``s3tokenizer``.
+:class:`SpeechTokenizer` is the interface the data pipeline and the audio evaluation use. The real implementations
+are CosyVoice2's S3 tokenizer (``speech_tokenizer_v2.onnx``: 16 kHz -> 128-bin Whisper log-mel -> 25 Hz tokens,
+codebook 3^8 = 6561) on two backends:
 
-``s3tokenizer`` imports ``torchaudio`` at module level, and PyPI's torchaudio wheels need CUDA
-libraries, so on CPU-only machines the import fails. It is therefore imported lazily, on first use,
-and the failure is turned into an error that names the cause and the fix.
+* ``onnxruntime`` (:class:`rrpo_hf.data.s3_onnx.S3OnnxSpeechTokenizer`): the released ONNX file under onnxruntime, CPU
+  or CUDA, with the log-mel front end on ``torch.stft``; no torchaudio. This is how upstream CosyVoice tokenizes.
+* ``s3tokenizer`` (:class:`S3SpeechTokenizer`): the PyPI package ``s3tokenizer`` (a torch port, GPU-friendly).
+  ``s3tokenizer`` imports ``torchaudio`` at module level, and PyPI's torchaudio wheels need CUDA libraries, so on
+  CPU-only machines the import fails. It is therefore imported lazily, on first use, and the failure is turned into
+  an error that names the cause and the fix.
+
+:func:`load_speech_tokenizer` picks the backend: onnxruntime for a ``.onnx`` file, s3tokenizer for a model name.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ S3_MODEL_NAMES = ("speech_tokenizer_v2_25hz", "speech_tokenizer_v1_25hz", "speec
 
 
 class S3TokenizerUnavailableError(ImportError):
-    """``s3tokenizer`` (or the torchaudio it imports) cannot be imported on this machine."""
+    """The S3 tokenizer's backend cannot be imported here: ``s3tokenizer`` (or its torchaudio), or ``onnxruntime``."""
 
 
 def import_s3tokenizer():
@@ -201,3 +205,39 @@ class S3SpeechTokenizer(SpeechTokenizer):
             codes, code_lengths = codes.cpu(), code_lengths.cpu()
             tokens.extend(codes[i, : int(code_lengths[i])].tolist() for i in range(len(chunk)))
         return tokens
+
+
+#: Backends of :func:`load_speech_tokenizer`.
+TOKENIZER_BACKENDS = ("auto", "onnxruntime", "s3tokenizer")
+
+
+def load_speech_tokenizer(
+    model: str | os.PathLike,
+    backend: str = "auto",
+    device: str | None = None,
+    batch_size: int = 16,
+    num_threads: int = 0,
+) -> SpeechTokenizer:
+    """The S3 tokenizer for ``model`` on the chosen backend.
+
+    ``backend="auto"`` runs a ``.onnx`` file (``speech_tokenizer_v2.onnx``) on onnxruntime and a model name
+    (:data:`S3_MODEL_NAMES`) on s3tokenizer. ``"onnxruntime"`` needs a ``.onnx`` file; ``"s3tokenizer"`` takes either.
+    ``num_threads`` (onnxruntime intra-op threads, 0 = its default) applies to the onnxruntime backend only.
+    """
+    model = os.fspath(model)
+    if backend not in TOKENIZER_BACKENDS:
+        raise ValueError(f"Unknown tokenizer backend {backend!r}; use one of {TOKENIZER_BACKENDS}.")
+    is_onnx_file = model.lower().endswith(".onnx")
+    if backend == "auto":
+        backend = "onnxruntime" if is_onnx_file else "s3tokenizer"
+    if backend == "s3tokenizer":
+        return S3SpeechTokenizer(model, device=device, batch_size=batch_size)
+    if not is_onnx_file:
+        raise ValueError(
+            f"The onnxruntime backend runs a local `.onnx` file, got {model!r}. Pass the path of "
+            "`speech_tokenizer_v2.onnx` from a CosyVoice2-0.5B model folder, or use the s3tokenizer backend for "
+            f"model names {S3_MODEL_NAMES}."
+        )
+    from .s3_onnx import S3OnnxSpeechTokenizer
+
+    return S3OnnxSpeechTokenizer(model, device=device, batch_size=batch_size, num_threads=num_threads)

@@ -112,8 +112,8 @@ class RewardModelScorer:
         if tokenizer is None:
             raise ValueError(
                 "Scoring audio with a reward model needs a speech tokenizer (audio -> tokens). Pass "
-                "`tokenizer=S3SpeechTokenizer(...)` (needs s3tokenizer + torchaudio, see docs/audio.md) or another "
-                "SpeechTokenizer implementation."
+                "`tokenizer=load_speech_tokenizer('speech_tokenizer_v2.onnx')` (onnxruntime, runs on CPU; see "
+                "docs/audio.md) or another SpeechTokenizer implementation."
             )
         if isinstance(model, (str, os.PathLike)):
             from rrpo_hf.models.robust_ser import RobustSERForAudioClassification
