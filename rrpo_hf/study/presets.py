@@ -39,7 +39,7 @@ STUDY_PRESETS: dict[str, StudyPreset] = {
             summary="artifacts co-occur with the target emotion in every RM training utterance of it",
             mechanism=(
                 "Every angry utterance of the RM corpus carries artifact tokens (density 0.15); no other does. A "
-                "vanilla RM learns 'artifacts => angry'. The SFT corpus has emotion-independent glitches in 20% of "
+                "vanilla RM learns 'artifacts => angry'. The SFT corpus has emotion-independent glitches in 5% of "
                 "its utterances, so the policy can emit artifacts at all. Because the shortcut is a true feature of "
                 "the RM's whole training distribution, no regularisation of the RM can remove it."
             ),
@@ -87,7 +87,7 @@ STUDY_PRESETS: dict[str, StudyPreset] = {
             mechanism=(
                 "The RM corpora contain no artifacts at all (no correlation with any label): the RM never sees the "
                 "16 artifact ids, whose embeddings stay near their random initialisation, and never sees run "
-                "lengths or bank mixtures natural speech does not have. The SFT policy emits glitches (20% of its "
+                "lengths or bank mixtures natural speech does not have. The SFT policy emits glitches (5% of its "
                 "training utterances), so these off-manifold tokens are reachable. Whatever an overconfident RM "
                 "outputs there is extrapolation, not learned evidence. Control: DiffRO-clean's RM sees the same "
                 "glitches independent of the emotion, so it has learned that they carry none."
