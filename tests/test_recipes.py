@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import runpy
 import sys
 from enum import Enum
 from pathlib import Path
@@ -158,3 +159,13 @@ def test_argument_free_run_is_the_toy_recipe_and_a_dataset_run_is_not(script, to
         "logging_steps",
     ):
         assert plain(getattr(training_args, name)) == plain(getattr(reference, name)), name
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "examples").glob("*.py")))
+def test_every_example_prints_its_help(script, monkeypatch, capsys):
+    # argparse %-formats every help string, so a bare '%' in a config field's help breaks `--help` only
+    monkeypatch.setattr(sys, "argv", [str(REPO / "examples" / script), "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "examples" / script), run_name="__main__")
+    assert exit_info.value.code in (0, None)
+    assert "usage:" in capsys.readouterr().out

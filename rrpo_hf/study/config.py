@@ -391,8 +391,8 @@ class RewardHackingStudyConfig:
         default_factory=lambda: [0.5, 32.0],
         metadata={
             "help": "L2 radii of the embedding (h') attack, one probe each. 0.5 is the training epsilon of +Adv; on "
-            "the toy RM the per-utterance norm of h' is ~50 (reported as `hidden_norm`), so 0.5 is a ~1% perturbation "
-            "and a radius of ~32 is where a base RM's accuracy starts to fall."
+            "the toy RM the per-utterance norm of h' is ~50 (reported as `hidden_norm`), so 0.5 is a perturbation "
+            "of ~1 percent and a radius of ~32 is where a base RM's accuracy starts to fall."
         },
     )
     probe_pgd_steps: int = field(default=5, metadata={"help": "PGD steps of the embedding attack (1 = FGM, Eq. 4)."})
