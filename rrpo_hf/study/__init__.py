@@ -19,7 +19,8 @@ The study reproduces the *shape* of the RRPO paper's Tables 1 and 2 on the synth
 Everything here is measured; nothing is fixed in advance. :func:`run_study` returns (and writes) all figures.
 
 Modules: :mod:`.config` (settings, rows, columns), :mod:`.stages` (one seed), :mod:`.statistics` (mean ± CI over
-seeds), :mod:`.report` (tables, curves, ``report.md``), :mod:`.pipeline` (:func:`run_study`).
+seeds), :mod:`.overoptimisation` (Gao et al.'s fit, values at a matched sqrt KL), :mod:`.report` (tables, curves,
+``report.md``), :mod:`.pipeline` (:func:`run_study`).
 """
 
 from .config import (
@@ -29,22 +30,27 @@ from .config import (
     REMEDY_DESCRIPTIONS,
     REMEDY_PREDICTION,
     RM_VARIANTS,
+    SAMPLING_DESCRIPTIONS,
     STUDY_PLAUSIBLE_INTENSITIES,
     TABLE1_COLUMNS,
     TABLE2_DOMAINS,
     PolicyMethod,
     RewardHackingStudyConfig,
 )
+from .overoptimisation import fit_gao, fit_gao_over_seeds, gao_peak, gao_reward, value_at_sqrt_kl
 from .pipeline import run_study
 from .presets import ALL_PRESETS, STUDY_PRESETS, StudyPreset, get_preset, preset_names
 from .report import (
     format_changes,
     format_configuration,
+    format_gao_table,
+    format_matched_sqrt_kl_table,
     format_overoptimisation_table,
     format_paired_table,
     format_preset_deviations,
     format_presets_overview,
     format_probe_table,
+    format_sampling_rows,
     format_table1,
     format_table2,
     plot_curves,
@@ -64,6 +70,8 @@ from .statistics import (
     PAIRED_CONTROL,
     aggregate,
     format_mean_ci,
+    gao_fits,
+    matched_sqrt_kl_differences,
     mean_confidence_interval,
     overoptimisation_summary,
     paired_difference_ci,
@@ -81,6 +89,7 @@ __all__ = [
     "REMEDY_PREDICTION",
     "PolicyMethod",
     "RM_VARIANTS",
+    "SAMPLING_DESCRIPTIONS",
     "STUDY_PLAUSIBLE_INTENSITIES",
     "STUDY_PRESETS",
     "StudyPreset",
@@ -91,16 +100,25 @@ __all__ = [
     "build_corpora",
     "format_changes",
     "format_configuration",
+    "fit_gao",
+    "fit_gao_over_seeds",
+    "format_gao_table",
+    "format_matched_sqrt_kl_table",
     "format_mean_ci",
     "format_overoptimisation_table",
     "format_paired_table",
     "format_preset_deviations",
     "format_presets_overview",
     "format_probe_table",
+    "format_sampling_rows",
     "format_table1",
     "format_table2",
+    "gao_fits",
+    "gao_peak",
+    "gao_reward",
     "get_preset",
     "preset_names",
+    "matched_sqrt_kl_differences",
     "mean_confidence_interval",
     "optimize_policy",
     "overoptimisation_summary",
@@ -115,4 +133,5 @@ __all__ = [
     "run_study",
     "train_reward_model",
     "train_sft_policy",
+    "value_at_sqrt_kl",
 ]

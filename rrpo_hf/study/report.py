@@ -17,12 +17,15 @@ from .config import (
     POLICY_METHODS,
     REMEDY_DESCRIPTIONS,
     REMEDY_PREDICTION,
+    SAMPLING_DESCRIPTIONS,
     TABLE1_COLUMNS,
     TABLE2_DOMAINS,
     RewardHackingStudyConfig,
 )
+from .overoptimisation import gao_reward
 from .presets import get_preset
-from .statistics import format_mean_ci
+from .statistics import GOLD_KEY, MATCHED_SQRT_KL_KEYS, SQRT_KL_KEY, format_mean_ci
+from .statistics import gao_fits as fit_gao_per_method
 
 
 def format_table1(summary: dict) -> str:
@@ -90,6 +93,95 @@ def format_paired_table(summary: dict, confidence: float = 0.95) -> str:
         "Signs are raw: higher is better for the emotion score, naturalness and RM accuracy, lower for CER and the "
         "artifact rate. The reward column compares each method's own RM with DiffRO's base RM, except in "
         "SFT − DiffRO (both under the base RM: minus DiffRO's reward gain). Without an interval: one seed.",
+    ]
+    return "\n".join(lines)
+
+
+def _interval(value: float, interval, digits: int) -> str:
+    """``value [low, high]``; the bare value without an interval (one seed); ``n/a`` without a value."""
+    if not math.isfinite(value) and not math.isinf(value):
+        return "n/a"
+    low, high = interval
+    text = f"{value:.{digits}f}"
+    if math.isnan(low) or math.isnan(high):
+        return text
+    return f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def format_gao_table(summary: dict, confidence: float = 0.95) -> str:
+    """Gao et al.'s RL fit ``R(d) = d·(α − β·log d)`` per method (``summary["gao_fits"]``), with intervals."""
+    fits = summary.get("gao_fits") or {}
+    if not fits:
+        return "(no Gao fits: the curves carry no gold score or KL)"
+    lines = [
+        "| method | α | β | d* = exp(α/β − 1) | gold gain at d* (β·d*) | largest sqrt KL reached | RMSE "
+        "| seeds, points |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for method, fit in fits.items():
+        peak = _interval(fit["peak_sqrt_kl"], fit["peak_sqrt_kl_interval"], 2)
+        if math.isinf(fit["peak_sqrt_kl"]):
+            peak = "no peak (β ≤ 0)" + peak.removeprefix("inf")
+        elif math.isfinite(fit["peak_sqrt_kl"]) and fit["peak_sqrt_kl"] > fit["max_sqrt_kl"]:
+            peak += " (beyond the data)"
+        gain = "n/a" if math.isinf(fit["peak_gain"]) else _interval(fit["peak_gain"], fit["peak_gain_interval"], 3)
+        lines.append(
+            f"| {method} | {_interval(fit['alpha'], fit['alpha_interval'], 3)} | "
+            f"{_interval(fit['beta'], fit['beta_interval'], 3)} | {peak} | {gain} | {fit['max_sqrt_kl']:.2f} | "
+            f"{fit['rmse']:.3f} | {fit['num_seeds']}, {fit['num_points']} |"
+        )
+    lines += [
+        "",
+        "Gao et al. (2022)'s RL form fitted by least squares to every seed's points at once: R = the gold score's "
+        "gain over the seed's SFT policy, d = sqrt KL from it. β > 0 means over-optimisation: the gain peaks at d* "
+        "and falls beyond it. In brackets: "
+        f"{confidence:.0%} percentile intervals of a bootstrap over seeds (the points of one seed share one "
+        "trajectory, so the seeds, not the points, are the independent replicates); none with one seed, rough "
+        "with fewer than ~10. A d* beyond the largest sqrt KL reached is an extrapolation of the form.",
+    ]
+    return "\n".join(lines)
+
+
+#: Short headers of the matched-sqrt-KL table.
+_MATCHED_HEADERS = {
+    GOLD_KEY: "Δ gold",
+    "oracle_emotion_score": "Δ emotion (E)",
+    "oracle_naturalness": "Δ naturalness (N)",
+}
+
+
+def format_matched_sqrt_kl_table(summary: dict, confidence: float = 0.95) -> str:
+    """Paired differences against DiffRO read off each seed's curve at a matched sqrt KL
+    (``summary["matched_sqrt_kl"]``)."""
+    matched = summary.get("matched_sqrt_kl") or {}
+    if not matched:
+        return "(no matched-sqrt-KL comparisons: DiffRO was not run, or the curves carry no gold score or KL)"
+    keys = [key for key in MATCHED_SQRT_KL_KEYS if key in _MATCHED_HEADERS]
+    lines = [
+        "| comparison | at sqrt KL | " + " | ".join(_MATCHED_HEADERS[k] for k in keys) + " |",
+        "|---|---:|" + "---:|" * len(keys),
+    ]
+    counts = set()
+    for comparison, entry in matched.items():
+        cells = []
+        for key in keys:
+            cell = entry.get(key)
+            if cell is None or not math.isfinite(cell["mean"]):
+                cells.append("n/a")
+                continue
+            counts.add(cell["n"])
+            spread = f" ± {cell['half_width']:.3f}" if math.isfinite(cell["half_width"]) else ""
+            cells.append(f"{cell['mean']:+.3f}{spread} ({cell['treatment']:.2f} vs {cell['control']:.2f})")
+        lines.append(f"| {comparison} | {entry['sqrt_kl']:.2f} | " + " | ".join(cells) + " |")
+    n = "/".join(str(k) for k in sorted(counts)) or "0"
+    lines += [
+        "",
+        "The same comparisons as above, made where both policies have moved equally far from the SFT policy rather "
+        "than after equally many steps: each seed's curve is read at the sqrt KL of the row (linear between "
+        "evaluation points, the first time the curve gets there), the largest sqrt KL both methods reach in every "
+        f"seed. Each cell: mean over seeds (n = {n}) of the per-seed difference ± the half-width of its "
+        f"{confidence:.0%} t-interval, then the two methods' means there. A difference at matched steps that "
+        "vanishes here came from how far the methods moved, not from what their rewards pay for.",
     ]
     return "\n".join(lines)
 
@@ -270,34 +362,52 @@ def plot_curves(per_seed: list[dict], methods: Sequence[str], output_dir: str | 
     return paths
 
 
-def plot_overoptimisation(per_seed: list[dict], methods: Sequence[str], output_dir: str | os.PathLike) -> str:
+def plot_overoptimisation(
+    per_seed: list[dict], methods: Sequence[str], output_dir: str | os.PathLike, gao_fits: dict | None = None
+) -> str:
     """Over-optimisation curves (Gao et al. 2022): proxy reward and oracle scores against sqrt KL(π ‖ π_SFT).
 
     One line per method, each point the mean over seeds at one evaluation step; the x-axis is the square root of the
     mean sequence KL of the evaluation samples from the SFT policy (`DiffROConfig.eval_kl`). A proxy reward that
-    keeps rising while the oracle scores peak and fall is over-optimisation of the reward model.
+    keeps rising while the oracle scores peak and fall is over-optimisation of the reward model. The gold-score
+    panel also draws each method's fit ``gold(SFT) + d·(α − β·log d)`` (``gao_fits``, by default computed from
+    ``per_seed`` with :func:`~rrpo_hf.study.statistics.gao_fits`) up to the largest sqrt KL the method reached, and
+    marks its peak d* with a dotted line where that lies within it.
     """
     import matplotlib  # optional (the `plots` extra), and only the curves need it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (
+    if gao_fits is None:
+        gao_fits = fit_gao_per_method(methods, per_seed)
+    panels = [
         ("reward", "RM reward (proxy)"),
         ("oracle_emotion_score", "oracle emotion score"),
         ("oracle_naturalness", "oracle naturalness"),
-    )
-    fig, axes = plt.subplots(1, len(panels), figsize=(12.0, 3.6), sharex=True)
+    ]
+    if all(GOLD_KEY in point for run in per_seed for m in methods for point in run["policies"][m]["curve"]):
+        panels.append((GOLD_KEY, "gold score sqrt(E·N); lines: Gao fit"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.6), sharex=True)
     for method in methods:
         curves = [run["policies"][method]["curve"] for run in per_seed]
         steps = min(len(curve) for curve in curves)
-        x = [np.mean([curve[i]["sqrt_kl_to_reference"] for curve in curves]) for i in range(steps)]
+        x = [np.mean([curve[i][SQRT_KL_KEY] for curve in curves]) for i in range(steps)]
         for axis, (key, label) in zip(axes, panels):
-            axis.plot(
-                x, [np.mean([curve[i][key] for curve in curves]) for i in range(steps)], "-o", ms=3, label=method
+            style = "o" if key == GOLD_KEY and method in gao_fits else "-o"
+            (line,) = axis.plot(
+                x, [np.mean([curve[i][key] for curve in curves]) for i in range(steps)], style, ms=3, label=method
             )
             axis.set_title(label)
             axis.set_xlabel("sqrt KL(π ‖ π_SFT) (nats^½)")
+            fit = gao_fits.get(method)
+            if key != GOLD_KEY or fit is None or not math.isfinite(fit["alpha"]):
+                continue
+            start = float(np.mean([curve[0][GOLD_KEY] for curve in curves]))
+            grid = np.linspace(0.0, fit["max_sqrt_kl"], 100)
+            axis.plot(grid, start + gao_reward(grid, fit["alpha"], fit["beta"]), "-", color=line.get_color())
+            if math.isfinite(fit["peak_sqrt_kl"]) and fit["peak_sqrt_kl"] <= fit["max_sqrt_kl"]:
+                axis.axvline(fit["peak_sqrt_kl"], linestyle=":", color=line.get_color())
     axes[0].legend()
     fig.suptitle(f"Over-optimisation: mean over {len(per_seed)} seed(s) at each evaluation step")
     fig.tight_layout()
@@ -325,6 +435,15 @@ def format_remedies(cfg: RewardHackingStudyConfig, summary: dict) -> list[str]:
         ]
     lines += ["", f"**Prediction (written before their first run).** {REMEDY_PREDICTION}", ""]
     return lines
+
+
+def format_sampling_rows(cfg: RewardHackingStudyConfig) -> list[str]:
+    """The report's lines on the rows whose reward reads another Gumbel sample than DiffRO's (e.g.
+    `DiffRO-nucleus`); empty when the run has none."""
+    rows = [method for method, _ in cfg.policy_rows().values() if method in SAMPLING_DESCRIPTIONS]
+    if not rows:
+        return []
+    return ["### What the reward reads", "", *[f"- **{row}**: {SAMPLING_DESCRIPTIONS[row]}" for row in rows], ""]
 
 
 def render_report(
@@ -390,15 +509,24 @@ def render_report(
         + "). A row with several rewards reports its emotion reward there.",
         "",
         *format_remedies(cfg, summary),
+        *format_sampling_rows(cfg),
         format_table1(summary),
         "",
         "### Paired differences against DiffRO",
         "",
         format_paired_table(summary, cfg.confidence),
         "",
+        "### Paired differences at matched sqrt KL",
+        "",
+        format_matched_sqrt_kl_table(summary, cfg.confidence),
+        "",
         "### Over-optimisation: gold score sqrt(E·N) against sqrt KL from the SFT policy",
         "",
         format_overoptimisation_table(summary),
+        "",
+        "#### Gao et al.'s fit: R(d) = d·(α − β·log d), d = sqrt KL",
+        "",
+        format_gao_table(summary, cfg.confidence),
         "",
         "### Change from the SFT policy (means over seeds)",
         "",
@@ -429,7 +557,10 @@ def render_report(
 
 __all__ = [
     "format_changes",
+    "format_gao_table",
+    "format_matched_sqrt_kl_table",
     "format_remedies",
+    "format_sampling_rows",
     "format_configuration",
     "format_paired_table",
     "format_preset_deviations",

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .config import TABLE1_COLUMNS, TABLE2_DOMAINS, RewardHackingStudyConfig
+from .overoptimisation import fit_gao_over_seeds, value_at_sqrt_kl
 
 
 def mean_confidence_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -98,6 +99,8 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
         "probes": probes,
         "paired": paired_differences(cfg, per_seed),
         "overoptimisation": overoptimisation_summary(rows, per_seed),
+        "gao_fits": gao_fits(rows, per_seed, cfg.confidence),
+        "matched_sqrt_kl": matched_sqrt_kl_differences(rows, per_seed, PAIRED_CONTROL, cfg.confidence),
     }
 
 
@@ -139,6 +142,92 @@ def overoptimisation_summary(methods: Sequence[str], per_seed: list[dict]) -> di
     return summary
 
 
+SQRT_KL_KEY = "sqrt_kl_to_reference"
+
+
+def _has_kl_and_gold(curve: list[dict]) -> bool:
+    return bool(curve) and all(GOLD_KEY in point and SQRT_KL_KEY in point for point in curve)
+
+
+def gao_fits(methods: Sequence[str], per_seed: list[dict], confidence: float = 0.95) -> dict[str, dict[str, Any]]:
+    """Per method, Gao et al.'s ``R(d) = d·(α − β·log d)`` fitted to its gold-score gain against ``d = sqrt KL``.
+
+    Each seed contributes its curve's points: ``d`` = sqrt KL from the SFT policy at each evaluation, ``R`` = the
+    gold score there minus that seed's gold score at step 0 (the SFT policy, ``d = 0``). The fit and its
+    seed-bootstrap intervals are :func:`~rrpo_hf.study.overoptimisation.fit_gao_over_seeds`; a method whose curves
+    lack the gold score or the KL (older results) gives no entry.
+    """
+    fits = {}
+    for method in methods:
+        curves = [run["policies"][method]["curve"] for run in per_seed]
+        if not curves or not all(_has_kl_and_gold(curve) for curve in curves):
+            continue
+        points = [
+            ([p[SQRT_KL_KEY] for p in curve], [p[GOLD_KEY] - curve[0][GOLD_KEY] for p in curve]) for curve in curves
+        ]
+        fits[method] = fit_gao_over_seeds(points, confidence)
+    return fits
+
+
+#: What the matched-sqrt-KL readout compares: gold score, emotion score (E) and naturalness (N) of the oracle.
+MATCHED_SQRT_KL_KEYS = (GOLD_KEY, "oracle_emotion_score", "oracle_naturalness")
+
+
+def matched_sqrt_kl_differences(
+    methods: Sequence[str],
+    per_seed: list[dict],
+    control: str,
+    confidence: float = 0.95,
+    keys: Sequence[str] = MATCHED_SQRT_KL_KEYS,
+) -> dict[str, dict[str, Any]]:
+    """``"<method> − <control>"`` -> the paired difference of each of ``keys`` at a sqrt KL both methods reach.
+
+    A method that moves further from the SFT policy in the same number of steps gains more emotion and loses more
+    naturalness for that alone; comparing at matched steps mixes that with what its reward does. Here each seed's
+    curve is read at one sqrt KL ``d_m`` (:func:`~rrpo_hf.study.overoptimisation.value_at_sqrt_kl`: linear between
+    evaluation points, the first time the curve reaches ``d_m``), and the per-seed differences get the t-interval of
+    :func:`paired_difference_ci`. ``d_m`` is the largest sqrt KL that both methods reach in every seed: the smallest,
+    over the seeds and the two methods, of a curve's largest sqrt KL. One ``d_m`` for all seeds keeps the readout a
+    point on the over-optimisation plot; taking the largest such point compares the methods as far along as the
+    data allow without extrapolating.
+
+    Each entry holds ``sqrt_kl`` (``d_m``) and, per key, ``{"mean", "half_width", "n", "treatment", "control"}``
+    (the last two: the methods' means over seeds at ``d_m``). Methods without KL and gold in their curves, and the
+    control itself, give no entry; so does everything when the control was not run.
+    """
+    if control not in methods:
+        return {}
+    control_curves = [run["policies"][control]["curve"] for run in per_seed]
+    if not control_curves or not all(_has_kl_and_gold(curve) for curve in control_curves):
+        return {}
+    differences = {}
+    for method in methods:
+        if method == control:
+            continue
+        curves = [run["policies"][method]["curve"] for run in per_seed]
+        if not all(_has_kl_and_gold(curve) for curve in curves):
+            continue
+        matched = min(max(p[SQRT_KL_KEY] for p in curve) for curve in [*curves, *control_curves])
+        entry: dict[str, Any] = {"sqrt_kl": float(matched)}
+        for key in keys:
+            if not all(key in p for curve in [*curves, *control_curves] for p in curve):
+                continue
+            treated, controls = (
+                [value_at_sqrt_kl([p[SQRT_KL_KEY] for p in c], [p[key] for p in c], matched) for c in group]
+                for group in (curves, control_curves)
+            )
+            mean, half_width, n = paired_difference_ci(treated, controls, confidence)
+            entry[key] = {
+                "mean": mean,
+                "half_width": half_width,
+                "n": n,
+                "treatment": float(np.nanmean(treated)),
+                "control": float(np.nanmean(controls)),
+            }
+        differences[f"{method} − {control}"] = entry
+    return differences
+
+
 #: The method every paired difference is taken against: the vanilla-RM baseline whose hacking RRPO should reduce.
 PAIRED_CONTROL = "DiffRO"
 
@@ -169,9 +258,12 @@ def paired_differences(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> d
 
 
 __all__ = [
+    "MATCHED_SQRT_KL_KEYS",
     "PAIRED_CONTROL",
     "aggregate",
     "format_mean_ci",
+    "gao_fits",
+    "matched_sqrt_kl_differences",
     "mean_confidence_interval",
     "paired_difference_ci",
     "paired_differences",
