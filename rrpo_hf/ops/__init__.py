@@ -25,13 +25,14 @@ __all__ = [
 ]
 
 # DiffRO / RRPO policy step.
-from .gumbel import gumbel_softmax_sample, sample_gumbel_noise, soft_token_embedding  # noqa: E402
+from .gumbel import gumbel_softmax_sample, nucleus_logits, sample_gumbel_noise, soft_token_embedding  # noqa: E402
 from .kl import masked_mean, sequence_kl, token_entropy, token_level_kl  # noqa: E402
 
 
 __all__ += [
     "gumbel_softmax_sample",
     "masked_mean",
+    "nucleus_logits",
     "sample_gumbel_noise",
     "sequence_kl",
     "soft_token_embedding",

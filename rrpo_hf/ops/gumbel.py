@@ -5,6 +5,9 @@ made differentiable with the straight-through Gumbel-Softmax estimator: the forw
 sample ``onehot(argmax(z + g))`` (so the reward model reads a real token, as at inference), the backward pass
 uses the gradient of the relaxed sample ``softmax((z + g) / tau)``.
 
+:func:`nucleus_logits` optionally restricts the sample to the ids the rollout's nucleus (top-k / top-p) sampling can
+draw, so that the reward model reads the kind of token the policy emits at inference.
+
 Only ``torch`` is imported here, like every module of :mod:`rrpo_hf.ops`.
 """
 
@@ -72,6 +75,35 @@ def gumbel_softmax_sample(
     return (hard - soft.detach() + soft).to(logits.dtype), token_ids
 
 
+def nucleus_logits(logits: torch.Tensor, top_p: float, top_k: int) -> torch.Tensor:
+    """``logits`` with ``-inf`` outside the nucleus of ``softmax(logits)`` that CosyVoice2's sampling draws from.
+
+    At each position the ids are sorted by probability; the i-th is kept when fewer than ``top_k`` ids come before
+    it and their mass is below ``top_p``. The most likely id is always kept. This is the inclusion rule of
+    CosyVoice2's ``nucleus_sampling`` (``rrpo_hf.models.cosyvoice2.generation``). Gumbel-max sampling from the result
+    (:func:`gumbel_softmax_sample`) draws from the renormalised nucleus, and the relaxation's gradient reaches only
+    the kept logits. Which ids are kept is a selection, computed without gradient.
+
+    Args:
+        logits: ``(..., V)`` unnormalised scores.
+        top_p: nucleus mass in ``(0, 1]``.
+        top_k: most ids kept per position, ``>= 1``.
+    """
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}.")
+    with torch.no_grad():
+        # fp32 probabilities: in bf16 the cumulative mass is too coarse for the top-p cut (as in the rollout).
+        probs = torch.softmax(logits.detach().float(), dim=-1)
+        sorted_probs, sorted_ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+        keep_sorted = mass_before < top_p
+        keep_sorted[..., 0] = True
+        keep = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, sorted_ids, keep_sorted)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
 def soft_token_embedding(token_probs: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
     """Embed token distributions: ``probs @ E[:V]`` (``(..., V) -> (..., D)``), exact for one-hot inputs.
 
@@ -87,4 +119,4 @@ def soft_token_embedding(token_probs: torch.Tensor, embedding_weight: torch.Tens
     return torch.matmul(token_probs.to(weight.dtype), weight)
 
 
-__all__ = ["gumbel_softmax_sample", "sample_gumbel_noise", "soft_token_embedding"]
+__all__ = ["gumbel_softmax_sample", "nucleus_logits", "sample_gumbel_noise", "soft_token_embedding"]

@@ -60,6 +60,8 @@ class PolicyMethod(NamedTuple):
     ensemble: str | None = None
     #: gate the emotion loss: it counts only for samples whose ASR transcript has CER <= `gate_max_cer`
     cer_gate: bool = False
+    #: `DiffROConfig.gumbel_sampling`: "full" (DiffRO's full softmax) or "rollout" (the rollout's top-k / top-p)
+    gumbel_sampling: str = "full"
 
     @property
     def needs_multitask_rm(self) -> bool:
@@ -84,6 +86,18 @@ POLICY_METHODS: dict[str, PolicyMethod] = {
     "DiffRO-ens-min": PolicyMethod("base", ensemble="min"),
     "DiffRO-ens-mean_minus_std": PolicyMethod("base", ensemble="mean_minus_std"),
     "DiffRO-gated": PolicyMethod("base", cer_gate=True),
+    # What the reward reads: DiffRO whose Gumbel sample comes from the rollout's nucleus (top-k / top-p) instead of
+    # the full softmax, so the RM scores the kind of token generation emits, not tail tokens it rarely does.
+    "DiffRO-nucleus": PolicyMethod("base", gumbel_sampling="rollout"),
+}
+
+#: What the rows that change the reward's Gumbel sample read (the report prints the line of each row it runs).
+SAMPLING_DESCRIPTIONS: dict[str, str] = {
+    "DiffRO-nucleus": "DiffRO whose straight-through Gumbel sample is drawn from the rollout's nucleus (the "
+    "top_k and top_p of the study's rollouts, renormalised; `DiffROConfig.gumbel_sampling='rollout'`) instead of the "
+    "full softmax over the codebook: the RM scores tokens of the kind the policy emits when it generates, not tail "
+    "tokens (artifact ids included) that generation rarely draws, and the gradient reaches only the nucleus's "
+    "logits.",
 }
 
 #: The remedy rows beyond the paper's (`reward_remedies`) and what each optimises; the report prints them with
@@ -518,6 +532,7 @@ __all__ = [
     "REMEDY_PREDICTION",
     "RM_VARIANTS",
     "PolicyMethod",
+    "SAMPLING_DESCRIPTIONS",
     "STUDY_PLAUSIBLE_INTENSITIES",
     "TABLE1_COLUMNS",
     "TABLE2_DOMAINS",

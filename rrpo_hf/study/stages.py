@@ -307,6 +307,7 @@ def optimize_policy(
         reward_label_smoothing=spec.label_smoothing,
         reward_adv_epsilon=cfg.adv_epsilon,
         reward_adv_alpha=spec.adv_alpha,
+        gumbel_sampling=spec.gumbel_sampling,
         reward_weights=weights if reward_funcs else None,
         **gate,
         learning_rate=cfg.policy_learning_rate,

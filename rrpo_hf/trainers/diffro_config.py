@@ -52,6 +52,12 @@ class DiffROConfig(_BaseConfig):
         straight_through (`bool`, *optional*, defaults to `True`):
             One-hot samples in the forward pass, relaxed gradient in the backward pass. `False` feeds the relaxed
             samples to the reward model.
+        gumbel_sampling (`str`, *optional*, defaults to `"full"`):
+            Which distribution the Gumbel sample is drawn from. `"full"`: the policy's full softmax over the codebook,
+            as DiffRO describes its Gumbel-Softmax sample of the predicted token distribution. `"rollout"`: only the
+            ids the rollout's nucleus sampling can draw (`top_k`, `top_p`; `ops.nucleus_logits`), renormalised, so
+            the reward reads the kind of token generation emits rather than tail tokens it rarely does. τ
+            (`gumbel_temperature`) shapes the relaxation in both; it does not change which id is drawn.
 
         > Objective
 
@@ -173,6 +179,18 @@ class DiffROConfig(_BaseConfig):
         default=True,
         metadata={"help": "Straight-through estimator: one-hot samples forward, relaxed gradient backward."},
     )
+    gumbel_sampling: str = field(
+        default="full",
+        metadata={
+            "help": "Distribution of the Gumbel sample the reward reads. 'full' (default, DiffRO's description: a "
+            "Gumbel-Softmax sample of the LM's predicted token distribution): softmax over the whole codebook, tail "
+            "ids included, at temperature 1. 'rollout': the nucleus the rollout's sampling draws from (top_k ids at "
+            "most, mass top_p, CosyVoice2's rule; the repetition-aware re-draw is not modelled), renormalised: the "
+            "reward reads tokens of the kind generation emits, and the relaxation's gradient reaches only those "
+            "logits. gumbel_temperature is the relaxation's τ in both modes; the drawn id does not depend on it.",
+            "choices": ["full", "rollout"],
+        },
+    )
     beta: float = field(
         default=0.1,
         metadata={
@@ -290,6 +308,8 @@ class DiffROConfig(_BaseConfig):
             raise ValueError(f"rollout must be 'offline' or 'online', got {self.rollout!r}.")
         if self.gumbel_temperature <= 0:
             raise ValueError(f"gumbel_temperature must be positive, got {self.gumbel_temperature}.")
+        if self.gumbel_sampling not in ("full", "rollout"):
+            raise ValueError(f"gumbel_sampling must be 'full' or 'rollout', got {self.gumbel_sampling!r}.")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0 (0 disables the KL term), got {self.beta}.")
         if not 0.0 <= self.reward_label_smoothing < 1.0:

@@ -62,6 +62,7 @@ from ..models.robust_ser import RobustSERForAudioClassification  # noqa: F401  (
 from ..ops import (
     gate_weights,
     gumbel_softmax_sample,
+    nucleus_logits,
     sequence_kl,
     token_entropy,
     token_level_kl,
@@ -830,6 +831,8 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         # samples no token, so the tokens the reward reads are the first S_max columns under the speech mask.
         speech_logits = outputs.logits[:, : speech_ids.shape[1]]
         codebook_logits = speech_logits[..., : self.policy_config.speech_token_size]
+        if args.gumbel_sampling == "rollout":
+            codebook_logits = nucleus_logits(codebook_logits, top_p=args.top_p, top_k=args.top_k)
         samples, sampled_ids = gumbel_softmax_sample(
             codebook_logits,
             temperature=args.gumbel_temperature,
