@@ -97,15 +97,18 @@ def format_paired_table(summary: dict, confidence: float = 0.95) -> str:
     return "\n".join(lines)
 
 
+def _number(value: float, digits: int) -> str:
+    return "∞" if value == math.inf else f"{value:.{digits}f}"
+
+
 def _interval(value: float, interval, digits: int) -> str:
     """``value [low, high]``; the bare value without an interval (one seed); ``n/a`` without a value."""
-    if not math.isfinite(value) and not math.isinf(value):
+    if math.isnan(value):
         return "n/a"
     low, high = interval
-    text = f"{value:.{digits}f}"
     if math.isnan(low) or math.isnan(high):
-        return text
-    return f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
+        return _number(value, digits)
+    return f"{_number(value, digits)} [{_number(low, digits)}, {_number(high, digits)}]"
 
 
 def format_gao_table(summary: dict, confidence: float = 0.95) -> str:
@@ -121,7 +124,8 @@ def format_gao_table(summary: dict, confidence: float = 0.95) -> str:
     for method, fit in fits.items():
         peak = _interval(fit["peak_sqrt_kl"], fit["peak_sqrt_kl_interval"], 2)
         if math.isinf(fit["peak_sqrt_kl"]):
-            peak = "no peak (β ≤ 0)" + peak.removeprefix("inf")
+            low = fit["peak_sqrt_kl_interval"][0]
+            peak = "no peak (β ≤ 0)" + (f" [{low:.2f}, ∞]" if math.isfinite(low) else "")
         elif math.isfinite(fit["peak_sqrt_kl"]) and fit["peak_sqrt_kl"] > fit["max_sqrt_kl"]:
             peak += " (beyond the data)"
         gain = "n/a" if math.isinf(fit["peak_gain"]) else _interval(fit["peak_gain"], fit["peak_gain_interval"], 3)
