@@ -335,6 +335,11 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
     assert set(summary["overoptimisation"]) == set(config.policy_methods)
     assert all(1.0 <= row["peak_gold"] <= 5.0 for row in summary["overoptimisation"].values())
     assert "### Over-optimisation" in report
+    # Gao's fit per method and the matched-sqrt-KL readout against DiffRO (one seed: values, no intervals)
+    assert set(summary["gao_fits"]) == set(config.policy_methods)
+    assert all(math.isfinite(fit["alpha"]) and fit["num_seeds"] == 1 for fit in summary["gao_fits"].values())
+    assert list(summary["matched_sqrt_kl"]) == ["RRPO − DiffRO", "DiffRO-clean − DiffRO"]
+    assert "### Paired differences at matched sqrt KL" in report and "#### Gao et al.'s fit" in report
     assert results["plots"] and results["wall_time_s"] > 0
 
 

@@ -108,15 +108,18 @@ def test_bootstrap_is_seeded_and_one_seed_has_no_interval():
     wider = fit_gao_over_seeds(curves, confidence=0.99)["alpha_interval"]
     narrower = fit_gao_over_seeds(curves, confidence=0.8)["alpha_interval"]
     assert wider[0] <= narrower[0] and narrower[1] <= wider[1]
-    one = fit_gao_over_seeds(curves[:1])
-    assert math.isfinite(one["alpha"]) and all(math.isnan(v) for v in one["alpha_interval"])
+    for few in (curves[:1], curves[:4]):  # fewer than MIN_BOOTSTRAP_SEEDS: a fit, no interval
+        fit = fit_gao_over_seeds(few)
+        assert math.isfinite(fit["alpha"]) and all(math.isnan(v) for v in fit["alpha_interval"])
+    row = format_gao_table({"gao_fits": {"DiffRO": fit_gao_over_seeds(curves[:1])}}).splitlines()[2]
+    assert row.startswith("| DiffRO | ") and "[" not in row  # bare values in the table
     with pytest.raises(ValueError, match="confidence"):
         fit_gao_over_seeds(curves, confidence=1.0)
 
 
 def test_a_curve_that_never_turns_down_has_no_peak():
     d = np.linspace(0, 3, 10)
-    curves = [(d, gao_reward(d, 0.5, -0.05 * (1 + k % 2))) for k in range(4)]
+    curves = [(d, gao_reward(d, 0.5, -0.05 * (1 + k % 2))) for k in range(5)]
     fit = fit_gao_over_seeds(curves)
     assert fit["beta"] < 0 and fit["peak_sqrt_kl"] == math.inf and fit["peak_gain"] == math.inf
     assert fit["peak_sqrt_kl_interval"] == (math.inf, math.inf)
@@ -272,6 +275,6 @@ def test_aggregate_fits_each_method_and_the_report_prints_and_plots_the_fit(tmp_
 
 def test_a_gao_fit_beyond_the_reached_distance_is_marked_as_extrapolated():
     d = np.linspace(0.0, 1.0, 6)
-    fit = fit_gao_over_seeds([(d, gao_reward(d, ALPHA, BETA))] * 3)
+    fit = fit_gao_over_seeds([(d, gao_reward(d, ALPHA, BETA))] * 5)
     table = format_gao_table({"gao_fits": {"DiffRO": fit}})
     assert "2.72 [2.72, 2.72] (beyond the data)" in table

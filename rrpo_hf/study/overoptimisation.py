@@ -103,6 +103,11 @@ def _percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, 
     return float(low), float(high)
 
 
+#: Fewest seeds a bootstrap interval is given for. With fewer the seeds have too few distinct resamples (3 seeds:
+#: 10) for a percentile interval to mean anything; even at 5 its coverage is below nominal (module tests).
+MIN_BOOTSTRAP_SEEDS = 5
+
+
 def fit_gao_over_seeds(
     curves: Sequence[tuple[Sequence[float], Sequence[float]]],
     confidence: float = 0.95,
@@ -119,10 +124,11 @@ def fit_gao_over_seeds(
     The points of one seed lie on one training trajectory, so their residuals are correlated, and the
     regression's own covariance ``σ²(X'X)⁻¹``, which assumes independent residuals, would understate the
     uncertainty; the seeds are the independent replicates (as for the paired differences). The percentile interval
-    also follows the skew of ``d* = exp(α/β − 1)``, which a delta-method interval would make symmetric. With one
-    seed there is nothing to resample: the intervals are nan. With few seeds (under ~10) the bootstrap has few
-    distinct resamples and its intervals are too narrow; read them as rough. The resamples are drawn from
-    ``bootstrap_seed``: the same curves give the same intervals.
+    also follows the skew of ``d* = exp(α/β − 1)``, which a delta-method interval would make symmetric. A seed
+    bootstrap is too narrow with few seeds: on synthetic 95% intervals it covered the truth for α, β, d* in
+    0.94, 0.91, 0.88 of 15-seed studies and 0.85, 0.88, 0.84 of 5-seed ones; with fewer than
+    :data:`MIN_BOOTSTRAP_SEEDS` seeds the intervals are nan. The resamples are drawn from ``bootstrap_seed``: the
+    same curves give the same intervals.
 
     Returns ``alpha``, ``beta``, ``peak_sqrt_kl`` (d*), ``peak_gain`` (``R(d*) = β·d*``), each with
     ``<name>_interval`` ``(low, high)``; ``num_seeds``, ``num_points`` (those with ``d > 0``), ``max_sqrt_kl`` (the
@@ -153,7 +159,7 @@ def fit_gao_over_seeds(
         result["rmse"] = float(np.sqrt(np.mean(residuals**2))) if residuals.size else float("nan")
     else:
         result["rmse"] = float("nan")
-    if len(statistics) < 2 or not math.isfinite(alpha):
+    if len(statistics) < MIN_BOOTSTRAP_SEEDS or not math.isfinite(alpha):
         result.update({f"{k}_interval": nan_interval for k in ("alpha", "beta", "peak_sqrt_kl", "peak_gain")})
         return result
     # A resample is a count per seed; its normal equations are the count-weighted sums of the seeds' X'X and X'y
@@ -196,4 +202,4 @@ def value_at_sqrt_kl(sqrt_kl: Sequence[float], values: Sequence[float], target: 
     return float("nan")
 
 
-__all__ = ["fit_gao", "fit_gao_over_seeds", "gao_peak", "gao_reward", "value_at_sqrt_kl"]
+__all__ = ["MIN_BOOTSTRAP_SEEDS", "fit_gao", "fit_gao_over_seeds", "gao_peak", "gao_reward", "value_at_sqrt_kl"]

@@ -22,7 +22,7 @@ from .config import (
     TABLE2_DOMAINS,
     RewardHackingStudyConfig,
 )
-from .overoptimisation import gao_reward
+from .overoptimisation import MIN_BOOTSTRAP_SEEDS, gao_reward
 from .presets import get_preset
 from .statistics import GOLD_KEY, MATCHED_SQRT_KL_KEYS, SQRT_KL_KEY, format_mean_ci
 from .statistics import gao_fits as fit_gao_per_method
@@ -140,8 +140,9 @@ def format_gao_table(summary: dict, confidence: float = 0.95) -> str:
         "gain over the seed's SFT policy, d = sqrt KL from it. β > 0 means over-optimisation: the gain peaks at d* "
         "and falls beyond it. In brackets: "
         f"{confidence:.0%} percentile intervals of a bootstrap over seeds (the points of one seed share one "
-        "trajectory, so the seeds, not the points, are the independent replicates); none with one seed, rough "
-        "with fewer than ~10. A d* beyond the largest sqrt KL reached is an extrapolation of the form.",
+        f"trajectory, so the seeds, not the points, are the independent replicates); none with fewer than "
+        f"{MIN_BOOTSTRAP_SEEDS} seeds, and somewhat too narrow below ~15. A d* beyond the largest sqrt KL reached "
+        "is an extrapolation of the form.",
     ]
     return "\n".join(lines)
 
