@@ -246,4 +246,5 @@ def test_study_row_diffro_nucleus_trains_with_the_rollouts_nucleus_and_is_in_no_
         assert "DiffRO-nucleus" not in RewardHackingStudyConfig.from_preset(preset).policy_rows()
     lines = format_sampling_rows(config)
     assert lines[0] == "### What the reward reads" and SAMPLING_DESCRIPTIONS["DiffRO-nucleus"] in lines[2]
+    assert lines[4].startswith("**Prediction (written before its first run).**")
     assert format_sampling_rows(RewardHackingStudyConfig()) == []

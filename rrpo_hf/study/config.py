@@ -91,6 +91,16 @@ POLICY_METHODS: dict[str, PolicyMethod] = {
     "DiffRO-nucleus": PolicyMethod("base", gumbel_sampling="rollout"),
 }
 
+#: What the DiffRO-nucleus row was predicted to do, written before its first run (the report prints it).
+SAMPLING_PREDICTION = (
+    "Where DiffRO's hacking goes through artifact ids (dataset-bias, paper-protocol), those ids lie outside the SFT "
+    "policy's nucleus at almost every position (it emits them at a rate of ~0.003), so DiffRO-nucleus's reward "
+    "never reads them and its gradient never raises their logits: its artifact rate stays near SFT's and it loses "
+    "less naturalness than DiffRO, at matched steps and at matched sqrt KL, while still gaining emotion through "
+    "prosody. Where no RM pays for artifacts (brittle, cue-exaggeration) it behaves like DiffRO: paired "
+    "differences near 0 at matched sqrt KL."
+)
+
 #: What the rows that change the reward's Gumbel sample read (the report prints the line of each row it runs).
 SAMPLING_DESCRIPTIONS: dict[str, str] = {
     "DiffRO-nucleus": "DiffRO whose straight-through Gumbel sample is drawn from the rollout's nucleus (the "
@@ -533,6 +543,7 @@ __all__ = [
     "RM_VARIANTS",
     "PolicyMethod",
     "SAMPLING_DESCRIPTIONS",
+    "SAMPLING_PREDICTION",
     "STUDY_PLAUSIBLE_INTENSITIES",
     "TABLE1_COLUMNS",
     "TABLE2_DOMAINS",

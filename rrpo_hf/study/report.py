@@ -18,6 +18,7 @@ from .config import (
     REMEDY_DESCRIPTIONS,
     REMEDY_PREDICTION,
     SAMPLING_DESCRIPTIONS,
+    SAMPLING_PREDICTION,
     TABLE1_COLUMNS,
     TABLE2_DOMAINS,
     RewardHackingStudyConfig,
@@ -448,7 +449,14 @@ def format_sampling_rows(cfg: RewardHackingStudyConfig) -> list[str]:
     rows = [method for method, _ in cfg.policy_rows().values() if method in SAMPLING_DESCRIPTIONS]
     if not rows:
         return []
-    return ["### What the reward reads", "", *[f"- **{row}**: {SAMPLING_DESCRIPTIONS[row]}" for row in rows], ""]
+    return [
+        "### What the reward reads",
+        "",
+        *[f"- **{row}**: {SAMPLING_DESCRIPTIONS[row]}" for row in rows],
+        "",
+        f"**Prediction (written before its first run).** {SAMPLING_PREDICTION}",
+        "",
+    ]
 
 
 def render_report(
