@@ -124,7 +124,7 @@ def require_stage_output(path: str, what: str, command: str) -> None:
 def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | None, object | None]:
     """(train, eval or None, testbed oracle or None)."""
     if script_args.dataset_name is None:
-        from rrpo_hf.testbed import Oracle, TestbedConfig, make_emotion_corpus
+        from rrpo_hf.testbed import Oracle, OracleScorer, TestbedConfig, make_emotion_corpus
 
         corpus = make_emotion_corpus(
             language=script_args.testbed_language,
@@ -198,7 +198,7 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         # A LoRA-SFT adapter folder arrives as a PeftModel: its adapter trains on (and is its own KL reference).
         peft_config=lora_config_from_model_args(model_args) if model_args.use_peft and not is_peft else None,
         judge_model=script_args.judge_model_path,
-        oracle=oracle,
+        eval_scorers=None if oracle is None else [OracleScorer(oracle)],
     )
     if trainer.is_world_process_zero() and len(trainer.reward_funcs) > 1:
         weighted = ", ".join(f"{name} x {w:g}" for name, w in zip(trainer.reward_func_names, trainer.reward_weights))

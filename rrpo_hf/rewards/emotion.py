@@ -41,7 +41,10 @@ def reward_loss_settings(
     is logged once, naming both values."""
     own = RobustLossSettings.from_config(getattr(model, "config", None))
     overrides = dict(
-        label_smoothing=label_smoothing, adv_alpha=adv_alpha, adv_epsilon=adv_epsilon, adv_epsilon_scale=adv_epsilon_scale
+        label_smoothing=label_smoothing,
+        adv_alpha=adv_alpha,
+        adv_epsilon=adv_epsilon,
+        adv_epsilon_scale=adv_epsilon_scale,
     )
     settings = own.replace(**overrides)
     changed = [
@@ -79,6 +82,9 @@ class EmotionReward(RewardFunction):
     labels, so that models with different label orders can score one batch; a batch without names uses
     ``batch["emotion_labels"]`` as this model's label ids.
     """
+
+    # Its model's forward gives every head's output: rewards of one model share it (`RewardSet.compute`).
+    shares_forward = True
 
     def __init__(
         self,

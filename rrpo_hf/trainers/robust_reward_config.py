@@ -148,7 +148,7 @@ class RobustRewardConfig(_BaseConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        self.robust_loss  # the one validator of ε, ε_adv, α and the radius rule
+        _ = self.robust_loss  # RobustLossSettings validates ε, ε_adv, α and the radius rule (one validator)
         if not 0.0 <= self.eam_probability <= 1.0:
             raise ValueError(f"eam_probability must be in [0, 1], got {self.eam_probability}.")
         if len(self.eam_snr_range) != 2 or self.eam_snr_range[0] > self.eam_snr_range[1]:
