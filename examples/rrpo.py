@@ -42,7 +42,7 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import set_seed
 from trl import ModelConfig, ScriptArguments
 
-from rrpo_hf import DiffROConfig, DiffROTrainer
+from rrpo_hf import DiffROConfig, DiffROTrainer, OracleScorer
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
 from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
 
@@ -124,7 +124,7 @@ def require_stage_output(path: str, what: str, command: str) -> None:
 def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | None, object | None]:
     """(train, eval or None, testbed oracle or None)."""
     if script_args.dataset_name is None:
-        from rrpo_hf.testbed import Oracle, OracleScorer, TestbedConfig, make_emotion_corpus
+        from rrpo_hf.testbed import Oracle, TestbedConfig, make_emotion_corpus
 
         corpus = make_emotion_corpus(
             language=script_args.testbed_language,
