@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from test_examples_resume import stage_outputs as stage_outputs  # noqa: E402  (the toy SFT policy fixture)
 
 from rrpo_hf.data.padding import right_pad
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
@@ -46,11 +47,9 @@ def fixed_tokens() -> list[list[int]]:
     return [torch.randint(0, 32, (n,), generator=generator).tolist() for n in (5, 9, 7, 12)]
 
 
-def hand_reward_loss(model, tokens, targets, settings: RobustLossSettings) -> torch.Tensor:
+def hand_reward_loss_on(model, token_probs, mask, labels, settings: RobustLossSettings) -> torch.Tensor:
     """L_ser per sample written out from Eq. 2-5, without rrpo_hf.ops.robust_emotion_loss."""
-    ids, mask = right_pad(tokens, 0)
-    probs = F.one_hot(ids, model.config.vocab_size).float().requires_grad_(True)
-    labels = torch.tensor([model.config.label2id[name] for name in targets])
+    probs = token_probs.detach().float().requires_grad_(True)
     out = model(input_token_probs=probs, attention_mask=mask)
     hidden = out.last_hidden_state
     k = out.logits.shape[-1]
@@ -58,13 +57,19 @@ def hand_reward_loss(model, tokens, targets, settings: RobustLossSettings) -> to
     loss_emo = -(smoothed * out.logits.log_softmax(-1)).sum(-1)
     (grad,) = torch.autograd.grad(loss_emo.sum(), hidden, retain_graph=True)
     grad = grad * mask[..., None]
-    radius = torch.full((len(tokens),), settings.adv_epsilon)
+    radius = torch.full((len(labels),), settings.adv_epsilon)
     if settings.adv_epsilon_scale == "relative":
         radius = settings.adv_epsilon * (hidden.detach() * mask[..., None]).flatten(1).norm(dim=1)
     delta = radius[:, None, None] * grad / grad.flatten(1).norm(dim=1)[:, None, None]
     adv_logits = model.classify(hidden + delta, mask)
     loss_adv = -(smoothed * adv_logits.log_softmax(-1)).sum(-1)
     return (loss_emo + settings.adv_alpha * loss_adv).detach()
+
+
+def hand_reward_loss(model, tokens, targets, settings: RobustLossSettings) -> torch.Tensor:
+    ids, mask = right_pad(tokens, 0)
+    labels = torch.tensor([model.config.label2id[name] for name in targets])
+    return hand_reward_loss_on(model, F.one_hot(ids, model.config.vocab_size).float(), mask, labels, settings)
 
 
 def reward_loss(reward: EmotionReward, tokens, targets) -> torch.Tensor:
@@ -282,3 +287,51 @@ def test_every_scoring_caller_returns_what_it_returned_before():
     for key in ("loss", "loss_emo", "loss_adv", "correct"):
         assert terms[key].tolist() == pytest.approx(PINNED["reward"][key], **close), key
     assert float(grad.norm()) == pytest.approx(PINNED["reward_grad_norm"], **close)
+
+
+# ------------------------------------------------------------------------------------------------ the scripts' path
+
+
+@pytest.mark.slow
+def test_an_rm_from_train_rm_py_is_scored_by_rrpo_py_with_its_own_settings(tmp_path, stage_outputs, caplog):
+    """train_rm.py --label_smoothing 0.2 --adv_epsilon 0.3 --adv_alpha 0.2 --adv_epsilon_scale relative saves the
+    settings; rrpo.py, given only the folder, computes that L_ser (checked by hand on a step's samples) and records
+    the values in the policy's model card; --reward_adv_alpha overrides α and says so."""
+    from test_examples_resume import RM_ARGS, rrpo_args, run_example
+
+    own = RobustLossSettings(label_smoothing=0.2, adv_epsilon=0.3, adv_alpha=0.2, adv_epsilon_scale="relative")
+    rm_dir = tmp_path / "rm"
+    flags = [f"--{key}={value}" for key, value in own.to_dict().items()]
+    run_example(
+        "train_rm", [*RM_ARGS, "--output_dir", str(rm_dir), "--max_steps", "1", "--save_strategy", "no", *flags]
+    )
+    saved = json.loads((rm_dir / "config.json").read_text())
+    assert {key: saved[key] for key in own.field_names()} == own.to_dict()
+
+    def rrpo(output_dir, *extra):
+        argv = rrpo_args(stage_outputs)
+        argv[argv.index("--reward_model_path") + 1] = str(rm_dir)
+        return run_example("rrpo", [*argv, "--output_dir", str(output_dir), "--max_steps", "1", *extra])
+
+    with caplog.at_level(logging.WARNING, logger="rrpo_hf"):
+        trainer = rrpo(tmp_path / "policy")
+    assert trainer.emotion_reward.settings == own and trainer.method_name == "RRPO"
+    assert not [record for record in caplog.records if "overrides the robust loss" in record.message]
+    card = (tmp_path / "policy" / "README.md").read_text()
+    for row in ("label smoothing ε (Eq. 2) | 0.2", "ε_adv (Eq. 4) | 0.3", "α (Eq. 5) | 0.2", "radius rule | relative"):
+        assert row in card, row
+
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    _, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+    expected = hand_reward_loss_on(
+        trainer.reward_model, outputs["samples"].detach(), batch["speech_attention_mask"], batch["emotion_labels"], own
+    )
+    torch.testing.assert_close(outputs["loss_ser"].detach(), expected, rtol=1e-5, atol=1e-6)
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rrpo_hf"):
+        overridden = rrpo(tmp_path / "overridden", "--reward_adv_alpha", "0.5")
+    assert overridden.emotion_reward.settings == own.replace(adv_alpha=0.5)
+    (record,) = [record for record in caplog.records if "overrides the robust loss" in record.message]
+    assert "adv_alpha=0.5 (the reward model's own: 0.2)" in record.message
+    assert "α (Eq. 5) | 0.5" in (tmp_path / "overridden" / "README.md").read_text()
