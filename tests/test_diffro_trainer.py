@@ -104,7 +104,7 @@ def make_args(tmp_path, **overrides):
 
 def make_trainer(tmp_path, corpus, tokenizer, policy=None, reward_model=None, **overrides):
     peft_config = overrides.pop("peft_config", None)
-    extra = {key: overrides.pop(key) for key in ("judge_model", "oracle", "eval_dataset") if key in overrides}
+    extra = {key: overrides.pop(key) for key in ("judge_model", "eval_scorers", "eval_dataset") if key in overrides}
     return DiffROTrainer(
         model=policy if policy is not None else make_policy(tokenizer),
         reward_model=reward_model if reward_model is not None else make_reward_model(),
