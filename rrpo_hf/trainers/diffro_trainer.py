@@ -64,7 +64,7 @@ from .base import _BaseTrainer
 from .diffro_config import DiffROConfig
 from .model_cards import DIFFRO_MODEL_CARD_TEMPLATE
 from .reference import add_reference_adapter, reference_copy, use_adapter
-from .saving import MergedSaveMixin
+from .saving import MergedSaveMixin, is_peft_model
 
 
 logger = logging.getLogger(__name__)
@@ -176,14 +176,14 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                 "(load_cosyvoice2_tokenizer / build_tiny_cosyvoice2_tokenizer)."
             )
 
-        given_adapter = hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
+        given_adapter = is_peft_model(model)
         if peft_config is not None:
             from peft import get_peft_model
 
             if given_adapter:
                 raise ValueError("`model` already carries a PEFT adapter; pass `peft_config=None` to train it as is.")
             model = get_peft_model(model, peft_config)
-        self.is_peft_model = hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
+        self.is_peft_model = is_peft_model(model)
         policy = model.get_base_model() if self.is_peft_model else model
         if not isinstance(policy, CosyVoice2LM):
             raise TypeError(
