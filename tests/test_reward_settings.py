@@ -335,3 +335,46 @@ def test_an_rm_from_train_rm_py_is_scored_by_rrpo_py_with_its_own_settings(tmp_p
     (record,) = [record for record in caplog.records if "overrides the robust loss" in record.message]
     assert "adv_alpha=0.5 (the reward model's own: 0.2)" in record.message
     assert "α (Eq. 5) | 0.5" in (tmp_path / "overridden" / "README.md").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ the builder
+
+
+def test_the_reward_set_is_built_without_a_trainer_and_runs_a_multitask_rms_encoder_once():
+    from rrpo_hf.models.robust_ser import RobustMultiTaskRMConfig, RobustSERForMultiTaskReward
+
+    torch.manual_seed(0)
+    config = RobustMultiTaskRMConfig(
+        vocab_size=32,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        tasks=["emotion", "asr", "quality"],
+        asr_labels=["a", "b", "c"],
+        adv_alpha=0.3,
+    )
+    model = RobustSERForMultiTaskReward(config).eval()
+    rewards = build_reward_set(None, [model], weights=[1.0, 0.5, 0.2], gate="asr", gate_threshold=-5.0)
+    assert rewards.names == ["emotion", "asr", "quality"] and rewards.emotion_index == 0 and rewards.gate_index == 1
+    assert rewards.emotion_reward.settings == model.config.robust_loss
+    rewards.check_policy(32)
+    with pytest.raises(ValueError, match="speech_token_size=64"):
+        rewards.check_policy(64)
+
+    ids, mask = right_pad(fixed_tokens(), 0)
+    probs = F.one_hot(ids, 32).float().requires_grad_(True)
+    batch = {"target_emotions": TARGETS, "texts": ["a b", "c", "a a b", "b c"]}
+    passes = []
+    handle = model.encoder.register_forward_hook(lambda module, args, output: passes.append(1))
+    shared = rewards.compute(probs, mask, batch)
+    assert len(passes) == 1  # three rewards, one encoder pass
+    separate = [rewards.terms(func, name, probs, mask, batch) for func, name in zip(rewards.funcs, rewards.names)]
+    assert len(passes) == 4
+    handle.remove()
+    for mine, theirs in zip(shared, separate):
+        torch.testing.assert_close(mine["loss"], theirs["loss"])
+    (grad_shared,) = torch.autograd.grad(rewards.loss(shared, rewards.gate(shared)), probs)
+    (grad_separate,) = torch.autograd.grad(rewards.loss(separate, rewards.gate(separate)), probs)
+    torch.testing.assert_close(grad_shared, grad_separate)
