@@ -159,38 +159,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             )
 
         self._base_model_id = model if isinstance(model, str) else None
-        if isinstance(model, str):
-            if processing_class is None:
-                processing_class = AutoTokenizer.from_pretrained(model)
-            model = CosyVoice2LM.from_pretrained(model, **dict(args.model_init_kwargs or {}))
-        elif args.model_init_kwargs:
-            raise ValueError("`model_init_kwargs` only applies when `model` is a path; the model is already built.")
-        if processing_class is None:
-            raise ValueError(
-                "DiffROTrainer needs the policy's text tokenizer to build prompts: pass `processing_class=tokenizer` "
-                "(or give `model` as a folder that holds the tokenizer)."
-            )
-        if processing_class.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT) in (None, processing_class.unk_token_id):
-            raise ValueError(
-                f"The tokenizer does not know {COSYVOICE2_END_OF_PROMPT!r}; use a CosyVoice2 tokenizer "
-                "(load_cosyvoice2_tokenizer / build_tiny_cosyvoice2_tokenizer)."
-            )
-
-        given_adapter = is_peft_model(model)
-        if peft_config is not None:
-            from peft import get_peft_model
-
-            if given_adapter:
-                raise ValueError("`model` already carries a PEFT adapter; pass `peft_config=None` to train it as is.")
-            model = get_peft_model(model, peft_config)
-        self.is_peft_model = is_peft_model(model)
-        policy = model.get_base_model() if self.is_peft_model else model
-        if not isinstance(policy, CosyVoice2LM):
-            raise TypeError(
-                f"`model` must be a CosyVoice2LM (or a PEFT model around one), got {type(policy).__name__}."
-            )
-        self.policy_config = policy.config
-
+        model, processing_class, given_adapter = self._load_policy(model, processing_class, peft_config, args)
         self.rewards = build_reward_set(
             reward_model,
             reward_funcs,
@@ -204,42 +173,12 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             init_kwargs=args.reward_model_init_kwargs,
         )
         self.rewards.check_policy(self.policy_config.speech_token_size)
-        self.judge_model = None if judge_model is None else load_reward_model(judge_model, None, "judge_model")
-        self.eval_scorers = list(eval_scorers or [])
-        if self.judge_model is not None:
-            self._check_vocabulary(self.judge_model, "judge_model")
-            # The judge's cross-entropy uses the training reward's ε, so that judge_reward and reward compare.
-            smoothing = self.rewards.emotion_reward.label_smoothing
-            self.eval_scorers.append(EmotionClassifierScorer(self.judge_model, "judge", label_smoothing=smoothing))
-        not_callable = [type(scorer).__name__ for scorer in self.eval_scorers if not callable(scorer)]
-        if not_callable:
-            raise TypeError(f"eval_scorers must be callables `scorer(tokens, batch) -> dict`, got {not_callable}.")
+        self._set_up_eval_scorers(judge_model, eval_scorers)
         self.emotion_to_label_id = emotion_label_ids(self.reward_model.config.id2label)
-
-        self.max_speech_length = self._resolve_max_speech_length(args)
-        generates = args.rollout == "online" or eval_dataset is not None
-        if (
-            generates
-            and self.max_speech_length is not None
-            and (args.max_new_tokens is None or args.max_new_tokens > self.max_speech_length)
-        ):
-            logger.warning(
-                f"Generated speech (online rollouts, evaluation) is capped at {self.max_speech_length} tokens, the "
-                "most the reward model / judge reads (max_speech_length, else their max_position_embeddings); longer "
-                "utterances are cut there. Set max_new_tokens <= that to choose the cap yourself."
-            )
-
-        # The reference policy (β > 0, or `eval_kl`, whose KL means "from where training started"): full
-        # fine-tuning keeps a frozen copy (sharded under ZeRO-3, see below); a fresh LoRA adapter disables itself
-        # (the base model is its initial state); an adapter that arrives trained (e.g. LoRA-SFT) gets a frozen copy
-        # of itself, the "ref" adapter, since the bare base model is not where it starts.
-        self.ref_model = None
-        self.ref_adapter_name = None
-        needs_reference = args.beta > 0 or args.eval_kl
-        if needs_reference and not self.is_peft_model:
-            self.ref_model = reference_copy(model)
-        elif needs_reference and given_adapter:
-            self.ref_adapter_name = add_reference_adapter(model)
+        self.max_speech_length = self._resolve_max_speech_length(
+            args, generates=args.rollout == "online" or eval_dataset is not None
+        )
+        self._set_up_reference(model, args, given_adapter)
 
         self._train_emotion_names = None
         if train_dataset is not None:
@@ -251,7 +190,6 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             }
         elif eval_dataset is not None:
             eval_dataset = self._prepare_dataset(eval_dataset, args, "eval", need_speech=False)
-
         if data_collator is None:
             data_collator = self._make_collator(
                 processing_class, args, train_dataset, with_speech=args.rollout == "offline"
@@ -268,6 +206,79 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        self._place_frozen_models()
+        self._prompt_end_id = processing_class.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
+        # Separate streams per process: ranks must draw different Gumbel noise and rollouts for the same seed.
+        seed = args.seed + self.accelerator.process_index
+        self._gumbel_generator = torch.Generator(device=self.accelerator.device).manual_seed(seed)
+        self._rollout_generator = torch.Generator(device=self.accelerator.device).manual_seed(seed + 7919)
+        self._step_tokens = 0.0
+        self._check_custom_rewards_on_a_batch()
+
+    def _load_policy(self, model, processing_class, peft_config, args: DiffROConfig):
+        """The policy (loaded from its folder, a new LoRA adapter added), its tokenizer and whether it arrived with an
+        adapter; sets `is_peft_model` and `policy_config`."""
+        if isinstance(model, str):
+            if processing_class is None:
+                processing_class = AutoTokenizer.from_pretrained(model)
+            model = CosyVoice2LM.from_pretrained(model, **dict(args.model_init_kwargs or {}))
+        elif args.model_init_kwargs:
+            raise ValueError("`model_init_kwargs` only applies when `model` is a path; the model is already built.")
+        if processing_class is None:
+            raise ValueError(
+                "DiffROTrainer needs the policy's text tokenizer to build prompts: pass `processing_class=tokenizer` "
+                "(or give `model` as a folder that holds the tokenizer)."
+            )
+        if processing_class.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT) in (None, processing_class.unk_token_id):
+            raise ValueError(
+                f"The tokenizer does not know {COSYVOICE2_END_OF_PROMPT!r}; use a CosyVoice2 tokenizer "
+                "(load_cosyvoice2_tokenizer / build_tiny_cosyvoice2_tokenizer)."
+            )
+        given_adapter = is_peft_model(model)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            if given_adapter:
+                raise ValueError("`model` already carries a PEFT adapter; pass `peft_config=None` to train it as is.")
+            model = get_peft_model(model, peft_config)
+        self.is_peft_model = is_peft_model(model)
+        policy = model.get_base_model() if self.is_peft_model else model
+        if not isinstance(policy, CosyVoice2LM):
+            raise TypeError(
+                f"`model` must be a CosyVoice2LM (or a PEFT model around one), got {type(policy).__name__}."
+            )
+        self.policy_config = policy.config
+        return model, processing_class, given_adapter
+
+    def _set_up_eval_scorers(self, judge_model, eval_scorers) -> None:
+        self.judge_model = None if judge_model is None else load_reward_model(judge_model, None, "judge_model")
+        self.eval_scorers = list(eval_scorers or [])
+        if self.judge_model is not None:
+            self._check_vocabulary(self.judge_model, "judge_model")
+            # The judge's cross-entropy uses the training reward's ε, so that judge_reward and reward compare.
+            smoothing = self.rewards.emotion_reward.label_smoothing
+            self.eval_scorers.append(EmotionClassifierScorer(self.judge_model, "judge", label_smoothing=smoothing))
+        not_callable = [type(scorer).__name__ for scorer in self.eval_scorers if not callable(scorer)]
+        if not_callable:
+            raise TypeError(f"eval_scorers must be callables `scorer(tokens, batch) -> dict`, got {not_callable}.")
+
+    def _set_up_reference(self, model, args: DiffROConfig, given_adapter: bool) -> None:
+        """The reference policy (β > 0, or `eval_kl`, whose KL means "from where training started"): full fine-tuning
+        keeps a frozen copy (sharded under ZeRO-3, see `_place_frozen_models`); a fresh LoRA adapter disables itself
+        (the base model is its initial state); an adapter that arrives trained (e.g. LoRA-SFT) gets a frozen copy of
+        itself, the "ref" adapter, since the bare base model is not where it starts."""
+        self.ref_model = None
+        self.ref_adapter_name = None
+        needs_reference = args.beta > 0 or args.eval_kl
+        if needs_reference and not self.is_peft_model:
+            self.ref_model = reference_copy(model)
+        elif needs_reference and given_adapter:
+            self.ref_adapter_name = add_reference_adapter(model)
+
+    def _place_frozen_models(self) -> None:
+        """The reward models and the judge on the training device (never prepared); the reference too, or, under
+        ZeRO-3, as an inference engine that stays sharded like the policy and is gathered layer by layer in its
+        (no-grad) forward, instead of a full copy on every rank."""
         device = self.accelerator.device
         self.rewards.to(device)
         if self.judge_model is not None:
@@ -276,18 +287,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
                 from trl.models import prepare_deepspeed
 
-                # A ZeRO-3 inference engine: the reference stays sharded like the policy and is gathered layer by
-                # layer in its (no-grad) forward, instead of a full copy on every rank.
                 self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
             else:
                 self.ref_model.to(device)
-        self._prompt_end_id = processing_class.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
-        # Separate streams per process: ranks must draw different Gumbel noise and rollouts for the same seed.
-        seed = args.seed + self.accelerator.process_index
-        self._gumbel_generator = torch.Generator(device=device).manual_seed(seed)
-        self._rollout_generator = torch.Generator(device=device).manual_seed(seed + 7919)
-        self._step_tokens = 0.0
-        self._check_custom_rewards_on_a_batch()
 
     # ------------------------------------------------------------------ set-up
 
@@ -351,8 +353,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             for func, name in custom:
                 self._reward_terms(func, name, token_probs, attention_mask, batch)
 
-    def _resolve_max_speech_length(self, args: DiffROConfig) -> int | None:
-        """The generation cap: `args.max_speech_length`, else the fewest positions the reward models / judge read."""
+    def _resolve_max_speech_length(self, args: DiffROConfig, generates: bool = False) -> int | None:
+        """The generation cap: `args.max_speech_length`, else the fewest positions the reward models / judge read
+        (`generates`: the run generates speech, so a cap it did not choose is announced)."""
         limits = self.rewards.max_positions()
         if self.judge_model is not None:
             limits["judge_model"] = getattr(self.judge_model.config, "max_position_embeddings", None)
@@ -363,9 +366,17 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                     f"(max_position_embeddings={limit}); set max_speech_length <= {limit}."
                 )
         if args.max_speech_length is not None:
-            return args.max_speech_length
-        known = [limit for limit in limits.values() if limit is not None]
-        return min(known) if known else None
+            cap = args.max_speech_length
+        else:
+            known = [limit for limit in limits.values() if limit is not None]
+            cap = min(known) if known else None
+        if generates and cap is not None and (args.max_new_tokens is None or args.max_new_tokens > cap):
+            logger.warning(
+                f"Generated speech (online rollouts, evaluation) is capped at {cap} tokens, the most the reward model "
+                "/ judge reads (max_speech_length, else their max_position_embeddings); longer utterances are cut "
+                "there. Set max_new_tokens <= that to choose the cap yourself."
+            )
+        return cap
 
     def _check_vocabulary(self, classifier, name: str) -> None:
         RewardSet([], [], [], 0, models=[(name, classifier)]).check_policy(self.policy_config.speech_token_size)
