@@ -13,7 +13,8 @@ keys the recipe and flags do not set keep `DiffROConfig`'s defaults (the papers'
 policy (`--save_merged`, default) or the adapter, never both; `--resume_from_checkpoint true` resumes from the
 latest checkpoint in `output_dir`.
 
-The DiffRO baseline is one flag away (`--reward_adv_alpha 0`, see recipes/toy/diffro.yaml vs rrpo.yaml).
+DiffRO vs RRPO is the reward model folder: the reward computes the loss its RM was trained with (a vanilla RM:
+DiffRO, recipes/toy/diffro.yaml; a robust RM: RRPO, rrpo.yaml); `--reward_adv_alpha` etc. override it (logged).
 
 Several rewards (docs/architecture.md, "Several rewards"): an ensemble of emotion reward models, the ASR and quality
 heads of a multi-task reward model, their weights, and an ASR gate on the emotion reward
