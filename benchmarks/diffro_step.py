@@ -343,7 +343,7 @@ def phase_instrumentation(timer_ref: list, policy, reward_model, trainers):
     diffro_trainer_module.token_level_kl = timed("KL", module_patches["token_level_kl"])
     for trainer in trainers:
         trainer._generate = timed("rollout generation", trainer._generate)
-        trainer._compute_rewards = timed("reward losses + adversarial grad", trainer._compute_rewards)
+        trainer.rewards.compute = timed("reward losses + adversarial grad", trainer.rewards.compute)
         trainer._reference_logits = timed("reference forward", trainer._reference_logits)
         trainer._record_step_metrics = timed("step metrics", trainer._record_step_metrics)
         trainer.accelerator.backward = timed("backward", trainer.accelerator.backward)
@@ -355,8 +355,9 @@ def phase_instrumentation(timer_ref: list, policy, reward_model, trainers):
         for name, function in module_patches.items():
             setattr(diffro_trainer_module, name, function)
         for trainer in trainers:
-            for name in ("_generate", "_compute_rewards", "_reference_logits", "_record_step_metrics"):
+            for name in ("_generate", "_reference_logits", "_record_step_metrics"):
                 del trainer.__dict__[name]
+            del trainer.rewards.__dict__["compute"]
             del trainer.accelerator.__dict__["backward"]
 
 

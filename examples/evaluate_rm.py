@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rrpo_hf.data.labels import emotion_key, emotion_label_ids
-from rrpo_hf.evaluation.metrics import emotion_recognition_scores
+from rrpo_hf.evaluation.metrics import confusion_matrix, emotion_recognition_scores
 from rrpo_hf.script_utils import ScriptParser
 from rrpo_hf.utils.saving import atomic_write, atomic_write_text
 
@@ -182,41 +182,14 @@ def load_reward_model(path: str, trust_remote_code: bool, device: str):
 
 # -------------------------------------------------------------------------------------------------- scoring
 def predict(model, token_lists, args, source: str, progress) -> np.ndarray:
-    """Argmax class ids of ``model`` for every row, in batches through the reward model's collator."""
-    import torch
+    """Argmax class ids of ``model`` for every row, through the package's one batched classifier call."""
+    from rrpo_hf.evaluation.scorers import classifier_logits
 
-    from rrpo_hf.data.collators import DataCollatorForSpeechEmotion
-    from rrpo_hf.data.validation import ROW_INDEX_COLUMN
-
-    config = model.config
-    max_positions = getattr(config, "max_position_embeddings", None)
-    collator = DataCollatorForSpeechEmotion(
-        pad_token_id=config.pad_token_id if config.pad_token_id is not None else config.vocab_size,
-        label_column=None,
-        tokens_column="speech_tokens",
-        max_length=args.max_length or max_positions,
-        truncation=args.max_length is not None,
-        vocab_size=config.vocab_size,
-    )
-    device = next(model.parameters()).device
-    predictions = []
-    for start in range(0, len(token_lists), args.batch_size):
-        rows = range(start, min(start + args.batch_size, len(token_lists)))
-        try:
-            batch = collator([{"speech_tokens": token_lists[i], ROW_INDEX_COLUMN: i} for i in rows])
-        except ValueError as error:
-            raise SystemExit(f"error: dataset {source}: {error} (evaluate_rm.py: --max_length N truncates)") from None
-        with torch.no_grad():
-            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-        predictions.append(logits.logits.argmax(-1).cpu().numpy())
-        progress.update(len(rows))
-    return np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
-
-
-def confusion_matrix(references: np.ndarray, predictions: np.ndarray, num_labels: int) -> np.ndarray:
-    from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
-
-    return sklearn_confusion_matrix(references, predictions, labels=list(range(num_labels)))
+    try:
+        logits = classifier_logits(model, token_lists, args.batch_size, args.max_length, on_batch=progress.update)
+    except ValueError as error:
+        raise SystemExit(f"error: dataset {source}: {error} (evaluate_rm.py: --max_length N truncates)") from None
+    return logits.argmax(-1).numpy()
 
 
 def plot_confusion(matrix: np.ndarray, labels: list[str], title: str, path: Path) -> Path:

@@ -13,7 +13,8 @@ keys the recipe and flags do not set keep `DiffROConfig`'s defaults (the papers'
 policy (`--save_merged`, default) or the adapter, never both; `--resume_from_checkpoint true` resumes from the
 latest checkpoint in `output_dir`.
 
-The DiffRO baseline is one flag away (`--reward_adv_alpha 0`, see recipes/toy/diffro.yaml vs rrpo.yaml).
+DiffRO vs RRPO is the reward model folder: the reward computes the loss its RM was trained with (a vanilla RM:
+DiffRO, recipes/toy/diffro.yaml; a robust RM: RRPO, rrpo.yaml); `--reward_adv_alpha` etc. override it (logged).
 
 Several rewards (docs/architecture.md, "Several rewards"): an ensemble of emotion reward models, the ASR and quality
 heads of a multi-task reward model, their weights, and an ASR gate on the emotion reward
@@ -42,7 +43,7 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from transformers import set_seed
 from trl import ModelConfig, ScriptArguments
 
-from rrpo_hf import DiffROConfig, DiffROTrainer
+from rrpo_hf import DiffROConfig, DiffROTrainer, OracleScorer
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
 from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
 
@@ -198,7 +199,7 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         # A LoRA-SFT adapter folder arrives as a PeftModel: its adapter trains on (and is its own KL reference).
         peft_config=lora_config_from_model_args(model_args) if model_args.use_peft and not is_peft else None,
         judge_model=script_args.judge_model_path,
-        oracle=oracle,
+        eval_scorers=None if oracle is None else [OracleScorer(oracle)],
     )
     if trainer.is_world_process_zero() and len(trainer.reward_funcs) > 1:
         weighted = ", ".join(f"{name} x {w:g}" for name, w in zip(trainer.reward_func_names, trainer.reward_weights))

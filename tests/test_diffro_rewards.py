@@ -267,7 +267,7 @@ def test_cer_gate_lets_the_emotion_loss_through_only_for_intelligible_samples(tm
     torch.testing.assert_close(outputs["gate_weights"], gate)
     emotion = ungated["reward_losses"]["emotion"].detach()
     torch.testing.assert_close(loss.detach(), (gate * emotion).mean(), rtol=1e-5, atol=1e-6)
-    assert "asr_cer" not in gated._warned_no_gradient  # weight 0: a gate, not a reward that should train
+    assert "asr_cer" not in gated.rewards._warned_no_gradient  # weight 0: a gate, not a reward that should train
 
 
 @pytest.mark.parametrize("aggregation", ["mean", "min", "mean_minus_std"])
@@ -624,7 +624,7 @@ def test_optimising_the_asr_reward_lowers_the_oracle_cer(tmp_path, tokenizer):  
     (under teacher forcing, repeating the previous unit reads as well as saying the next one, and free-running
     generation then stalls), and the CER rises instead.
     """
-    from rrpo_hf.testbed import Oracle, TestbedConfig, make_emotion_corpus
+    from rrpo_hf.testbed import Oracle, OracleScorer, TestbedConfig, make_emotion_corpus
 
     toy = make_emotion_corpus(language="alpha", num_train=256, num_test=128, codebook_size=CODEBOOK, seed=0)
     reward_model = train_asr_head(toy)
@@ -653,7 +653,7 @@ def test_optimising_the_asr_reward_lowers_the_oracle_cer(tmp_path, tokenizer):  
             train_dataset=toy["train"],
             eval_dataset=toy["test"],
             processing_class=tokenizer,
-            oracle=Oracle(TestbedConfig(codebook_size=CODEBOOK)),
+            eval_scorers=[OracleScorer(Oracle(TestbedConfig(codebook_size=CODEBOOK)))],
         )
         assert trainer.reward_func_names == ["emotion", "asr"]
         before = trainer.evaluate(metric_key_prefix="before")["before_oracle_cer"]

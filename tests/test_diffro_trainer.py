@@ -10,7 +10,7 @@ from rrpo_hf.data.labels import UnknownEmotionError, emotion_label_maps
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 from rrpo_hf.ops import fgm_perturbation, mixup_emotion_loss, sample_gumbel_noise
-from rrpo_hf.testbed import Oracle, TestbedConfig, build_testbed_tokenizer, make_emotion_corpus
+from rrpo_hf.testbed import Oracle, OracleScorer, TestbedConfig, build_testbed_tokenizer, make_emotion_corpus
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 
 
@@ -104,7 +104,7 @@ def make_args(tmp_path, **overrides):
 
 def make_trainer(tmp_path, corpus, tokenizer, policy=None, reward_model=None, **overrides):
     peft_config = overrides.pop("peft_config", None)
-    extra = {key: overrides.pop(key) for key in ("judge_model", "oracle", "eval_dataset") if key in overrides}
+    extra = {key: overrides.pop(key) for key in ("judge_model", "eval_scorers", "eval_dataset") if key in overrides}
     return DiffROTrainer(
         model=policy if policy is not None else make_policy(tokenizer),
         reward_model=reward_model if reward_model is not None else make_reward_model(),
@@ -454,7 +454,12 @@ def test_config_validates_its_fields(tmp_path):
 def test_evaluation_scores_samples_with_reward_model_judge_and_oracle(tmp_path, corpus, tokenizer):
     oracle = Oracle(TestbedConfig(codebook_size=CODEBOOK))
     trainer = make_trainer(
-        tmp_path, corpus, tokenizer, judge_model=make_reward_model(seed=5), oracle=oracle, eval_dataset=corpus["test"]
+        tmp_path,
+        corpus,
+        tokenizer,
+        judge_model=make_reward_model(seed=5),
+        eval_scorers=[OracleScorer(oracle)],
+        eval_dataset=corpus["test"],
     )
     metrics = trainer.evaluate()
     assert metrics["eval_samples"] == len(corpus["test"])

@@ -51,11 +51,14 @@ def test_a_user_scorer_is_called_on_the_generated_tokens_and_logged_as_a_mean(tm
     assert targets == [names[i] for i in corpus["test"]["emotion"]]
 
 
-def test_judge_and_oracle_conveniences_equal_the_explicit_scorers(tmp_path, corpus, tokenizer):  # noqa: F811
+def test_the_judge_convenience_equals_the_explicit_scorer(tmp_path, corpus, tokenizer):  # noqa: F811
     judge, oracle = make_reward_model(seed=5), Oracle(TestbedConfig(codebook_size=CODEBOOK))
-    convenient = build(tmp_path / "a", corpus, tokenizer, judge_model=copy.deepcopy(judge), oracle=oracle).evaluate()
-    # The convenience smooths the judge's cross-entropy like the training reward's (reward_label_smoothing).
-    smoothing = make_args(tmp_path).reward_label_smoothing
+    convenient = build(
+        tmp_path / "a", corpus, tokenizer, judge_model=copy.deepcopy(judge), eval_scorers=[OracleScorer(oracle)]
+    )
+    # The convenience smooths the judge's cross-entropy like the training reward's (its RM's own ε here).
+    smoothing = convenient.emotion_reward.label_smoothing
+    convenient = convenient.evaluate()
     scorers = [EmotionClassifierScorer(judge.eval(), label_smoothing=smoothing), OracleScorer(oracle)]
     explicit = build(tmp_path / "b", corpus, tokenizer, eval_scorers=scorers).evaluate()
     keys = ["eval_judge_reward", "eval_judge_accuracy"] + [f"eval_oracle_{key}" for key in ORACLE_EVAL_KEYS]

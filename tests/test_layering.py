@@ -25,9 +25,11 @@ LAYER_RANK = {
     "study": 6,
     "script_utils": 7,
 }
-# The robustness probes reuse the testbed's token perturbations (`insert_tokens`); nothing else crosses between the
-# siblings: the testbed's OracleScorer fits the evaluation scorer protocol without importing it.
-SIBLING_ALLOWED = {("evaluation", "rrpo_hf.testbed.perturb")}
+# Nothing crosses between the siblings: the generic token edits the probes and the testbed share live in `data`, and
+# the testbed's OracleScorer fits the evaluation scorer protocol without importing it.
+SIBLING_ALLOWED: set[tuple[str, str]] = set()
+# The testbed is a leaf of the library: only the study (and the scripts) built on it may import it.
+TESTBED_USERS = {"testbed", "study", "script_utils"}
 
 
 def module_name(path: Path, package_dir: Path = PACKAGE_DIR) -> str:
@@ -101,6 +103,18 @@ def layering_violations() -> list[str]:
                 where = path.relative_to(PACKAGE_DIR.parent)
                 violations.append(f"{where}:{line}: {source_layer} imports {target} ({target_layer})")
     return violations
+
+
+def test_the_testbed_is_a_leaf():
+    public_names = lazy_public_names()
+    imports = [
+        f"{path.relative_to(PACKAGE_DIR.parent)}:{line}: imports {target}"
+        for path in sorted(PACKAGE_DIR.rglob("*.py"))
+        if path != PACKAGE_DIR / "__init__.py" and layer_of(module_name(path)) not in TESTBED_USERS
+        for line, target in imported_modules(path, public_names)
+        if target.startswith("rrpo_hf.testbed")
+    ]
+    assert not imports, "the library core imports the testbed:\n" + "\n".join(imports)
 
 
 def test_every_package_has_a_layer():

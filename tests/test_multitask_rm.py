@@ -256,7 +256,8 @@ def test_auto_model_round_trip(model, tmp_path):
 
 
 def test_ser_save_format_is_unchanged(tmp_path):
-    """The SER folder carries none of the multi-task files."""
+    """The SER folder carries none of the multi-task files (its config bundles the robust loss's settings:
+    robust_loss.py with adversarial.py; the token embedding bundles gumbel.py's soft_token_embedding)."""
     ser = RobustSERForAudioClassification(
         RobustSERConfig(
             vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64
@@ -264,11 +265,14 @@ def test_ser_save_format_is_unchanged(tmp_path):
     )
     ser.save_pretrained(tmp_path)
     assert sorted(p for p in os.listdir(tmp_path) if p.endswith(".py")) == [
+        "adversarial.py",
         "configuration_robust_ser.py",
         "eam.py",
+        "gumbel.py",
         "label_smoothing.py",
         "modeling_robust_ser.py",
         "remote_code.py",
+        "robust_loss.py",
         "saving.py",
     ]
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "robust_ser"

@@ -136,45 +136,39 @@ class RewardModelScorer:
             )
 
     def score_tokens(self, speech_tokens: Sequence[Sequence[int]], target_emotions: Sequence[str]) -> dict[str, list]:
+        """Per clip: the RM's predicted emotion, whether it is the target, ``P(target)`` and the reward ``-L_emo``
+        (Eq. 3 with ``label_smoothing``), through the package's one batched classifier call
+        (:func:`~rrpo_hf.evaluation.scorers.classifier_logits`); clips longer than the RM reads are cut."""
         import torch
 
-        from rrpo_hf.data.padding import right_pad
-        from rrpo_hf.ops.label_smoothing import smooth_labels, soft_cross_entropy
+        from rrpo_hf.data.labels import emotion_key, emotion_label_ids
+        from rrpo_hf.evaluation.scorers import classifier_logits
+        from rrpo_hf.ops.label_smoothing import mixup_emotion_loss
 
-        unknown = sorted(set(target_emotions) - set(self.label2id))
+        lookup = emotion_label_ids(self.model.config.id2label)
+        unknown = sorted({emotion for emotion in target_emotions if emotion_key(emotion) not in lookup})
         if unknown:
             raise ValueError(
                 f"Target emotions {unknown} are not labels of the reward model (its labels: {sorted(self.label2id)})."
             )
-        out: dict[str, list] = {"rm_predicted": [], "rm_correct": [], "rm_target_prob": [], "rm_reward": []}
-        for start in range(0, len(speech_tokens), self.batch_size):
-            chunk = [
-                list(t)[: self.max_length] if self.max_length else list(t)
-                for t in speech_tokens[start : start + self.batch_size]
-            ]
-            if any(len(t) == 0 for t in chunk):
-                raise ValueError("A clip produced no speech tokens; it is too short for the tokenizer.")
-            out_of_range = [t for tokens in chunk for t in tokens if not 0 <= t < self.model.config.vocab_size]
-            if out_of_range:
-                raise ValueError(
-                    f"Speech token ids {sorted(set(out_of_range))[:5]} lie outside the reward model's vocabulary "
-                    f"[0, {self.model.config.vocab_size}): the tokenizer does not match the one the RM was trained on."
-                )
-            input_ids, attention_mask = right_pad(chunk, self.pad_token_id)
-            targets = torch.tensor([self.label2id[e] for e in target_emotions[start : start + len(chunk)]])
-            with torch.no_grad():
-                logits = self.model(
-                    input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
-                ).logits
-            logits = logits.float().cpu()
-            probs = logits.softmax(-1)
-            predicted = logits.argmax(-1)
-            loss = soft_cross_entropy(logits, smooth_labels(targets, logits.shape[-1], self.label_smoothing))
-            out["rm_predicted"] += [self.id2label[int(i)] for i in predicted]
-            out["rm_correct"] += (predicted == targets).tolist()
-            out["rm_target_prob"] += probs.gather(1, targets[:, None])[:, 0].tolist()
-            out["rm_reward"] += (-loss).tolist()
-        return out
+        if any(len(tokens) == 0 for tokens in speech_tokens):
+            raise ValueError("A clip produced no speech tokens; it is too short for the tokenizer.")
+        try:
+            logits = classifier_logits(self.model, speech_tokens, self.batch_size, max_length=self.max_length)
+        except ValueError as error:
+            raise ValueError(
+                f"Speech token ids lie outside the reward model's vocabulary [0, {self.model.config.vocab_size}): "
+                f"the tokenizer does not match the one the RM was trained on. {error}"
+            ) from None
+        targets = torch.tensor([lookup[emotion_key(emotion)] for emotion in target_emotions], dtype=torch.long)
+        predicted = logits.argmax(-1)
+        loss = mixup_emotion_loss(logits, targets, epsilon=self.label_smoothing, reduction="none")
+        return {
+            "rm_predicted": [self.id2label[int(i)] for i in predicted],
+            "rm_correct": (predicted == targets).tolist(),
+            "rm_target_prob": logits.softmax(-1).gather(1, targets[:, None])[:, 0].tolist(),
+            "rm_reward": (-loss).tolist(),
+        }
 
     def __call__(self, waveforms: Sequence[np.ndarray], target_emotions: Sequence[str]) -> dict[str, list]:
         tokens = self.tokenizer.tokenize(list(waveforms), sampling_rate=TARGET_SAMPLING_RATE)

@@ -47,6 +47,13 @@ _CITATION = """\
 """
 
 
+def confusion_matrix(references, predictions, num_labels: int) -> np.ndarray:
+    """``(num_labels, num_labels)`` counts, ``confusion[true, predicted]``: the one confusion matrix of the package."""
+    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(confusion, (np.asarray(references, dtype=np.int64), np.asarray(predictions, dtype=np.int64)), 1)
+    return confusion
+
+
 def emotion_recognition_scores(
     predictions: Sequence[int] | np.ndarray,
     references: Sequence[int] | np.ndarray,
@@ -73,9 +80,7 @@ def emotion_recognition_scores(
     elif observed > num_labels:
         raise ValueError(f"Found class id {observed - 1} but num_labels={num_labels}.")
 
-    # confusion[true, predicted]
-    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
-    np.add.at(confusion, (references, predictions), 1)
+    confusion = confusion_matrix(references, predictions, num_labels)
     true_positives = np.diag(confusion).astype(np.float64)
     support = confusion.sum(axis=1).astype(np.float64)
     predicted = confusion.sum(axis=0).astype(np.float64)

@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 
 from ..data.labels import UnknownEmotionError, normalize_emotion
 from ..data.padding import right_pad
+from ..data.token_edits import insert_tokens
 from ..ops.adversarial import fgm_perturbation
-from ..testbed.perturb import insert_tokens
 from .metrics import emotion_recognition_scores
+from .scorers import classifier_logits
 
 
 TokenSequences = Sequence[Sequence[int]]
@@ -176,17 +177,12 @@ def _batches(count: int, batch_size: int, description: str, show_progress: bool)
         yield range(start, min(start + batch_size, count))
 
 
-@torch.no_grad()
 def _probabilities(
     model, sequences: list[list[int]], batch_size: int, description: str, show_progress: bool
 ) -> torch.Tensor:
-    device = _model_device(model)
-    chunks = []
-    for rows in _batches(len(sequences), batch_size, description, show_progress):
-        input_ids, attention_mask = right_pad([sequences[i] for i in rows], model.config.pad_token_id, device)
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        chunks.append(torch.softmax(logits.float(), dim=-1).cpu())
-    return torch.cat(chunks)
+    with tqdm(total=len(sequences), desc=description, disable=not show_progress) as progress:
+        logits = classifier_logits(model, sequences, batch_size, on_batch=progress.update)
+    return torch.softmax(logits, dim=-1)
 
 
 # ---------------------------------------------------------------------------------------- (a) artifacts

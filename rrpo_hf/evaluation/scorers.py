@@ -22,12 +22,58 @@ from typing import Any, Protocol
 
 import torch
 
-from ..data.diffro_collator import pad_speech_tokens
 from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
+from ..data.padding import right_pad
+from ..data.validation import check_token_range
 from ..ops import mixup_emotion_loss
 
 
-__all__ = ["EmotionClassifierScorer", "EvalScorer", "emotion_classifier_scores"]
+__all__ = ["EmotionClassifierScorer", "EvalScorer", "classifier_logits", "emotion_classifier_scores"]
+
+
+@torch.no_grad()
+def classifier_logits(
+    model: torch.nn.Module,
+    token_lists: Sequence[Sequence[int]],
+    batch_size: int = 64,
+    max_length: int | None = None,
+    on_batch=None,
+) -> torch.Tensor:
+    """The one way to run a speech-token emotion classifier over token lists: ``(N, num_labels)`` float32 logits on
+    the CPU, in batches of ``batch_size`` right-padded with the model's padding id, on the model's device.
+
+    Each utterance is checked first (not empty, ids in the model's codebook: one error naming the utterance), and
+    cut to ``max_length`` tokens when given; an utterance longer than the model's ``max_position_embeddings`` is an
+    error naming the fix. ``on_batch(count)`` is called after each batch (a progress bar's ``update``).
+    """
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None)
+    sequences = []
+    for index, tokens in enumerate(token_lists):
+        tokens = [int(token) for token in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens)]
+        if max_length is not None:
+            tokens = tokens[:max_length]
+        if not tokens:
+            raise ValueError(f"Utterance {index} has no speech tokens; filter such utterances out.")
+        check_token_range(tokens, config.vocab_size, f"Utterance {index}")
+        if limit is not None and len(tokens) > limit:
+            raise ValueError(
+                f"Utterance {index} has {len(tokens)} speech tokens, more than the classifier reads "
+                f"(max_position_embeddings={limit}); truncate (max_length={limit}) or filter long utterances."
+            )
+        sequences.append(tokens)
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    pad_id = config.pad_token_id if getattr(config, "pad_token_id", None) is not None else config.vocab_size
+    chunks = []
+    for start in range(0, len(sequences), batch_size):
+        input_ids, attention_mask = right_pad(sequences[start : start + batch_size], pad_id, device)
+        chunks.append(model(input_ids=input_ids, attention_mask=attention_mask).logits.float().cpu())
+        if on_batch is not None:
+            on_batch(input_ids.shape[0])
+    return torch.cat(chunks) if chunks else torch.zeros(0, config.num_labels)
 
 
 class EvalScorer(Protocol):
@@ -80,10 +126,7 @@ class EmotionClassifierScorer:
                 f"The {self.name} classifier has no label for target emotion(s) {missing}; its labels are "
                 f"{sorted(self.label_lookup)}."
             )
-        device = next(self.model.parameters()).device
-        speech_ids, speech_attention_mask = pad_speech_tokens(tokens, device)
-        labels = torch.tensor([self.label_lookup[emotion] for emotion in targets], device=device)
-        reward, correct = emotion_classifier_scores(
-            self.model, speech_ids, speech_attention_mask, labels, self.label_smoothing
-        )
-        return {f"{self.name}_reward": reward, f"{self.name}_accuracy": correct}
+        logits = classifier_logits(self.model, tokens, batch_size=max(len(tokens), 1))
+        labels = torch.tensor([self.label_lookup[emotion] for emotion in targets])
+        loss = mixup_emotion_loss(logits, labels, epsilon=self.label_smoothing, reduction="none")
+        return {f"{self.name}_reward": -loss, f"{self.name}_accuracy": (logits.argmax(-1) == labels).float()}

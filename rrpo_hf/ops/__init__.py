@@ -2,20 +2,27 @@
 
 * Eq. 2 :func:`smooth_labels`, with :func:`soft_cross_entropy`;
 * Eq. 3 :func:`mixup_emotion_loss`;
-* Eq. 4 :func:`fgm_perturbation`;
+* Eq. 4 :func:`fgm_perturbation` (radius: :func:`adversarial_radius`);
+* Eq. 5 :func:`robust_emotion_loss`, its settings :class:`RobustLossSettings`;
 * Algorithm 1 :func:`sample_eam_plan` + :func:`apply_energy_adaptive_mixup`.
 
 The reward-model modules here import nothing but ``torch`` so they can ship inside a saved
 checkpoint (remote code); see ``RobustSERPreTrainedModel.save_pretrained``.
 """
 
-from .adversarial import fgm_perturbation
+from .adversarial import ADV_EPSILON_SCALES, adversarial_radius, fgm_perturbation
 from .eam import EAM_PLAN_KEYS, apply_energy_adaptive_mixup, sample_eam_plan
 from .label_smoothing import mixup_emotion_loss, smooth_labels, soft_cross_entropy
+from .robust_loss import RobustLossSettings, check_robust_loss_settings, robust_emotion_loss
 
 
 __all__ = [
+    "ADV_EPSILON_SCALES",
     "EAM_PLAN_KEYS",
+    "RobustLossSettings",
+    "adversarial_radius",
+    "check_robust_loss_settings",
+    "robust_emotion_loss",
     "apply_energy_adaptive_mixup",
     "fgm_perturbation",
     "mixup_emotion_loss",

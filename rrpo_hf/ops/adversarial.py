@@ -8,7 +8,33 @@ from __future__ import annotations
 import torch
 
 
-def fgm_perturbation(grad: torch.Tensor, attention_mask: torch.Tensor | None, epsilon: float) -> torch.Tensor:
+#: How the radius of δ is set: "absolute" (the paper, ``‖δ‖ = ε_adv``) or "relative" (``‖δ‖ = ε_adv·‖h'‖``).
+ADV_EPSILON_SCALES = ("absolute", "relative")
+
+
+def adversarial_radius(
+    hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, epsilon: float, scale: str = "absolute"
+) -> float | torch.Tensor:
+    """The radius ``‖δ_b‖`` of Eq. 4's perturbation for each utterance.
+
+    ``"absolute"`` is the paper's rule, ``ε_adv`` itself. ``"relative"`` is ``ε_adv·‖h'_b‖`` (``(B,)``, detached), with
+    the norm over the utterance's valid frames and all hidden dimensions, as Eq. 4's gradient norm: a radius that
+    means the same relative push whatever the scale of the encoder's output, so an RM cannot become robust to a
+    fixed ε_adv merely by growing ‖h'‖.
+    """
+    if scale == "absolute":
+        return epsilon
+    if scale != "relative":
+        raise ValueError(f"adv_epsilon_scale must be one of {list(ADV_EPSILON_SCALES)}, got {scale!r}.")
+    hidden = hidden_states.detach().float()
+    if attention_mask is not None:
+        hidden = hidden * attention_mask.to(hidden.dtype).unsqueeze(-1)
+    return epsilon * hidden.pow(2).sum(dim=(1, 2)).sqrt()
+
+
+def fgm_perturbation(
+    grad: torch.Tensor, attention_mask: torch.Tensor | None, epsilon: float | torch.Tensor
+) -> torch.Tensor:
     """Eq. 4: ``delta = epsilon * g / ||g||_2`` with ``g = dL_emo/dh'``, one norm per sample.
 
     The norm runs over the sample's valid frames and all hidden dimensions; padded frames get a zero
@@ -18,19 +44,22 @@ def fgm_perturbation(grad: torch.Tensor, attention_mask: torch.Tensor | None, ep
     Args:
         grad: ``(B, L, D)`` gradient of ``L_emo`` w.r.t. ``h'``.
         attention_mask: ``(B, L)`` with 1 on valid frames, or ``None`` if every frame is valid.
-        epsilon: the perturbation magnitude ``epsilon_adv``; ``||delta_i||_2 == epsilon``.
+        epsilon: the perturbation magnitude ``epsilon_adv``; ``||delta_i||_2 == epsilon`` (a ``(B,)`` tensor: one
+            radius per sample, see :func:`adversarial_radius`).
 
     Returns:
         ``delta`` with the shape of ``grad``, detached (a constant in ``L_adv``).
     """
     if grad.dim() != 3:
         raise ValueError(f"`grad` must be (batch, frames, hidden), got shape {tuple(grad.shape)}.")
-    if epsilon < 0:
+    if bool((epsilon < 0).any()) if isinstance(epsilon, torch.Tensor) else epsilon < 0:
         raise ValueError(f"The adversarial epsilon must be non-negative, got {epsilon}.")
     grad = grad.detach()
     if attention_mask is not None:
         grad = grad * attention_mask.to(grad.dtype).unsqueeze(-1)
     # The norm is taken in float32: squared bf16 gradients underflow easily.
     norm = grad.float().pow(2).sum(dim=(1, 2)).sqrt()
+    if isinstance(epsilon, torch.Tensor):
+        epsilon = epsilon.to(device=norm.device, dtype=norm.dtype)
     scale = torch.where(norm > 0, epsilon / norm.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(norm))
     return (grad.float() * scale[:, None, None]).to(grad.dtype)

@@ -12,28 +12,52 @@ policy cannot win by exploiting one model's idiosyncrasies (Coste et al., 2023; 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
-from ..ops import REWARD_AGGREGATIONS, aggregate_rewards, ensemble_std, fgm_perturbation, mixup_emotion_loss
+from ..ops import REWARD_AGGREGATIONS, RobustLossSettings, aggregate_rewards, ensemble_std, robust_emotion_loss
 from .base import RewardFunction, require_head
 
 
-__all__ = ["EmotionRMEnsemble", "EmotionReward"]
+__all__ = ["EmotionRMEnsemble", "EmotionReward", "reward_loss_settings"]
+
+logger = logging.getLogger(__name__)
 
 
-def _check_reward_settings(label_smoothing: float, adv_alpha: float, adv_epsilon: float) -> None:
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
-    if adv_alpha < 0:
-        raise ValueError(f"adv_alpha must be >= 0 (0 = plain DiffRO), got {adv_alpha}.")
-    if adv_alpha > 0 and adv_epsilon <= 0:
-        raise ValueError(
-            f"adv_epsilon must be > 0 when adv_alpha > 0, got {adv_epsilon}; set adv_alpha=0 for plain DiffRO."
+def reward_loss_settings(
+    model: torch.nn.Module,
+    label_smoothing: float | None = None,
+    adv_alpha: float | None = None,
+    adv_epsilon: float | None = None,
+    adv_epsilon_scale: str | None = None,
+    name: str = "emotion",
+) -> RobustLossSettings:
+    """The robust loss a reward computes from ``model``: the settings saved in its config (what it was trained with,
+    :meth:`RobustLossSettings.from_config`), each given value overriding its own. An override that changes a value
+    is logged once, naming both values."""
+    own = RobustLossSettings.from_config(getattr(model, "config", None))
+    overrides = dict(
+        label_smoothing=label_smoothing,
+        adv_alpha=adv_alpha,
+        adv_epsilon=adv_epsilon,
+        adv_epsilon_scale=adv_epsilon_scale,
+    )
+    settings = own.replace(**overrides)
+    changed = [
+        f"{field}={getattr(settings, field)!r} (the reward model's own: {getattr(own, field)!r})"
+        for field, value in overrides.items()
+        if value is not None and getattr(settings, field) != getattr(own, field)
+    ]
+    if changed:
+        logger.warning(
+            f"The emotion reward {name!r} overrides the robust loss its reward model was trained with: "
+            f"{', '.join(changed)}. Leave DiffROConfig.reward_* unset to use the model's own."
         )
+    return settings
 
 
 class EmotionReward(RewardFunction):
@@ -43,26 +67,35 @@ class EmotionReward(RewardFunction):
         model: a speech-token emotion classifier with `classify(hidden_states, attention_mask)` and
             `last_hidden_state` in its outputs (e.g. [`RobustSERForAudioClassification`]). It is put in eval mode
             with frozen parameters: gradients flow through its inputs, never into it.
-        label_smoothing (`float`, defaults to 0.0): ε of Eq. 2 in ``L_emo``.
-        adv_alpha (`float`, defaults to 0.0): α of Eq. 5; 0 gives plain DiffRO's ``L_emo``.
-        adv_epsilon (`float`, defaults to 0.5): ε_adv of Eq. 4 (per-sample L2 norm of the perturbation of ``h'``).
+        label_smoothing (`float`, *optional*): ε of Eq. 2 in ``L_emo``.
+        adv_alpha (`float`, *optional*): α of Eq. 5; 0 gives plain DiffRO's ``L_emo``.
+        adv_epsilon (`float`, *optional*): ε_adv of Eq. 4 (the radius of the perturbation of ``h'``).
         name (`str`, defaults to `"emotion"`): the name in the logs (``reward/<name>``).
+        adv_epsilon_scale (`str`, *optional*): the radius rule, `"absolute"` or `"relative"` (Eq. 4).
+
+    Each setting left `None` is the model's own: the robust loss it was trained with, saved in its config
+    (`model.config.robust_loss`; the paper's 0.1 / 0.5 / 0.5 / absolute for a config without them). So a vanilla
+    RM's reward is its plain cross-entropy and a robust RM's its Eq. 5: DiffRO vs RRPO is the choice of the model.
+    A value given overrides the model's and is logged. ``settings`` holds the values used.
 
     The target of each sample is ``batch["target_emotions"]`` (canonical names) looked up in this model's own
     labels, so that models with different label orders can score one batch; a batch without names uses
     ``batch["emotion_labels"]`` as this model's label ids.
     """
 
+    # Its model's forward gives every head's output: rewards of one model share it (`RewardSet.compute`).
+    shares_forward = True
+
     def __init__(
         self,
         model: torch.nn.Module,
-        label_smoothing: float = 0.0,
-        adv_alpha: float = 0.0,
-        adv_epsilon: float = 0.5,
+        label_smoothing: float | None = None,
+        adv_alpha: float | None = None,
+        adv_epsilon: float | None = None,
         name: str = "emotion",
+        adv_epsilon_scale: str | None = None,
     ):
         super().__init__(name)
-        _check_reward_settings(label_smoothing, adv_alpha, adv_epsilon)
         if getattr(getattr(model, "config", None), "tasks", None) is not None:
             # A multi-task reward model always has `classify`; it works only with its emotion head.
             require_head(model, "emotion", name)
@@ -72,11 +105,25 @@ class EmotionReward(RewardFunction):
                 f"`classify(hidden_states, attention_mask)` head (the adversarial term perturbs its input), got "
                 f"{type(model).__name__} (use RobustSERForAudioClassification)."
             )
+        self.settings = reward_loss_settings(model, label_smoothing, adv_alpha, adv_epsilon, adv_epsilon_scale, name)
         self.model = model.eval().requires_grad_(False)
-        self.label_smoothing = label_smoothing
-        self.adv_alpha = adv_alpha
-        self.adv_epsilon = adv_epsilon
         self.label_ids = emotion_label_ids(model.config.id2label)
+
+    @property
+    def label_smoothing(self) -> float:
+        return self.settings.label_smoothing
+
+    @property
+    def adv_alpha(self) -> float:
+        return self.settings.adv_alpha
+
+    @property
+    def adv_epsilon(self) -> float:
+        return self.settings.adv_epsilon
+
+    @property
+    def adv_epsilon_scale(self) -> str:
+        return self.settings.adv_epsilon_scale
 
     def train(self, mode: bool = True):
         # The classifier is read, never trained: dropout in it would only make the reward noisy.
@@ -106,30 +153,39 @@ class EmotionReward(RewardFunction):
         return torch.tensor([self.label_ids[key] for key in keys], dtype=torch.long, device=device)
 
     def loss_terms(
-        self, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: Mapping[str, Any]
+        self,
+        token_probs: torch.Tensor,
+        attention_mask: torch.Tensor,
+        batch: Mapping[str, Any],
+        outputs: Any | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per sample: ``loss`` (= ``L_ser``), ``loss_emo``, ``loss_adv`` (zeros when α = 0 or without gradients),
-        ``correct`` (whether the classifier's top label is the target) and the classifier's ``logits``.
+        """Per sample: ``loss`` (= ``L_ser``, :func:`~rrpo_hf.ops.robust_emotion_loss`), ``loss_emo``, ``loss_adv``
+        (zeros when α = 0 or without gradients), ``correct`` (whether the classifier's top label is the target) and
+        the classifier's ``logits``.
 
-        ``L_adv`` needs ``∂L_emo/∂h'``, taken with ``torch.autograd.grad`` on ``h'`` alone; the graph is kept for
-        the backward of the total loss.
+        ``outputs``: the model's forward on these inputs, when another reward of the same model already ran it
+        (`RewardSet` runs a multi-task model's encoder once for all its heads).
         """
         labels = self.target_labels(batch, token_probs.device)
-        outputs = self.model(input_token_probs=token_probs, attention_mask=attention_mask)
-        loss_emo = mixup_emotion_loss(outputs.logits, labels, epsilon=self.label_smoothing, reduction="none")
-        loss_adv = torch.zeros_like(loss_emo)
+        if outputs is None:
+            outputs = self.model(input_token_probs=token_probs, attention_mask=attention_mask)
         hidden_states = outputs.last_hidden_state
-        if self.adv_alpha > 0 and torch.is_grad_enabled() and hidden_states.requires_grad:
-            (hidden_grad,) = torch.autograd.grad(loss_emo.sum(), hidden_states, retain_graph=True)
-            delta = fgm_perturbation(hidden_grad, attention_mask, self.adv_epsilon)
-            adv_logits = self.model.classify(hidden_states + delta, attention_mask)
-            loss_adv = mixup_emotion_loss(adv_logits, labels, epsilon=self.label_smoothing, reduction="none")
+        loss, loss_emo, loss_adv = robust_emotion_loss(
+            self.model.classify,
+            hidden_states,
+            attention_mask,
+            labels,
+            self.settings,
+            logits=outputs.logits,
+            reduction="none",
+            adversarial=self.settings.adversarial and torch.is_grad_enabled() and hidden_states.requires_grad,
+        )
         with torch.no_grad():
             correct = (outputs.logits.argmax(dim=-1) == labels).float()
         return {
-            "loss": loss_emo + self.adv_alpha * loss_adv,
+            "loss": loss,
             "loss_emo": loss_emo,
-            "loss_adv": loss_adv,
+            "loss_adv": torch.zeros_like(loss_emo) if loss_adv is None else loss_adv,
             "correct": correct,
             "logits": outputs.logits,
         }
@@ -137,7 +193,7 @@ class EmotionReward(RewardFunction):
     def extra_repr(self) -> str:
         return (
             f"name={self.name!r}, label_smoothing={self.label_smoothing}, adv_alpha={self.adv_alpha}, "
-            f"adv_epsilon={self.adv_epsilon}"
+            f"adv_epsilon={self.adv_epsilon}, adv_epsilon_scale={self.adv_epsilon_scale!r}"
         )
 
 
@@ -156,7 +212,8 @@ class EmotionRMEnsemble(RewardFunction):
             same emotions (their label ids may be ordered differently).
         aggregation (`str`, defaults to `"mean"`): one of `"mean"`, `"min"`, `"mean_minus_std"`.
         std_coef (`float`, defaults to 1.0): λ of `"mean_minus_std"`.
-        label_smoothing, adv_alpha, adv_epsilon: as in [`EmotionReward`], for every member.
+        label_smoothing, adv_alpha, adv_epsilon, adv_epsilon_scale: as in [`EmotionReward`]: `None` = each
+            member's own (saved in its config), a value overrides it for every member.
         name (`str`, defaults to `"emotion"`): the name in the logs.
 
     Besides ``loss``, :meth:`loss_terms` returns the members' means of ``loss_emo``, ``loss_adv`` and ``correct``,
@@ -168,10 +225,11 @@ class EmotionRMEnsemble(RewardFunction):
         models: Sequence[torch.nn.Module],
         aggregation: str = "mean",
         std_coef: float = 1.0,
-        label_smoothing: float = 0.0,
-        adv_alpha: float = 0.0,
-        adv_epsilon: float = 0.5,
+        label_smoothing: float | None = None,
+        adv_alpha: float | None = None,
+        adv_epsilon: float | None = None,
         name: str = "emotion",
+        adv_epsilon_scale: str | None = None,
     ):
         super().__init__(name)
         if not isinstance(models, (list, tuple, torch.nn.ModuleList)) or len(models) == 0:
@@ -186,7 +244,7 @@ class EmotionRMEnsemble(RewardFunction):
         if std_coef < 0:
             raise ValueError(f"std_coef (λ of mean - λ·std) must be >= 0, got {std_coef}.")
         self.members = torch.nn.ModuleList(
-            EmotionReward(model, label_smoothing, adv_alpha, adv_epsilon, name=f"{name}[{k}]")
+            EmotionReward(model, label_smoothing, adv_alpha, adv_epsilon, f"{name}[{k}]", adv_epsilon_scale)
             for k, model in enumerate(models)
         )
         first = self.members[0]
@@ -204,10 +262,21 @@ class EmotionRMEnsemble(RewardFunction):
                 )
         self.aggregation = aggregation
         self.std_coef = std_coef
-        self.label_smoothing = label_smoothing
-        self.adv_alpha = adv_alpha
-        self.adv_epsilon = adv_epsilon
         self.label_ids = first.label_ids
+
+    @property
+    def settings(self) -> RobustLossSettings:
+        """The first member's settings (members keep their own: each scores with the loss it was trained with)."""
+        return self.members[0].settings
+
+    @property
+    def label_smoothing(self) -> float:
+        return self.settings.label_smoothing
+
+    @property
+    def adv_alpha(self) -> float:
+        """The largest member α: the ensemble has an adversarial term when any member has."""
+        return max(member.adv_alpha for member in self.members)
 
     def train(self, mode: bool = True):
         return super().train(False)

@@ -46,6 +46,9 @@ class ASRReward(RewardFunction):
     guessing every symbol): cutting the speech short can never score better than reading it badly.
     """
 
+    # Its model's forward gives every head's output: rewards of one model share it (`RewardSet.compute`).
+    shares_forward = True
+
     def __init__(self, model: torch.nn.Module, name: str = "asr", normalize_by_length: bool = True):
         super().__init__(name)
         require_head(model, "asr", name)
@@ -82,12 +85,18 @@ class ASRReward(RewardFunction):
         return list(texts)
 
     def loss_terms(
-        self, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: Mapping[str, Any]
+        self,
+        token_probs: torch.Tensor,
+        attention_mask: torch.Tensor,
+        batch: Mapping[str, Any],
+        outputs: Any | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per sample: ``loss``, ``log_likelihood`` (``log P_ASR(text | tokens)``, ``-inf`` when infeasible) and
-        ``feasible`` (1.0 when the speech is long enough for its transcript)."""
+        ``feasible`` (1.0 when the speech is long enough for its transcript). ``outputs``: the model's forward on
+        these inputs, when another head's reward already ran it."""
         texts = self.transcripts(batch, token_probs.shape[0])
-        outputs = self.model(input_token_probs=token_probs, attention_mask=attention_mask)
+        if outputs is None:
+            outputs = self.model(input_token_probs=token_probs, attention_mask=attention_mask)
         targets, target_lengths = self.model.encode_asr_targets(list(texts))
         targets, target_lengths = targets.to(token_probs.device), target_lengths.to(token_probs.device)
         log_likelihood = self.model.asr_log_likelihood(outputs.asr_logits, attention_mask, targets, target_lengths)
@@ -130,12 +139,17 @@ class ASRErrorRate(ASRReward):
 
     @torch.no_grad()
     def loss_terms(
-        self, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: Mapping[str, Any]
+        self,
+        token_probs: torch.Tensor,
+        attention_mask: torch.Tensor,
+        batch: Mapping[str, Any],
+        outputs: Any | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per sample: ``loss`` (the error rate, no gradient)."""
         texts = self.transcripts(batch, token_probs.shape[0])
-        outputs = self.model(input_token_probs=token_probs.detach(), attention_mask=attention_mask)
-        decoded = self.model.decode_asr(outputs.asr_logits, attention_mask)
+        if outputs is None:
+            outputs = self.model(input_token_probs=token_probs.detach(), attention_mask=attention_mask)
+        decoded = self.model.decode_asr(outputs.asr_logits.detach(), attention_mask)
         rates = [error_rate(hypothesis.split(), reference.split()) for hypothesis, reference in zip(decoded, texts)]
         return {"loss": torch.tensor(rates, dtype=torch.float32, device=token_probs.device)}
 
@@ -155,6 +169,9 @@ class QualityReward(RewardFunction):
             target class); `"expected"`: ``loss = -E[score] = -sum_k P_k · score_k``, the negative expected MOS
             (scores: the labels as numbers when they all are, else 1..Q), bounded and smooth in every class.
     """
+
+    # Its model's forward gives every head's output: rewards of one model share it (`RewardSet.compute`).
+    shares_forward = True
 
     def __init__(
         self,
@@ -193,10 +210,16 @@ class QualityReward(RewardFunction):
         return getattr(self.model.config, "vocab_size", None)
 
     def loss_terms(
-        self, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: Mapping[str, Any]
+        self,
+        token_probs: torch.Tensor,
+        attention_mask: torch.Tensor,
+        batch: Mapping[str, Any],
+        outputs: Any | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Per sample: ``loss``, ``expected_score`` (``sum_k P_k · score_k``) and ``target_prob`` (``P(target)``)."""
-        outputs = self.model(input_token_probs=token_probs, attention_mask=attention_mask)
+        """Per sample: ``loss``, ``expected_score`` (``sum_k P_k · score_k``) and ``target_prob`` (``P(target)``).
+        ``outputs``: the model's forward on these inputs, when another head's reward already ran it."""
+        if outputs is None:
+            outputs = self.model(input_token_probs=token_probs, attention_mask=attention_mask)
         log_probs = torch.log_softmax(outputs.quality_logits.float(), dim=-1)
         expected = (log_probs.exp() * self.scores.to(log_probs.device)).sum(dim=-1)
         target_log_prob = log_probs[:, self.target_id]

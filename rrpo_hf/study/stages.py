@@ -22,6 +22,7 @@ from ..rewards import ASRErrorRate, ASRReward, QualityReward
 from ..testbed import (
     EmotionWorld,
     Oracle,
+    OracleScorer,
     asr_vocabulary,
     build_testbed_tokenizer,
     insert_artifacts,
@@ -329,7 +330,7 @@ def optimize_policy(
         train_dataset=train_prompts,
         eval_dataset=eval_prompts,
         processing_class=tokenizer,
-        oracle=oracle,
+        eval_scorers=None if oracle is None else [OracleScorer(oracle)],
     )
     _silenced(trainer)
     # Step 0 = the SFT policy under this method's RM; train() starts a fresh log history, so keep it aside.

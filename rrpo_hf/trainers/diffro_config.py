@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from ..ops import REWARD_AGGREGATIONS
+from ..ops import REWARD_AGGREGATIONS, check_robust_loss_settings
 from .base_config import _BaseConfig
 
 
@@ -19,15 +19,19 @@ class DiffROConfig(_BaseConfig):
 
     Only the parameters specific to differentiable reward optimisation are listed here; see
     [`~transformers.TrainingArguments`] for the rest. Defaults are the papers' (DiffRO, arXiv 2507.05911; RRPO,
-    arXiv 2512.04552): Gumbel temperature 1.0, token-level KL weight β = 0.1, learning rate 1e-5, and the robust
-    reward of RRPO (label smoothing ε = 0.1, adversarial ε_adv = 0.5, α = 0.5).
+    arXiv 2512.04552): Gumbel temperature 1.0, token-level KL weight β = 0.1, learning rate 1e-5. The reward's robust
+    loss (label smoothing ε, adversarial ε_adv, α, radius rule) is the reward model's own: the settings it was trained
+    with, saved in its config.
 
-    DiffRO and RRPO are one flag apart:
+    DiffRO and RRPO differ in the reward model alone:
 
-    | method | flags |
-    |---|---|
-    | DiffRO baseline (vanilla reward) | `--reward_adv_alpha 0` with a vanilla reward model |
-    | RRPO (robust reward, Eq. 5)      | (defaults) with a robust reward model |
+    | method | reward model | reward |
+    |---|---|---|
+    | DiffRO baseline | vanilla (`recipes/toy/rm_base.yaml`: ε = 0, α = 0) | `-L_emo`, its plain cross-entropy |
+    | RRPO            | robust (`recipes/toy/rm_robust.yaml`: ε = 0.1, ε_adv = 0.5, α = 0.5) | `-L_ser` of Eq. 5 |
+
+    `reward_label_smoothing`, `reward_adv_epsilon`, `reward_adv_alpha` and `reward_adv_epsilon_scale` override the
+    model's values (logged once, naming both values); the policy's model card records the values used.
 
     Parameters:
         > Rollout
@@ -69,12 +73,14 @@ class DiffROConfig(_BaseConfig):
             `sqrt_kl_to_reference`, its square root: the x-axis of over-optimisation curves (Gao et al., 2022). The
             reference is where training started, so it is built even with `beta = 0`, as for `beta > 0`: a frozen
             copy for full fine-tuning, the disabled adapter for a fresh LoRA, a frozen "ref" adapter for a trained one.
-        reward_label_smoothing (`float`, *optional*, defaults to `0.1`):
-            ε of Eq. 2 in the reward loss L_emo.
-        reward_adv_epsilon (`float`, *optional*, defaults to `0.5`):
-            ε_adv of Eq. 4 (per-sample L2 norm of the perturbation of the RM's h').
-        reward_adv_alpha (`float`, *optional*, defaults to `0.5`):
-            α of Eq. 5, `L_ser = L_emo + α·L_adv`. `0` gives plain DiffRO.
+        reward_label_smoothing (`float` or `None`, *optional*, defaults to `None`):
+            ε of Eq. 2 in the reward loss L_emo. `None`: the reward model's own (`config.label_smoothing`).
+        reward_adv_epsilon (`float` or `None`, *optional*, defaults to `None`):
+            ε_adv of Eq. 4 (the radius of the perturbation of the RM's h'). `None`: the reward model's own.
+        reward_adv_alpha (`float` or `None`, *optional*, defaults to `None`):
+            α of Eq. 5, `L_ser = L_emo + α·L_adv`; `0` drops the adversarial term. `None`: the reward model's own.
+        reward_adv_epsilon_scale (`str` or `None`, *optional*, defaults to `None`):
+            Radius rule of Eq. 4, `"absolute"` or `"relative"` (`‖δ‖ = ε_adv·‖h'‖`). `None`: the reward model's own.
 
         > Several rewards (docs/architecture.md, "Several rewards")
 
@@ -206,15 +212,33 @@ class DiffROConfig(_BaseConfig):
             "training started) even with beta = 0."
         },
     )
-    reward_label_smoothing: float = field(
-        default=0.1, metadata={"help": "Label smoothing ε of Eq. 2 in the reward loss L_emo (RRPO: 0.1)."}
+    reward_label_smoothing: float | None = field(
+        default=None,
+        metadata={
+            "help": "Label smoothing ε of Eq. 2 in the reward loss L_emo. Default None: the reward model's own (the "
+            "value it was trained with, saved in its config); a value overrides it."
+        },
     )
-    reward_adv_epsilon: float = field(
-        default=0.5, metadata={"help": "Adversarial perturbation size ε_adv of Eq. 4 on the RM's h' (RRPO: 0.5)."}
+    reward_adv_epsilon: float | None = field(
+        default=None,
+        metadata={
+            "help": "Adversarial radius ε_adv of Eq. 4 on the RM's h'. Default None: the reward model's own; a value "
+            "overrides it."
+        },
     )
-    reward_adv_alpha: float = field(
-        default=0.5,
-        metadata={"help": "Weight α of L_adv in L_ser = L_emo + α·L_adv (RRPO: 0.5); 0 gives the DiffRO baseline."},
+    reward_adv_alpha: float | None = field(
+        default=None,
+        metadata={
+            "help": "Weight α of L_adv in L_ser = L_emo + α·L_adv. Default None: the reward model's own (a vanilla "
+            "RM: 0, DiffRO; a robust RM: RRPO); a value overrides it, 0 drops the adversarial term."
+        },
+    )
+    reward_adv_epsilon_scale: str | None = field(
+        default=None,
+        metadata={
+            "help": "Radius rule of Eq. 4: 'absolute' (‖δ‖ = ε_adv) or 'relative' (‖δ‖ = ε_adv·‖h'‖). Default None: "
+            "the reward model's own."
+        },
     )
     reward_weights: list[float] | None = field(
         default=None,
@@ -312,15 +336,16 @@ class DiffROConfig(_BaseConfig):
             raise ValueError(f"gumbel_sampling must be 'full' or 'rollout', got {self.gumbel_sampling!r}.")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0 (0 disables the KL term), got {self.beta}.")
-        if not 0.0 <= self.reward_label_smoothing < 1.0:
-            raise ValueError(f"reward_label_smoothing must be in [0, 1), got {self.reward_label_smoothing}.")
-        if self.reward_adv_alpha < 0:
-            raise ValueError(f"reward_adv_alpha must be >= 0 (0 = plain DiffRO), got {self.reward_adv_alpha}.")
-        if self.reward_adv_alpha > 0 and self.reward_adv_epsilon <= 0:
-            raise ValueError(
-                f"reward_adv_epsilon must be > 0 when reward_adv_alpha > 0, got {self.reward_adv_epsilon}; set "
-                "--reward_adv_alpha 0 for plain DiffRO instead."
-            )
+        # The bounds of RobustLossSettings, on the values given (the others are the reward model's, checked when
+        # the reward is built); an unset ε_adv counts as valid, an unset α as 0.
+        overrides = self.reward_loss_overrides
+        check_robust_loss_settings(
+            overrides.get("label_smoothing", 0.0),
+            overrides.get("adv_epsilon", 1.0),
+            overrides.get("adv_alpha", 0.0),
+            overrides.get("adv_epsilon_scale", "absolute"),
+            prefix="reward_",
+        )
         if self.reward_weights is not None:
             weights = [self.reward_weights] if isinstance(self.reward_weights, (int, float)) else self.reward_weights
             try:
@@ -361,3 +386,14 @@ class DiffROConfig(_BaseConfig):
                 "DiffROConfig applies its own reward label smoothing: set `reward_label_smoothing` and leave "
                 "`label_smoothing_factor` at 0."
             )
+
+    @property
+    def reward_loss_overrides(self) -> dict[str, Any]:
+        """The reward's robust-loss settings set here (not `None`), by `RobustLossSettings` field name."""
+        values = {
+            "label_smoothing": self.reward_label_smoothing,
+            "adv_epsilon": self.reward_adv_epsilon,
+            "adv_alpha": self.reward_adv_alpha,
+            "adv_epsilon_scale": self.reward_adv_epsilon_scale,
+        }
+        return {name: value for name, value in values.items() if value is not None}

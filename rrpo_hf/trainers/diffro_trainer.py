@@ -9,7 +9,7 @@ One training step (docs/architecture.md, "The DiffRO / RRPO step"):
 3. ``y_t`` = straight-through Gumbel-Softmax of ``z_t`` restricted to the codebook (one-hot forward, relaxed
    gradient backward);
 4. the frozen RM reads ``y`` (``F = y @ E``) -> ``L_emo`` (Eq. 3 with label smoothing, λ = 0) and, for RRPO
-   (``reward_adv_alpha > 0``), ``L_adv`` on ``classify(h' + δ)`` with ``δ`` the FGM perturbation of Eq. 4:
+   (a robust RM: α > 0 in its saved settings), ``L_adv`` on ``classify(h' + δ)`` with ``δ`` the FGM step of Eq. 4:
    ``L_ser = L_emo + α·L_adv`` (Eq. 5), reward ``R = -L_ser``;
 5. ``KL = mean_t Σ_k P_θ (log P_θ - log P_ref)`` over the full speech vocabulary, reference = the policy's
    starting point: the base model (a fresh LoRA adapter, disabled), a frozen "ref" copy of an adapter that arrived
@@ -28,7 +28,6 @@ wrapped in a DeepSpeed engine, in eval mode with frozen parameters, but gradient
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -40,15 +39,7 @@ import torch
 import torch.nn.functional as F
 from datasets import ClassLabel, Dataset
 from tqdm.auto import tqdm
-from transformers import (
-    AutoModel,
-    AutoModelForAudioClassification,
-    AutoTokenizer,
-    PretrainedConfig,
-    PreTrainedModel,
-    Trainer,
-    TrainerCallback,
-)
+from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 
 from ..data.diffro_collator import DataCollatorForDiffRO, pad_speech_tokens
 from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
@@ -58,56 +49,25 @@ from ..models.cosyvoice2 import CosyVoice2LM
 from ..models.cosyvoice2.export import export_training_policy_to_cosyvoice
 from ..models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
 from ..models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
-from ..models.robust_ser import RobustSERForAudioClassification  # noqa: F401  (registers the Auto classes)
-from ..ops import (
-    gate_weights,
-    gumbel_softmax_sample,
-    nucleus_logits,
-    sequence_kl,
-    token_entropy,
-    token_level_kl,
-    weighted_reward_loss,
-    weighted_rewards,
-)
+from ..ops import gumbel_softmax_sample, nucleus_logits, sequence_kl, token_entropy, token_level_kl
 from ..rewards import (
     ASRReward,
     EmotionReward,
     EmotionRMEnsemble,
     QualityReward,
     RewardFunction,
-    check_reward_loss,
-    model_tasks,
-    reward_function_name,
-    task_rewards,
+    RewardSet,
+    build_reward_set,
+    load_reward_model,
 )
-from ..testbed.scorer import OracleScorer
 from .base import _BaseTrainer
 from .diffro_config import DiffROConfig
 from .model_cards import DIFFRO_MODEL_CARD_TEMPLATE
-from .reference import (
-    add_reference_adapter,
-    freeze,
-    full_weight_copy,
-    is_zero3_partitioned,
-    reference_copy,
-    use_adapter,
-    zero3_init_disabled,
-)
-from .saving import MergedSaveMixin
+from .reference import add_reference_adapter, reference_copy, use_adapter
+from .saving import MergedSaveMixin, is_peft_model
 
 
 logger = logging.getLogger(__name__)
-
-
-_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "revision", "subfolder", "token")
-
-
-def _is_multitask_folder(path: str, init_kwargs: dict[str, Any]) -> bool:
-    """Whether the saved model at `path` is a multi-task reward model: its `config.json` lists `tasks`."""
-    config_dict, _ = PretrainedConfig.get_config_dict(
-        path, **{key: value for key, value in init_kwargs.items() if key in _HUB_KWARGS}
-    )
-    return config_dict.get("tasks") is not None
 
 
 class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
@@ -118,8 +78,10 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             The policy, or the path of a `save_pretrained` folder (loaded with `args.model_init_kwargs`).
         reward_model (`str`, [`~transformers.PreTrainedModel`], a list of them, or [`~rrpo_hf.EmotionReward`]):
             The frozen speech-emotion reward model (e.g. [`RobustSERForAudioClassification`], or the emotion head
-            of a [`RobustSERForMultiTaskReward`]) or its path: the emotion reward "emotion", built with the config's
-            `reward_label_smoothing`, `reward_adv_alpha` and `reward_adv_epsilon`. Its `vocab_size` must equal the
+            of a [`RobustSERForMultiTaskReward`]) or its path: the emotion reward "emotion", computing the robust loss
+            the model was trained with (saved in its config), each of the config's `reward_label_smoothing`,
+            `reward_adv_alpha`, `reward_adv_epsilon`, `reward_adv_epsilon_scale` that is set overriding the model's
+            value. So DiffRO vs RRPO is the choice of this model. Its `vocab_size` must equal the
             policy's `speech_token_size`, and every target emotion must be one of its labels (`label2id`, canonical
             names or known aliases). A list is an ensemble ([`~rrpo_hf.EmotionRMEnsemble`]) whose per-sample
             rewards are combined by `args.reward_aggregation`. An `EmotionReward` / `EmotionRMEnsemble` built by hand
@@ -136,13 +98,11 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         eval_scorers (list of callables, *optional*): evaluation scorers (:mod:`rrpo_hf.evaluation.scorers`):
             each is called as `scorer(tokens, batch)` on the speech generated for every evaluation batch and returns
             per-sample scores under metric names, logged as means (`eval_<name>`). E.g. an ASR or DNSMOS scorer on
-            synthesized audio, [`~rrpo_hf.evaluation.EmotionClassifierScorer`], [`~rrpo_hf.testbed.OracleScorer`].
+            synthesized audio, [`~rrpo_hf.evaluation.EmotionClassifierScorer`], [`~rrpo_hf.testbed.OracleScorer`] (the
+            testbed's ground truth: `eval_scorers=[OracleScorer(oracle)]`).
         judge_model (*optional*): convenience for an [`~rrpo_hf.evaluation.EmotionClassifierScorer`] named "judge":
             a second, independent emotion classifier (path or model, loaded like the reward model), so that a policy
             that fools the training RM but not the judge is visible (`judge_reward`, `judge_accuracy`).
-        oracle (*optional*): convenience for an [`~rrpo_hf.testbed.OracleScorer`]: a testbed
-            [`~rrpo_hf.testbed.Oracle`], scoring emotion, naturalness, artifact rate and
-            CER of the evaluation samples.
         reward_funcs (list, *optional*): further reward functions, after the emotion reward (:mod:`rrpo_hf.rewards`,
             docs/architecture.md, "Several rewards"), named as in TRL's `GRPOTrainer`. Each entry is
             - a callable `f(token_probs, attention_mask, batch) -> (B,)` per-sample differentiable loss (reward =
@@ -189,7 +149,6 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
         eval_scorers: list[Callable] | None = None,
         judge_model: str | PreTrainedModel | None = None,
-        oracle: Any | None = None,
         reward_funcs: Sequence[Callable | str | PreTrainedModel] | None = None,
     ):
         if args is None:
@@ -200,81 +159,26 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             )
 
         self._base_model_id = model if isinstance(model, str) else None
-        if isinstance(model, str):
-            if processing_class is None:
-                processing_class = AutoTokenizer.from_pretrained(model)
-            model = CosyVoice2LM.from_pretrained(model, **dict(args.model_init_kwargs or {}))
-        elif args.model_init_kwargs:
-            raise ValueError("`model_init_kwargs` only applies when `model` is a path; the model is already built.")
-        if processing_class is None:
-            raise ValueError(
-                "DiffROTrainer needs the policy's text tokenizer to build prompts: pass `processing_class=tokenizer` "
-                "(or give `model` as a folder that holds the tokenizer)."
-            )
-        if processing_class.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT) in (None, processing_class.unk_token_id):
-            raise ValueError(
-                f"The tokenizer does not know {COSYVOICE2_END_OF_PROMPT!r}; use a CosyVoice2 tokenizer "
-                "(load_cosyvoice2_tokenizer / build_tiny_cosyvoice2_tokenizer)."
-            )
-
-        given_adapter = hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
-        if peft_config is not None:
-            from peft import get_peft_model
-
-            if given_adapter:
-                raise ValueError("`model` already carries a PEFT adapter; pass `peft_config=None` to train it as is.")
-            model = get_peft_model(model, peft_config)
-        self.is_peft_model = hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
-        policy = model.get_base_model() if self.is_peft_model else model
-        if not isinstance(policy, CosyVoice2LM):
-            raise TypeError(
-                f"`model` must be a CosyVoice2LM (or a PEFT model around one), got {type(policy).__name__}."
-            )
-        self.policy_config = policy.config
-
-        self._build_reward_funcs(reward_model, reward_funcs, args)
-        self.judge_model = (
-            None if judge_model is None else freeze(self._load_classifier(judge_model, None, "judge_model"))
+        model, processing_class, given_adapter = self._load_policy(model, processing_class, peft_config, args)
+        self.rewards = build_reward_set(
+            reward_model,
+            reward_funcs,
+            weights=args.reward_weights,
+            gate=args.reward_gate,
+            gate_threshold=args.reward_gate_threshold,
+            gate_temperature=args.reward_gate_temperature,
+            aggregation=args.reward_aggregation,
+            std_coef=args.reward_ensemble_std_coef,
+            loss_overrides=args.reward_loss_overrides,
+            init_kwargs=args.reward_model_init_kwargs,
         )
-        self.eval_scorers = list(eval_scorers or [])
-        if self.judge_model is not None:
-            self.eval_scorers.append(
-                EmotionClassifierScorer(self.judge_model, "judge", label_smoothing=args.reward_label_smoothing)
-            )
-        if oracle is not None:
-            self.eval_scorers.append(OracleScorer(oracle))
-        not_callable = [type(scorer).__name__ for scorer in self.eval_scorers if not callable(scorer)]
-        if not_callable:
-            raise TypeError(f"eval_scorers must be callables `scorer(tokens, batch) -> dict`, got {not_callable}.")
-        for name, classifier in [*self._reward_models, ("judge_model", self.judge_model)]:
-            if classifier is not None:
-                self._check_vocabulary(classifier, name)
+        self.rewards.check_policy(self.policy_config.speech_token_size)
+        self._set_up_eval_scorers(judge_model, eval_scorers)
         self.emotion_to_label_id = emotion_label_ids(self.reward_model.config.id2label)
-
-        self.max_speech_length = self._resolve_max_speech_length(args)
-        generates = args.rollout == "online" or eval_dataset is not None
-        if (
-            generates
-            and self.max_speech_length is not None
-            and (args.max_new_tokens is None or args.max_new_tokens > self.max_speech_length)
-        ):
-            logger.warning(
-                f"Generated speech (online rollouts, evaluation) is capped at {self.max_speech_length} tokens, the "
-                "most the reward model / judge reads (max_speech_length, else their max_position_embeddings); longer "
-                "utterances are cut there. Set max_new_tokens <= that to choose the cap yourself."
-            )
-
-        # The reference policy (β > 0, or `eval_kl`, whose KL means "from where training started"): full
-        # fine-tuning keeps a frozen copy (sharded under ZeRO-3, see below); a fresh LoRA adapter disables itself
-        # (the base model is its initial state); an adapter that arrives trained (e.g. LoRA-SFT) gets a frozen copy
-        # of itself, the "ref" adapter, since the bare base model is not where it starts.
-        self.ref_model = None
-        self.ref_adapter_name = None
-        needs_reference = args.beta > 0 or args.eval_kl
-        if needs_reference and not self.is_peft_model:
-            self.ref_model = reference_copy(model)
-        elif needs_reference and given_adapter:
-            self.ref_adapter_name = add_reference_adapter(model)
+        self.max_speech_length = self._resolve_max_speech_length(
+            args, generates=args.rollout == "online" or eval_dataset is not None
+        )
+        self._set_up_reference(model, args, given_adapter)
 
         self._train_emotion_names = None
         if train_dataset is not None:
@@ -286,7 +190,6 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             }
         elif eval_dataset is not None:
             eval_dataset = self._prepare_dataset(eval_dataset, args, "eval", need_speech=False)
-
         if data_collator is None:
             data_collator = self._make_collator(
                 processing_class, args, train_dataset, with_speech=args.rollout == "offline"
@@ -303,199 +206,122 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        self._place_frozen_models()
+        self._prompt_end_id = processing_class.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
+        # Separate streams per process: ranks must draw different Gumbel noise and rollouts for the same seed.
+        seed = args.seed + self.accelerator.process_index
+        self._gumbel_generator = torch.Generator(device=self.accelerator.device).manual_seed(seed)
+        self._rollout_generator = torch.Generator(device=self.accelerator.device).manual_seed(seed + 7919)
+        self._step_tokens = 0.0
+        self._check_custom_rewards_on_a_batch()
+
+    def _load_policy(self, model, processing_class, peft_config, args: DiffROConfig):
+        """The policy (loaded from its folder, a new LoRA adapter added), its tokenizer and whether it arrived with an
+        adapter; sets `is_peft_model` and `policy_config`."""
+        if isinstance(model, str):
+            if processing_class is None:
+                processing_class = AutoTokenizer.from_pretrained(model)
+            model = CosyVoice2LM.from_pretrained(model, **dict(args.model_init_kwargs or {}))
+        elif args.model_init_kwargs:
+            raise ValueError("`model_init_kwargs` only applies when `model` is a path; the model is already built.")
+        if processing_class is None:
+            raise ValueError(
+                "DiffROTrainer needs the policy's text tokenizer to build prompts: pass `processing_class=tokenizer` "
+                "(or give `model` as a folder that holds the tokenizer)."
+            )
+        if processing_class.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT) in (None, processing_class.unk_token_id):
+            raise ValueError(
+                f"The tokenizer does not know {COSYVOICE2_END_OF_PROMPT!r}; use a CosyVoice2 tokenizer "
+                "(load_cosyvoice2_tokenizer / build_tiny_cosyvoice2_tokenizer)."
+            )
+        given_adapter = is_peft_model(model)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            if given_adapter:
+                raise ValueError("`model` already carries a PEFT adapter; pass `peft_config=None` to train it as is.")
+            model = get_peft_model(model, peft_config)
+        self.is_peft_model = is_peft_model(model)
+        policy = model.get_base_model() if self.is_peft_model else model
+        if not isinstance(policy, CosyVoice2LM):
+            raise TypeError(
+                f"`model` must be a CosyVoice2LM (or a PEFT model around one), got {type(policy).__name__}."
+            )
+        self.policy_config = policy.config
+        return model, processing_class, given_adapter
+
+    def _set_up_eval_scorers(self, judge_model, eval_scorers) -> None:
+        self.judge_model = None if judge_model is None else load_reward_model(judge_model, None, "judge_model")
+        self.eval_scorers = list(eval_scorers or [])
+        if self.judge_model is not None:
+            self._check_vocabulary(self.judge_model, "judge_model")
+            # The judge's cross-entropy uses the training reward's ε, so that judge_reward and reward compare.
+            smoothing = self.rewards.emotion_reward.label_smoothing
+            self.eval_scorers.append(EmotionClassifierScorer(self.judge_model, "judge", label_smoothing=smoothing))
+        not_callable = [type(scorer).__name__ for scorer in self.eval_scorers if not callable(scorer)]
+        if not_callable:
+            raise TypeError(f"eval_scorers must be callables `scorer(tokens, batch) -> dict`, got {not_callable}.")
+
+    def _set_up_reference(self, model, args: DiffROConfig, given_adapter: bool) -> None:
+        """The reference policy (β > 0, or `eval_kl`, whose KL means "from where training started"): full fine-tuning
+        keeps a frozen copy (sharded under ZeRO-3, see `_place_frozen_models`); a fresh LoRA adapter disables itself
+        (the base model is its initial state); an adapter that arrives trained (e.g. LoRA-SFT) gets a frozen copy of
+        itself, the "ref" adapter, since the bare base model is not where it starts."""
+        self.ref_model = None
+        self.ref_adapter_name = None
+        needs_reference = args.beta > 0 or args.eval_kl
+        if needs_reference and not self.is_peft_model:
+            self.ref_model = reference_copy(model)
+        elif needs_reference and given_adapter:
+            self.ref_adapter_name = add_reference_adapter(model)
+
+    def _place_frozen_models(self) -> None:
+        """The reward models and the judge on the training device (never prepared); the reference too, or, under
+        ZeRO-3, as an inference engine that stays sharded like the policy and is gathered layer by layer in its
+        (no-grad) forward, instead of a full copy on every rank."""
         device = self.accelerator.device
-        for frozen in (*self.reward_funcs, self.judge_model):
-            if isinstance(frozen, torch.nn.Module):
-                frozen.to(device)
+        self.rewards.to(device)
+        if self.judge_model is not None:
+            self.judge_model.to(device)
         if self.ref_model is not None:
             if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
                 from trl.models import prepare_deepspeed
 
-                # A ZeRO-3 inference engine: the reference stays sharded like the policy and is gathered layer by
-                # layer in its (no-grad) forward, instead of a full copy on every rank.
                 self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
             else:
                 self.ref_model.to(device)
-        self._prompt_end_id = processing_class.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
-        # Separate streams per process: ranks must draw different Gumbel noise and rollouts for the same seed.
-        seed = args.seed + self.accelerator.process_index
-        self._gumbel_generator = torch.Generator(device=device).manual_seed(seed)
-        self._rollout_generator = torch.Generator(device=device).manual_seed(seed + 7919)
-        self._step_tokens = 0.0
-        self._warned_no_gradient: set[str] = set()
-        self._check_custom_rewards_on_a_batch()
 
     # ------------------------------------------------------------------ set-up
 
-    def _build_reward_funcs(self, reward_model, reward_funcs, args: DiffROConfig) -> None:
-        """`self.reward_funcs` in the order `reward_weights` follows, their names, the emotion reward that the gate
-        acts on, the gate, and every frozen model they read; each setting is checked before training starts.
+    # The reward functions live in `self.rewards` (a `RewardSet`); these names are what the trainer has always shown.
+    @property
+    def reward_funcs(self) -> list[Callable]:
+        return self.rewards.funcs
 
-        Order: the emotion reward of `reward_model` (a model, a path, a list of them as an ensemble, or a ready
-        `EmotionReward` / `EmotionRMEnsemble`), then `reward_funcs` in their order, a reward model among them
-        expanded into its head rewards (`emotion` when it is the emotion reward, then `asr`, `quality`).
-        """
-        if isinstance(reward_funcs, (str, torch.nn.Module)) or callable(reward_funcs):
-            reward_funcs = [reward_funcs]
-        funcs: list[Callable] = []
-        names: list[str] = []
+    @property
+    def reward_func_names(self) -> list[str]:
+        return self.rewards.names
 
-        def free_name(name: str) -> str:
-            # A head's reward is named after its head; a later model's same head gets the first free suffix.
-            if name not in names:
-                return name
-            suffix = 2
-            while f"{name}_{suffix}" in names:
-                suffix += 1
-            return f"{name}_{suffix}"
+    @property
+    def reward_weights(self) -> list[float]:
+        return self.rewards.weights
 
-        def add(func) -> None:
-            funcs.append(func)
-            names.append(reward_function_name(func))
+    @property
+    def emotion_reward(self) -> EmotionReward | EmotionRMEnsemble:
+        return self.rewards.emotion_reward
 
-        def emotion_reward(model: torch.nn.Module, name: str) -> EmotionReward:
-            return EmotionReward(
-                model, args.reward_label_smoothing, args.reward_adv_alpha, args.reward_adv_epsilon, name=name
-            )
+    @property
+    def reward_model(self) -> torch.nn.Module:
+        """The emotion reward's (first) classifier: its labels define the batches' `emotion_labels`."""
+        return self.rewards.reward_model
 
-        if isinstance(reward_model, (EmotionReward, EmotionRMEnsemble)):
-            add(reward_model)
-        elif isinstance(reward_model, (list, tuple)):
-            if not reward_model:
-                raise ValueError("`reward_model` is an empty list; give one emotion reward model, or several.")
-            members = [
-                freeze(self._load_classifier(member, args.reward_model_init_kwargs, f"reward_model[{k}]"))
-                for k, member in enumerate(reward_model)
-            ]
-            add(
-                EmotionRMEnsemble(
-                    members,
-                    aggregation=args.reward_aggregation,
-                    std_coef=args.reward_ensemble_std_coef,
-                    label_smoothing=args.reward_label_smoothing,
-                    adv_alpha=args.reward_adv_alpha,
-                    adv_epsilon=args.reward_adv_epsilon,
-                    name="emotion",
-                )
-            )
-        elif reward_model is not None:
-            # Only the emotion head of a multi-task model given here: its other heads are rewards once it is also
-            # (or only) in `reward_funcs`.
-            add(
-                emotion_reward(
-                    freeze(self._load_classifier(reward_model, args.reward_model_init_kwargs, "reward_model")),
-                    "emotion",
-                )
-            )
+    @property
+    def _emotion_index(self) -> int:
+        return self.rewards.emotion_index
 
-        for position, func in enumerate(reward_funcs or []):
-            where = f"reward_funcs[{position}]"
-            if isinstance(func, (str, PreTrainedModel)):
-                model = freeze(self._load_classifier(func, args.reward_model_init_kwargs, where))
-                tasks = model_tasks(model)
-                has_emotion_reward = any(isinstance(f, (EmotionReward, EmotionRMEnsemble)) for f in funcs)
-                # A multi-task model's emotion head is the emotion reward only while there is none; an emotion
-                # classifier alone (no other head) is always an extra emotion reward.
-                use_emotion_head = "emotion" in tasks and (not has_emotion_reward or tasks == ["emotion"])
-                heads = ([emotion_reward(model, "emotion")] if use_emotion_head else []) + task_rewards(model)
-                if not heads:
-                    raise TypeError(
-                        f"{where} ({type(model).__name__}) has no head a reward is defined for (tasks={tasks}); give "
-                        "an emotion classifier or a multi-task reward model (RobustSERForMultiTaskReward)."
-                    )
-                for head in heads:
-                    head.name = free_name(head.name)
-                    add(head)
-            elif callable(func):
-                add(func)
-            else:
-                raise TypeError(
-                    f"{where} is a {type(func).__name__}; a reward function is a callable "
-                    "`f(token_probs, attention_mask, batch) -> (B,) loss`, a reward model or its path."
-                )
-
-        emotion_indices = [i for i, func in enumerate(funcs) if isinstance(func, (EmotionReward, EmotionRMEnsemble))]
-        if not emotion_indices:
-            raise ValueError(
-                f"DiffROTrainer needs an emotion reward (the reward functions are {names}): pass `reward_model` (an "
-                "emotion reward model, its path, or a list of them), or put an emotion reward model, a multi-task "
-                "reward model with an emotion head, or an EmotionReward / EmotionRMEnsemble in `reward_funcs`."
-            )
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise ValueError(
-                f"Several reward functions are named {duplicates} (all: {names}); give each its own `name`: it names "
-                "its log (reward/<name>) and DiffROConfig.reward_gate."
-            )
-        for func, name in zip(funcs, names):
-            if not isinstance(func, torch.nn.Module):
-                self._check_reward_signature(func, name)
-        weights = [1.0] * len(funcs) if args.reward_weights is None else list(args.reward_weights)
-        if len(weights) != len(funcs):
-            raise ValueError(
-                f"reward_weights has {len(weights)} entries {weights} but there are {len(funcs)} reward functions "
-                f"{names} (the emotion reward of reward_model first, then reward_funcs, a reward model expanded into "
-                "one reward per head); give one weight per reward function, in this order."
-            )
-        emotion_index = emotion_indices[0]
-        gate_index = None
-        if args.reward_gate is not None:
-            if args.reward_gate not in names:
-                raise ValueError(
-                    f"reward_gate={args.reward_gate!r} names no reward function; the reward functions are {names}. "
-                    "Name one of them (e.g. 'asr', from a multi-task reward model with an ASR head in reward_funcs)."
-                )
-            gate_index = names.index(args.reward_gate)
-            if gate_index == emotion_index:
-                raise ValueError(
-                    f"reward_gate={args.reward_gate!r} is the emotion reward itself, which the gate scales; name "
-                    f"another reward function ({[name for name in names if name != args.reward_gate]})."
-                )
-
-        # Every frozen model a reward function reads, once, named for the error messages.
-        reward_models: list[tuple[str, torch.nn.Module]] = []
-        seen: set[int] = set()
-        for index, (func, name) in enumerate(zip(funcs, names)):
-            models = func.frozen_models if isinstance(func, RewardFunction) else []
-            for k, model in enumerate(models):
-                if id(model) in seen:
-                    continue
-                seen.add(id(model))
-                if is_zero3_partitioned(model):
-                    raise ValueError(
-                        f"The reward function {name!r} holds a ZeRO-3 partitioned model; pass the model (or its path) "
-                        "as `reward_model` / in `reward_funcs` instead, so that the trainer keeps a full frozen copy "
-                        "on every rank."
-                    )
-                if index == emotion_index and reward_model is not None and len(models) == 1:
-                    where = "reward_model"
-                else:
-                    where = f"reward function {name!r}" + (f" (model {k})" if len(models) > 1 else "")
-                reward_models.append((where, model))
-
-        self.reward_funcs = funcs
-        self.reward_func_names = names
-        self.reward_weights = weights
-        self._emotion_index = emotion_index
-        self._gate_index = gate_index
-        self.emotion_reward = funcs[emotion_index]
-        self._reward_models = reward_models
-        # The emotion reward's (first) classifier: its labels define the batches' `emotion_labels`.
-        self.reward_model = self.emotion_reward.classifiers[0]
-
-    @staticmethod
-    def _check_reward_signature(func, name: str) -> None:
-        try:
-            signature = inspect.signature(func)
-        except (TypeError, ValueError):
-            return  # builtins and C callables: their output is checked on a batch instead
-        try:
-            signature.bind(None, None, None)
-        except TypeError:
-            raise TypeError(
-                f"Reward function {name!r} has the signature {signature}; reward functions are called as "
-                "`f(token_probs, attention_mask, batch)` and return a (B,) per-sample loss."
-            ) from None
+    @property
+    def _reward_models(self) -> list[tuple[str, torch.nn.Module]]:
+        return self.rewards.models
 
     def _check_custom_rewards_on_a_batch(self) -> None:
         """Call each reward function that is not one of `rrpo_hf.rewards`' own once, on the first two training rows,
@@ -527,37 +353,12 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             for func, name in custom:
                 self._reward_terms(func, name, token_probs, attention_mask, batch)
 
-    @staticmethod
-    def _load_classifier(model, init_kwargs, name: str) -> torch.nn.Module:
-        """A reward model / judge as a plain module with full weights on every rank, even under ZeRO-3.
-
-        A path loads with `AutoModelForAudioClassification`, or with `AutoModel` when its config lists `tasks` (a
-        multi-task reward model saved by `examples/train_rm.py --tasks ...`); `init_kwargs` (e.g.
-        `trust_remote_code`) are passed on.
-
-        The policy's loss back-propagates through the reward model's forward, and the adversarial term takes
-        `torch.autograd.grad` w.r.t. its hidden states. ZeRO-3 shards would need gathering in that forward and
-        again in the policy's backward, and ZeRO-3's hooks re-wrap each module output separately, which cuts the
-        graph between `last_hidden_state` and `logits` that the adversarial gradient follows. The emotion
-        classifiers are small (the recipe's: ~20M parameters, against the 0.5B policy), so a full frozen copy per
-        rank costs little memory and no per-step all-gather; only the policy and its reference are sharded.
-        """
-        if isinstance(model, str):
-            init_kwargs = dict(init_kwargs or {})
-            auto_class = AutoModel if _is_multitask_folder(model, init_kwargs) else AutoModelForAudioClassification
-            with zero3_init_disabled():
-                return auto_class.from_pretrained(model, **init_kwargs)
-        if isinstance(model, torch.nn.Module):
-            return full_weight_copy(model) if is_zero3_partitioned(model) else model
-        raise TypeError(f"`{name}` must be a path or a model, got {type(model).__name__}.")
-
-    def _resolve_max_speech_length(self, args: DiffROConfig) -> int | None:
-        """The generation cap: `args.max_speech_length`, else the fewest positions the reward models / judge read."""
-        limits = {
-            name: getattr(classifier.config, "max_position_embeddings", None)
-            for name, classifier in [*self._reward_models, ("judge_model", self.judge_model)]
-            if classifier is not None
-        }
+    def _resolve_max_speech_length(self, args: DiffROConfig, generates: bool = False) -> int | None:
+        """The generation cap: `args.max_speech_length`, else the fewest positions the reward models / judge read
+        (`generates`: the run generates speech, so a cap it did not choose is announced)."""
+        limits = self.rewards.max_positions()
+        if self.judge_model is not None:
+            limits["judge_model"] = getattr(self.judge_model.config, "max_position_embeddings", None)
         for name, limit in limits.items():
             if args.max_speech_length is not None and limit is not None and args.max_speech_length > limit:
                 raise ValueError(
@@ -565,24 +366,20 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                     f"(max_position_embeddings={limit}); set max_speech_length <= {limit}."
                 )
         if args.max_speech_length is not None:
-            return args.max_speech_length
-        known = [limit for limit in limits.values() if limit is not None]
-        return min(known) if known else None
+            cap = args.max_speech_length
+        else:
+            known = [limit for limit in limits.values() if limit is not None]
+            cap = min(known) if known else None
+        if generates and cap is not None and (args.max_new_tokens is None or args.max_new_tokens > cap):
+            logger.warning(
+                f"Generated speech (online rollouts, evaluation) is capped at {cap} tokens, the most the reward model "
+                "/ judge reads (max_speech_length, else their max_position_embeddings); longer utterances are cut "
+                "there. Set max_new_tokens <= that to choose the cap yourself."
+            )
+        return cap
 
     def _check_vocabulary(self, classifier, name: str) -> None:
-        rm_vocab = getattr(classifier.config, "vocab_size", None)
-        codebook = self.policy_config.speech_token_size
-        if rm_vocab != codebook:
-            raise ValueError(
-                f"Vocabulary mismatch: the policy's speech codebook has speech_token_size={codebook} tokens but the "
-                f"{name} reads vocab_size={rm_vocab}. The reward model must be trained on the same speech tokenizer "
-                "as the policy (CosyVoice2 S3: 6561; testbed: its codebook_size)."
-            )
-        if name == "reward_model" and not hasattr(classifier, "classify"):
-            raise TypeError(
-                f"The {name} ({type(classifier).__name__}) has no `classify(hidden_states, attention_mask)` head; the "
-                "reward needs it for the adversarial term (use RobustSERForAudioClassification)."
-            )
+        RewardSet([], [], [], 0, models=[(name, classifier)]).check_policy(self.policy_config.speech_token_size)
 
     def _prepare_dataset(self, dataset: Dataset, args: DiffROConfig, split: str, need_speech: bool) -> Dataset:
         required = [args.text_column, args.emotion_column] + ([args.speech_column] if need_speech else [])
@@ -722,59 +519,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
     def _reward_terms(
         self, func, name: str, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """One reward function's ``{"loss": (B,), ...}`` on the samples, its output checked (shape, dtype).
-
-        A `RewardFunction` (e.g. `EmotionReward`: ``loss_emo``, ``loss_adv``, ``correct``, ``logits``) adds its
-        diagnostics; a plain callable gives its loss only. A loss without gradient while gradients are on is
-        reported once: it is logged but cannot train the policy.
-        """
-        if isinstance(func, RewardFunction):
-            terms = dict(func.loss_terms(token_probs, attention_mask, batch))
-            if "loss" not in terms:
-                raise KeyError(
-                    f"Reward function {name!r}: `loss_terms` returned no 'loss' entry (keys: {list(terms)}); return "
-                    "the (B,) per-sample loss under 'loss'."
-                )
-        else:
-            terms = {"loss": func(token_probs, attention_mask, batch)}
-        loss = check_reward_loss(name, terms["loss"], token_probs.shape[0]).to(token_probs.device)
-        # A function weighted 0 is there to be logged or to gate (e.g. ASRErrorRate): no gradient is its design.
-        weight = self.reward_weights[self.reward_func_names.index(name)]
-        if torch.is_grad_enabled() and not loss.requires_grad and weight != 0 and name not in self._warned_no_gradient:
-            self._warned_no_gradient.add(name)
-            logger.warning(
-                f"Reward function {name!r} returned a loss without gradient: it is logged but does not train the "
-                "policy. Compute it from `token_probs` (e.g. through a frozen model's input embeddings) for the "
-                "gradient to reach the policy."
-            )
-        terms["loss"] = loss
-        return terms
-
-    def _compute_rewards(
-        self, token_probs: torch.Tensor, attention_mask: torch.Tensor, batch: dict[str, Any]
-    ) -> list[dict[str, torch.Tensor]]:
-        """Each reward function's terms on the same samples, in `self.reward_funcs` order."""
-        return [
-            self._reward_terms(func, name, token_probs, attention_mask, batch)
-            for func, name in zip(self.reward_funcs, self.reward_func_names)
-        ]
-
-    def _gate(self, reward_outputs: list[dict[str, torch.Tensor]]) -> torch.Tensor | None:
-        """``g_b`` of the gating reward (`reward_gate`), detached; None without a gate."""
-        if self._gate_index is None:
-            return None
-        gate_reward = -reward_outputs[self._gate_index]["loss"]
-        return gate_weights(gate_reward, self.args.reward_gate_threshold, self.args.reward_gate_temperature)
-
-    def _combined_reward_loss(self, reward_outputs: list[dict[str, torch.Tensor]], gate: torch.Tensor | None):
-        """``Σ_i w_i · mean_b loss_{i,b}``, the emotion loss multiplied per sample by the gate ``g_b``
-        (:func:`~rrpo_hf.ops.weighted_reward_loss`)."""
-        return weighted_reward_loss(
-            [terms["loss"] for terms in reward_outputs],
-            self.reward_weights,
-            gate=gate,
-            gated_index=None if gate is None else self._emotion_index,
-        )
+        return self.rewards.terms(func, name, token_probs, attention_mask, batch)
 
     def _reference_logits(self, model, lm_inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
@@ -839,9 +584,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             straight_through=args.straight_through,
             generator=self._gumbel_generator,
         )
-        reward_outputs = self._compute_rewards(samples, speech_attention_mask, inputs)
-        gate = self._gate(reward_outputs)
-        loss = self._combined_reward_loss(reward_outputs, gate)
+        reward_outputs = self.rewards.compute(samples, speech_attention_mask, inputs)
+        gate = self.rewards.gate(reward_outputs)
+        loss = self.rewards.loss(reward_outputs, gate)
         kl = None
         if args.beta > 0:
             reference_logits = self._reference_logits(model, lm_inputs)
@@ -862,11 +607,6 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             "gate_weights": gate,
         }
 
-    def _weighted_reward(self, reward_outputs: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """Per-sample ``Σ_i w_i · r_{i,b}`` with ``r = -loss``, detached: what `reward` logs (TRL's convention)."""
-        rewards = [-terms["loss"].detach().float() for terms in reward_outputs]
-        return weighted_rewards(rewards, self.reward_weights)
-
     def _record_step_metrics(self, reward_outputs, gate, kl, speech_logits, speech_attention_mask) -> None:
         """Window means of the step statistics: `reward` (weighted sum of rewards), the emotion reward's `loss_emo`,
         `loss_adv` (RRPO) and `rm_accuracy`, `kl` (β > 0), `entropy`, `sample_length`, `reward/<name>` per reward
@@ -876,7 +616,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             valid = speech_attention_mask.bool()
             zero = torch.zeros((), device=valid.device)
             named = {
-                "reward": self._weighted_reward(reward_outputs).mean(),
+                "reward": self.rewards.weighted_reward(reward_outputs).mean(),
                 "loss_emo": emotion["loss_emo"].detach().float().mean(),
                 "loss_adv": emotion["loss_adv"].detach().float().mean(),
                 "kl": kl.detach() if kl is not None else zero,
@@ -1034,10 +774,10 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         speech_ids, speech_attention_mask = pad_speech_tokens(tokens, device)
         dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
         token_probs = F.one_hot(speech_ids, self.policy_config.speech_token_size).to(dtype)
-        reward_outputs = self._compute_rewards(token_probs, speech_attention_mask, batch)
+        reward_outputs = self.rewards.compute(token_probs, speech_attention_mask, batch)
         emotion = reward_outputs[self._emotion_index]
         scores = {
-            "reward": self._weighted_reward(reward_outputs),
+            "reward": self.rewards.weighted_reward(reward_outputs),
             "rm_accuracy": emotion["correct"].float(),
             "sample_length": speech_attention_mask.sum(1).float(),
         }
@@ -1078,7 +818,8 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
 
     @property
     def method_name(self) -> str:
-        return "RRPO" if self.args.reward_adv_alpha > 0 else "DiffRO"
+        """RRPO when the emotion reward has the adversarial term (a robust RM's Eq. 5), else DiffRO."""
+        return "RRPO" if self.emotion_reward.adv_alpha > 0 else "DiffRO"
 
     def _model_card_tags(self) -> list[str]:
         return [self.method_name.lower()]
@@ -1098,9 +839,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             ("Gumbel-Softmax temperature τ", args.gumbel_temperature),
             ("straight-through", args.straight_through),
             ("KL weight β", args.beta),
-            ("reward label smoothing ε (Eq. 2)", args.reward_label_smoothing),
-            ("reward adversarial ε_adv (Eq. 4)", args.reward_adv_epsilon),
-            ("reward adversarial weight α (Eq. 5)", args.reward_adv_alpha),
+            *self.rewards.loss_settings(),
             ("instruction template", args.instruction_template),
             ("learning rate", args.learning_rate),
             ("reward model labels", ", ".join(sorted(self.emotion_to_label_id))),
@@ -1115,7 +854,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                     f"{len(self.emotion_reward.members)} models, {self.emotion_reward.aggregation}",
                 )
             )
-        if self._gate_index is not None:
+        if self.rewards.gate_index is not None:
             reward, tau, temperature = (
                 f"r_{args.reward_gate}",
                 args.reward_gate_threshold,

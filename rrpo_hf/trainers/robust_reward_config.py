@@ -7,6 +7,8 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from ..ops.adversarial import ADV_EPSILON_SCALES
+from ..ops.robust_loss import RobustLossSettings
 from .base_config import _BaseConfig
 
 
@@ -43,6 +45,12 @@ class RobustRewardConfig(_BaseConfig):
             ε_adv of Eq. 4: L2 norm of the perturbation δ added to each sample's high-level embeddings h'.
         adv_alpha (`float`, *optional*, defaults to `0.5`):
             α of Eq. 5, `L_ser = L_emo + α·L_adv`. `0` disables adversarial training (and its extra cost).
+        adv_epsilon_scale (`str`, *optional*, defaults to `"absolute"`):
+            Radius rule of δ: `"absolute"` (`‖δ‖ = ε_adv`, the paper) or `"relative"` (`‖δ‖ = ε_adv·‖h'‖`, both norms
+            per utterance over its valid frames).
+
+        These four settings are saved in the model's config: the DiffRO / RRPO reward built from the saved model
+        computes the same `L_ser` unless `DiffROConfig.reward_*` overrides them.
 
         > Data
 
@@ -111,6 +119,14 @@ class RobustRewardConfig(_BaseConfig):
             "training (ablation row '+EAM')."
         },
     )
+    adv_epsilon_scale: str = field(
+        default="absolute",
+        metadata={
+            "help": "Radius rule of the adversarial perturbation: 'absolute' (‖δ‖ = ε_adv, the paper) or 'relative' "
+            "(‖δ‖ = ε_adv·‖h'‖ per utterance over its valid frames).",
+            "choices": list(ADV_EPSILON_SCALES),
+        },
+    )
     label_column: str = field(
         default="emotion",
         metadata={"help": "Dataset column with the emotion label (ClassLabel, emotion names or label ids)."},
@@ -132,8 +148,7 @@ class RobustRewardConfig(_BaseConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+        _ = self.robust_loss  # RobustLossSettings validates ε, ε_adv, α and the radius rule (one validator)
         if not 0.0 <= self.eam_probability <= 1.0:
             raise ValueError(f"eam_probability must be in [0, 1], got {self.eam_probability}.")
         if len(self.eam_snr_range) != 2 or self.eam_snr_range[0] > self.eam_snr_range[1]:
@@ -141,13 +156,6 @@ class RobustRewardConfig(_BaseConfig):
                 f"eam_snr_range must be two numbers [r_min, r_max] with r_min <= r_max, got {self.eam_snr_range}."
             )
         self.eam_snr_range = [float(value) for value in self.eam_snr_range]
-        if self.adv_alpha < 0:
-            raise ValueError(f"adv_alpha must be >= 0 (0 disables adversarial training), got {self.adv_alpha}.")
-        if self.adv_alpha > 0 and self.adv_epsilon <= 0:
-            raise ValueError(
-                f"adv_epsilon must be > 0 when adv_alpha > 0, got {self.adv_epsilon}; set --adv_alpha 0 to disable "
-                "adversarial training instead."
-            )
         if self.max_length is not None and self.max_length < 1:
             raise ValueError(f"max_length must be a positive number of tokens or None, got {self.max_length}.")
         if self.label_smoothing_factor != 0:
@@ -155,3 +163,13 @@ class RobustRewardConfig(_BaseConfig):
                 "RobustRewardConfig applies its own label smoothing (Eq. 2): set `label_smoothing` and leave "
                 "`label_smoothing_factor` at 0."
             )
+
+    @property
+    def robust_loss(self) -> RobustLossSettings:
+        """The settings of `L_ser` (Eq. 2-5) these arguments train with, as saved in the model's config."""
+        return RobustLossSettings(
+            label_smoothing=self.label_smoothing,
+            adv_epsilon=self.adv_epsilon,
+            adv_alpha=self.adv_alpha,
+            adv_epsilon_scale=self.adv_epsilon_scale,
+        )

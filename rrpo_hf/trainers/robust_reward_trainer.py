@@ -30,7 +30,7 @@ from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
 from ..data.validation import check_token_range_in_column
 from ..evaluation.metrics import compute_emotion_metrics, format_emotion_eval_table
 from ..models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
-from ..ops import fgm_perturbation, mixup_emotion_loss
+from ..ops import mixup_emotion_loss, robust_emotion_loss
 from .base import _BaseTrainer
 from .model_cards import REWARD_MODEL_CARD_TEMPLATE
 from .robust_reward_config import RobustRewardConfig
@@ -188,10 +188,9 @@ class RobustRewardTrainer(_BaseTrainer, Trainer):
 
     @staticmethod
     def _write_regularization_to_config(config, args: RobustRewardConfig) -> None:
-        # Saved with the checkpoint: DiffRO/RRPO reads them back to compute the robust reward -L_ser (Eq. 6).
-        config.label_smoothing = args.label_smoothing
-        config.adv_epsilon = args.adv_epsilon
-        config.adv_alpha = args.adv_alpha
+        # Saved with the checkpoint: the DiffRO / RRPO reward built from it computes the same L_ser (Eq. 5-6).
+        for name, value in args.robust_loss.to_dict().items():
+            setattr(config, name, value)
         config.eam_snr_range = list(args.eam_snr_range)
         config.use_eam = args.use_eam
 
@@ -334,32 +333,20 @@ class RobustRewardTrainer(_BaseTrainer, Trainer):
             partner_labels = outputs.partner_labels
             if partner_labels is None:
                 partner_labels = labels[inputs["eam_partner"]]
-        epsilon = self.args.label_smoothing
         adversarial = self.args.adv_alpha > 0 and torch.is_grad_enabled()
-        if adversarial:
-            head = self.accelerator.unwrap_model(model).classify
-            hidden_states, attention_mask = outputs.last_hidden_state, outputs.attention_mask
-            # g = dL_emo/dh' (Eq. 4) is taken on a detached copy of h' through the head alone: no second encoder
-            # pass, no retained encoder graph, and no trip through the output hooks of DeepSpeed's engine (whose
-            # backward prologue/epilogue would otherwise fire, and reduce gradients, inside this autograd.grad call).
-            # The RNG is forked so that the probe and L_emo below draw the same dropout mask: g is exactly dL_emo/dh'.
-            rng_devices = [hidden_states.device.index] if hidden_states.is_cuda else []
-            with torch.random.fork_rng(devices=rng_devices):
-                probe = hidden_states.detach().requires_grad_(True)
-                probe_logits = head(probe, attention_mask)
-                probe_loss = mixup_emotion_loss(probe_logits, labels, partner_labels, mixup_lambda, epsilon)
-                (hidden_grad,) = torch.autograd.grad(probe_loss, probe)
-            delta = fgm_perturbation(hidden_grad, attention_mask, self.args.adv_epsilon)
-            # L_emo re-applies the head from the RNG state the probe started from (rather than reading
-            # `outputs.logits`), so its dropout mask, and therefore its gradient w.r.t. h', is the probe's.
-            logits = head(hidden_states, attention_mask)
-            loss_emo = mixup_emotion_loss(logits, labels, partner_labels, mixup_lambda, epsilon)
-            adv_logits = head(hidden_states + delta, attention_mask)
-            loss_adv = mixup_emotion_loss(adv_logits, labels, partner_labels, mixup_lambda, epsilon)
-            loss = loss_emo + self.args.adv_alpha * loss_adv
-        else:
-            loss_emo = mixup_emotion_loss(outputs.logits, labels, partner_labels, mixup_lambda, epsilon)
-            loss = loss_emo
+        # Eq. 5 with the head of the unwrapped model: `classify(h' + δ)` runs the small head only, outside the
+        # output hooks of DeepSpeed's engine (whose backward prologue would otherwise fire inside autograd.grad).
+        loss, loss_emo, loss_adv = robust_emotion_loss(
+            self.accelerator.unwrap_model(model).classify,
+            outputs.last_hidden_state,
+            outputs.attention_mask,
+            labels,
+            self.args.robust_loss,
+            logits=outputs.logits,
+            partner_labels=partner_labels,
+            mixup_lambda=mixup_lambda,
+            adversarial=adversarial,
+        )
 
         if model.training:
             with torch.no_grad():
@@ -459,6 +446,7 @@ class RobustRewardTrainer(_BaseTrainer, Trainer):
             ("EAM SNR range (dB)", list(args.eam_snr_range)),
             ("adversarial ε_adv (Eq. 4)", args.adv_epsilon),
             ("adversarial weight α (Eq. 5)", args.adv_alpha),
+            ("adversarial radius rule", args.adv_epsilon_scale),
             ("learning rate", args.learning_rate),
         ]
         return {

@@ -34,8 +34,8 @@ _SHARD_PATTERN = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors
 TRAINING_ARGS_NAME = "training_args.bin"  # the name `Trainer` uses
 
 
-def is_peft_model(model) -> bool:
-    return hasattr(model, "merge_and_unload") and hasattr(model, "get_base_model")
+# The package's one PEFT check (a `peft.PeftModel`, possibly inside a DDP / compile wrapper).
+from accelerate.utils import is_peft_model  # noqa: E402
 
 
 def remove_stale_model_files(output_dir: str | os.PathLike, kept: str) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import os
 
+from accelerate.utils import is_peft_model
+
 from .checkpoint import save_cosyvoice_checkpoint
 
 
@@ -21,7 +23,7 @@ def export_training_policy_to_cosyvoice(model, accelerator, path: str | os.PathL
     with unwrap_model_for_generation(model, accelerator) as unwrapped:
         if accelerator.is_main_process:
             policy = unwrapped
-            if hasattr(policy, "merge_and_unload"):
+            if is_peft_model(policy):
                 policy = copy.deepcopy(policy).merge_and_unload()
             written = save_cosyvoice_checkpoint(policy, path)
     accelerator.wait_for_everyone()

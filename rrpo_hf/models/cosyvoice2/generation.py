@@ -36,6 +36,7 @@ import inspect
 from collections.abc import Iterator, Sequence
 
 import torch
+from accelerate.utils import is_peft_model
 from tqdm.auto import tqdm
 from transformers import Qwen2Model
 
@@ -185,12 +186,10 @@ def count_target_text_tokens(
 
 def _resolve_policy(model):
     """Strip wrappers that hide the CosyVoice2LM methods generation needs (PEFT, DDP)."""
-    if hasattr(
-        model, "get_base_model"
-    ):  # peft.PeftModel: LoRA layers are injected in place, so the base model runs them
-        model = model.get_base_model()
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
+    if is_peft_model(model):  # LoRA layers are injected in place, so the base model runs them
+        model = model.get_base_model()
     required = ("embed_prompt", "speech_logits", "speech_embedding", "model", "config")
     missing = [name for name in required if not hasattr(model, name)]
     if missing:

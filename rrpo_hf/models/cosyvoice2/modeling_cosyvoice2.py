@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, Qwen2Model
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from ...ops.gumbel import soft_token_embedding
 from ...utils.saving import ConsistentSaveMixin
 from .configuration_cosyvoice2 import NUM_LLM_EMBEDDING_ROWS, CosyVoice2LMConfig
 
@@ -139,8 +140,7 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
                     "speech_token_probs must have shape (batch, speech_length, V) with V <= speech_vocab_size "
                     f"({self.config.speech_vocab_size}); got {tuple(speech_token_probs.shape)}."
                 )
-            weight = self.speech_embedding.weight[:num_classes]
-            return speech_token_probs.to(weight.dtype) @ weight
+            return soft_token_embedding(speech_token_probs, self.speech_embedding.weight)
         valid = (
             torch.ones_like(speech_ids, dtype=torch.bool)
             if speech_attention_mask is None

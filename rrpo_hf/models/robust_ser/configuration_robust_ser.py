@@ -5,6 +5,9 @@ from __future__ import annotations
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
+# Absolute on purpose (see modeling_robust_ser.py): `save_pretrained` bundles the module with remote-code folders.
+from rrpo_hf.ops.robust_loss import RobustLossSettings, check_robust_loss_settings
+
 
 # The canonical emotion names of rrpo_hf.data.labels.CANONICAL_EMOTIONS, restated because this file
 # ships inside saved checkpoints and must not import rrpo_hf (tests assert the two stay equal).
@@ -48,11 +51,17 @@ class RobustSERConfig(PreTrainedConfig):
             How h' is pooled over frames: `"attention"` (learned, masked attention weights) or `"mean"`
             (masked mean).
         label_smoothing (`float`, *optional*, defaults to 0.1):
-            Eq. 2 epsilon used by the model's loss.
+            Eq. 2 epsilon of the model's loss, in [0, 1).
         adv_epsilon (`float`, *optional*, defaults to 0.5):
-            Eq. 4 perturbation magnitude on h' (used by the trainer).
+            Eq. 4 perturbation radius on h'.
         adv_alpha (`float`, *optional*, defaults to 0.5):
-            Eq. 5 weight of the adversarial loss (used by the trainer; 0 disables it).
+            Eq. 5 weight of the adversarial loss (0 disables it).
+        adv_epsilon_scale (`str`, *optional*, defaults to `"absolute"`):
+            Eq. 4 radius rule: `"absolute"` (`‖δ‖ = adv_epsilon`, the paper) or `"relative"`
+            (`‖δ‖ = adv_epsilon·‖h'‖` per utterance).
+
+            These four are the robust loss the model was trained with (`RobustRewardTrainer` writes them) and the
+            defaults of the DiffRO / RRPO reward built from it (`robust_loss`, `EmotionReward`).
         eam_snr_range (`list[float]`, *optional*, defaults to `[-5.0, 5.0]`):
             Algorithm 1 SNR range `[r_min, r_max]` in dB (used by the EAM collator).
         id2label (`dict[int, str]`, *optional*):
@@ -86,6 +95,7 @@ class RobustSERConfig(PreTrainedConfig):
     label_smoothing: float | int = 0.1
     adv_epsilon: float | int = 0.5
     adv_alpha: float | int = 0.5
+    adv_epsilon_scale: str = "absolute"
     eam_snr_range: list[float | int] | tuple[float | int, ...] = (-5.0, 5.0)
 
     def __post_init__(self, **kwargs):
@@ -116,14 +126,16 @@ class RobustSERConfig(PreTrainedConfig):
             )
         if self.pooling not in ("attention", "mean"):
             raise ValueError(f"pooling must be 'attention' or 'mean', got {self.pooling!r}.")
-        if not 0.0 <= self.label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing must lie in [0, 1], got {self.label_smoothing}.")
-        if self.adv_epsilon < 0 or self.adv_alpha < 0:
-            raise ValueError(f"adv_epsilon and adv_alpha must be >= 0, got {self.adv_epsilon} and {self.adv_alpha}.")
+        check_robust_loss_settings(self.label_smoothing, self.adv_epsilon, self.adv_alpha, self.adv_epsilon_scale)
         if len(self.eam_snr_range) != 2 or self.eam_snr_range[0] > self.eam_snr_range[1]:
             raise ValueError(
                 f"eam_snr_range must be [r_min, r_max] in dB with r_min <= r_max, got {self.eam_snr_range}."
             )
+
+    @property
+    def robust_loss(self) -> RobustLossSettings:
+        """The settings of the robust loss (Eq. 2-5) this model was trained with: its reward's defaults."""
+        return RobustLossSettings.from_config(self)
 
 
 __all__ = ["DEFAULT_EMOTIONS", "RobustSERConfig"]

@@ -27,6 +27,7 @@ from transformers.utils import ModelOutput
 # lines (a `from ...ops` line would make it look for a missing file), so `save_pretrained` (`remote_code.py`)
 # copies these modules next to this file and rewrites these lines to `from .x import` in the saved copy.
 from rrpo_hf.ops.eam import EAM_PLAN_KEYS, apply_energy_adaptive_mixup
+from rrpo_hf.ops.gumbel import soft_token_embedding
 from rrpo_hf.ops.label_smoothing import mixup_emotion_loss
 from rrpo_hf.utils.saving import ConsistentSaveMixin
 
@@ -78,8 +79,7 @@ class RobustSERTokenEmbedding(nn.Embedding):
     ) -> torch.Tensor:
         if input_token_probs is None:
             return super().forward(input_ids)
-        weight = self.weight[: self.vocab_size]
-        return torch.matmul(input_token_probs.to(weight.dtype), weight)
+        return soft_token_embedding(input_token_probs, self.weight[: self.vocab_size])
 
 
 class RobustSERSelfAttention(nn.Module):
