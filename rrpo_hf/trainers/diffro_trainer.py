@@ -59,6 +59,7 @@ from ..models.cosyvoice2.export import export_training_policy_to_cosyvoice
 from ..models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
 from ..models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
 from ..models.robust_ser import RobustSERForAudioClassification  # noqa: F401  (registers the Auto classes)
+from ..models.speech_tokenizer_check import check_speech_tokenizer_match
 from ..ops import (
     gate_weights,
     gumbel_softmax_sample,
@@ -202,7 +203,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         if isinstance(model, str):
             if processing_class is None:
                 processing_class = AutoTokenizer.from_pretrained(model)
-            model = CosyVoice2LM.from_pretrained(model, **dict(args.model_init_kwargs or {}))
+            model = AutoModel.from_pretrained(model, **dict(args.model_init_kwargs or {}))  # CosyVoice2 or 3
         elif args.model_init_kwargs:
             raise ValueError("`model_init_kwargs` only applies when `model` is a path; the model is already built.")
         if processing_class is None:
@@ -569,6 +570,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         return min(known) if known else None
 
     def _check_vocabulary(self, classifier, name: str) -> None:
+        check_speech_tokenizer_match(self.policy_config, classifier.config, name)
         rm_vocab = getattr(classifier.config, "vocab_size", None)
         codebook = self.policy_config.speech_token_size
         if rm_vocab != codebook:
@@ -679,6 +681,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             emotion_names=emotion_names,
             with_speech=with_speech,
             speech_token_size=self.policy_config.speech_token_size,
+            cosyvoice_version=self.policy_config.cosyvoice_version,
             instruction_template=args.instruction_template,
             max_text_length=args.max_text_length,
             text_column=args.text_column,
