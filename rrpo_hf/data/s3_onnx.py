@@ -372,7 +372,8 @@ class S3OnnxSpeechTokenizer(SpeechTokenizer):
             if row_tokens.size and (row_tokens.min() < 0 or row_tokens.max() >= self.codebook_size):
                 raise ValueError(
                     f"{self.model_path!r} returned token ids in [{row_tokens.min()}, {row_tokens.max()}], outside the "
-                    f"S3 codebook [0, {self.codebook_size}). Pass `speech_tokenizer_{self.speech_tokenizer_version}.onnx`."
+                    f"S3 codebook [0, {self.codebook_size}). Pass "
+                    f"`speech_tokenizer_{self.speech_tokenizer_version}.onnx`."
                 )
             tokens.append(row_tokens.tolist())
         return tokens

@@ -73,8 +73,9 @@ class DataCollatorForCosyVoice2:
     cosyvoice_version: int = field(
         default=2,
         metadata={
-            "help": "The policy's CosyVoice generation (`model.config.cosyvoice_version`). 2: eos = speech_token_size, "
-            "fill = +2, texts `instruction<|endofprompt|>text`. 3 (CosyVoice3): eos = +1, fill = +3, texts "
+            "help": "The policy's CosyVoice generation (`model.config.cosyvoice_version`). 2: eos = "
+            "speech_token_size, fill = +2, texts `instruction<|endofprompt|>text`. 3 (CosyVoice3): eos = +1, "
+            "fill = +3, texts "
             "`You are a helpful assistant. instruction<|endofprompt|>text` (and the system prompt without one)."
         },
     )

@@ -7,6 +7,7 @@ would train without error and reward the wrong sounds.
 
 from __future__ import annotations
 
+
 #: What a config without the field reads (every CosyVoice2 policy and every reward model saved before it existed).
 DEFAULT_SPEECH_TOKENIZER_VERSION = "v2"
 
