@@ -3,7 +3,7 @@
 CosyVoice3 registers CosyVoice2's special tokens, then ``<|endofsystem|>`` and the phone tokens (English ARPAbet
 ``[AA0]`` ... and Mandarin pinyin finals ``[iāng]`` ...), in a fixed order right after ``<|endoftext|>``; the LM's
 text embedding rows are indexed by the resulting ids, so the order is part of the checkpoint format
-(``<|endofprompt|>`` = 151646, ``<|endofsystem|>`` = 151662, 151924 entries with the released vocabulary).
+(``<|endofprompt|>`` = 151646, ``<|endofsystem|>`` = 151663, 151924 entries with the released vocabulary).
 """
 
 from __future__ import annotations
@@ -287,7 +287,7 @@ _COSYVOICE3_EXTRA_TOKENS: tuple[str, ...] = (
 COSYVOICE3_SPECIAL_TOKENS: tuple[str, ...] = COSYVOICE2_SPECIAL_TOKENS + _COSYVOICE3_EXTRA_TOKENS
 COSYVOICE3_END_OF_SYSTEM = "<|endofsystem|>"
 #: Ids of the released tokenizer.
-COSYVOICE3_END_OF_SYSTEM_ID = 151662
+COSYVOICE3_END_OF_SYSTEM_ID = 151663
 COSYVOICE3_TOKENIZER_LENGTH = 151924
 
 
