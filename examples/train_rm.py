@@ -117,7 +117,8 @@ class RewardModelArguments:
         default="v2",
         metadata={
             "help": "S3 tokenizer of the dataset's tokens (its preparation_report.json says): `v2` (CosyVoice2) or "
-            "`v3` (CosyVoice3). Saved in the RM config; DiffRO refuses a policy of the other version."
+            "`v3` (CosyVoice3). Saved in a new RM's config (a pretrained RM keeps its own, like the other sizes); "
+            "DiffRO refuses a policy of the other version."
         },
     )
 
