@@ -193,3 +193,29 @@ def test_misshaped_cosyvoice3_file_lists_every_problem(tmp_path):
     message = str(excinfo.value)
     assert "CosyVoice3 LM layout" in message and "layers.0.mlp.up_proj.weight" in message
     assert "llm_decoder.weight: (224, 32) != expected (223, 32)" in message
+
+
+def test_release_dir_loads_a_cosyvoice3_policy_with_cosyvoice3_special_tokens(tmp_path):
+    from test_cosyvoice2_tokenizer import write_blank_en
+
+    from rrpo_hf import load_cosyvoice2_lm_and_tokenizer
+    from rrpo_hf.data.prompts import build_instruct_text
+    from rrpo_hf.models.cosyvoice3 import COSYVOICE3_SPECIAL_TOKENS
+
+    release = tmp_path / "Fun-CosyVoice3-0.5B"
+    release.mkdir()
+    bpe_size = write_blank_en(release / "CosyVoice-BlankEN")
+    config = CosyVoice3LMConfig(
+        llm_config=dict(vocab_size=bpe_size + 300, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1),
+        speech_token_size=24, end_of_prompt_id=bpe_size + 3,
+    )  # fmt: skip
+    CosyVoice3LM(config).save_cosyvoice(release)  # llm.pt, and CosyVoice-BlankEN/config.json beside the vocabulary
+    policy, tokenizer = load_cosyvoice2_lm_and_tokenizer(release)
+    assert type(policy) is CosyVoice3LM
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    assert tokenizer.convert_tokens_to_ids(list(COSYVOICE3_SPECIAL_TOKENS)) == list(range(eos + 1, eos + 281))
+    assert len(tokenizer) == bpe_size + 281
+    ids = tokenizer(build_instruct_text("hello world", emotion="happy", cosyvoice_version=3))["input_ids"]
+    assert ids.count(eos + 3) == 1  # <|endofprompt|>, the id the released model asserts (151646 there)
+    assert tokenizer.convert_tokens_to_ids("<|endofsystem|>") == eos + 20
