@@ -42,10 +42,16 @@ class DataCollatorForCosyVoice2:
     fill id (`speech_token_size + 2`) after every full speech chunk, so that the trained LM also
     serves CosyVoice's `inference_bistream`.
 
+    With `cosyvoice_version=3` (a CosyVoice3 policy; builders pass `model.config.cosyvoice_version`) eos is
+    `speech_token_size + 1` and fill `+ 3`, every text starts with CosyVoice3's system prompt
+    (`You are a helpful assistant. instruction<|endofprompt|>text`, or `You are a helpful assistant.<|endofprompt|>text`
+    without an instruction), a zero-shot transcript follows that `<|endofprompt|>`, and bistream rows chunk only the
+    text after it (the instruction precedes the chunks, as upstream's `instruct_token`).
+
     Returns a dict of tensors:
         `text_ids` / `text_attention_mask` (B, T): right-padded with the tokenizer's pad id;
         `speech_ids` / `speech_attention_mask` (B, S): right-padded with 0 (masked out);
-        `labels` (B, S + 1): speech tokens followed by the eos id (`speech_token_size`), -100 on
+        `labels` (B, S + 1): speech tokens followed by the eos id (`speech_token_size`; CosyVoice3: `+ 1`), -100 on
         padding, aligned with `CosyVoice2LMOutput.logits`; with bistream rows in the batch,
         (B, S + max full chunks + 1), the fill id inserted after each full speech chunk of those rows;
         `bistream` (B,) bool: only when `bistream_probability > 0`;
