@@ -45,8 +45,9 @@ class DataCollatorForCosyVoice2:
     With `cosyvoice_version=3` (a CosyVoice3 policy; builders pass `model.config.cosyvoice_version`) eos is
     `speech_token_size + 1` and fill `+ 3`, every text starts with CosyVoice3's system prompt
     (`You are a helpful assistant. instruction<|endofprompt|>text`, or
-    `You are a helpful assistant.<|endofprompt|>text` without an instruction), a zero-shot transcript follows that `<|endofprompt|>`, and bistream rows chunk only the
-    text after it (the instruction precedes the chunks, as upstream's `instruct_token`).
+    `You are a helpful assistant.<|endofprompt|>text` without an instruction), a zero-shot transcript follows that
+    `<|endofprompt|>`, and bistream rows chunk only the text after it (the instruction precedes the chunks, as
+    upstream's `instruct_token`).
 
     Returns a dict of tensors:
         `text_ids` / `text_attention_mask` (B, T): right-padded with the tokenizer's pad id;
