@@ -107,6 +107,32 @@ def test_online_rollouts_train_and_the_saved_policy_loads_as_cosyvoice3(tmp_path
     assert type(policy) is CosyVoice3LM
 
 
+@pytest.mark.slow
+def test_lora_rrpo_on_cosyvoice3_saves_a_merged_policy_that_exports_upstreams_keys(tmp_path, corpus, tokenizer):
+    from peft import LoraConfig
+
+    trainer = DiffROTrainer(
+        model=make_policy(tokenizer),
+        reward_model=make_reward_model(),
+        args=diffro_args(tmp_path, max_steps=2, save_strategy="no"),
+        train_dataset=corpus["train"],
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+    )
+    trainer.train()
+    trainer.save_model()  # merged (save_merged defaults to True)
+    exported = torch.load(trainer.export_cosyvoice(str(tmp_path / "release")), weights_only=True)
+    assert list(exported)[-2:] == ["llm_decoder.weight", "speech_embedding.weight"]
+    assert not [key for key in exported if "lora" in key or key.startswith("llm_embedding")]
+    from transformers import AutoModel
+
+    merged = AutoModel.from_pretrained(tmp_path)
+    assert type(merged) is CosyVoice3LM
+    assert torch.equal(
+        merged.model.layers[0].self_attn.q_proj.weight, exported["llm.model.model.layers.0.self_attn.q_proj.weight"]
+    )
+
+
 @pytest.mark.parametrize(("policy_version", "reward_version"), [("v3", "v2"), ("v2", "v3")])
 def test_a_reward_model_of_the_other_speech_tokenizer_fails_before_step_one(
     tmp_path, corpus, tokenizer, policy_version, reward_version

@@ -1069,7 +1069,8 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
     # ------------------------------------------------------------------ export and model card
 
     def export_cosyvoice(self, path: str | os.PathLike) -> str | None:
-        """Write the policy as CosyVoice2's ``llm.pt`` (LoRA merged into a copy) for CosyVoice's flow and vocoder.
+        """Write the policy as CosyVoice2's or CosyVoice3's ``llm.pt`` (LoRA merged into a copy) for their flow and
+        vocoder.
 
         Every process must call it (ZeRO-3 shards are gathered collectively); the main process writes the file and
         gets its path, the others get ``None``.
