@@ -196,3 +196,51 @@ def test_sft_trains_a_cosyvoice3_policy_with_bistream_rows(tmp_path, corpus, tok
     assert any(not torch.equal(before[name], param) for name, param in policy.named_parameters())
     exported = torch.load(policy.save_cosyvoice(str(tmp_path / "release")), weights_only=True)
     assert "llm_embedding.weight" not in exported and "llm_decoder.bias" not in exported
+
+
+@pytest.mark.slow
+def test_sft_then_rrpo_scripts_run_on_a_cosyvoice3_release_folder(tmp_path, corpus, tokenizer):
+    """The user's path: a release folder (llm.pt + CosyVoice-BlankEN), a save_to_disk dataset, the example scripts."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(f"cosyvoice3_{name}_example", repo / "examples" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    release = tmp_path / "Fun-CosyVoice3-tiny"
+    make_policy(tokenizer).save_cosyvoice(release)
+    tokenizer.save_pretrained(release / "CosyVoice-BlankEN")
+    corpus.save_to_disk(tmp_path / "data")
+    make_reward_model("v3").save_pretrained(tmp_path / "rm")
+    common = ["--dataset_name", str(tmp_path / "data"), "--max_steps", "2", "--per_device_train_batch_size", "4"]
+    common += ["--report_to", "none", "--use_cpu", "true", "--export_cosyvoice", "true", "--save_strategy", "no"]
+
+    sft = load("sft")
+    sft_args = [*common, "--model_name_or_path", str(release), "--output_dir", str(tmp_path / "sft")]
+    sft_args += ["--num_generation_samples", "2", "--max_eval_samples", "4", "--remove_unused_columns", "false"]
+    sft.main(*sft.make_parser().parse_args_and_config(sft_args))
+    sft_policy = torch.load(tmp_path / "sft" / "llm.pt", weights_only=True)
+    assert "llm_embedding.weight" not in sft_policy and sft_policy["speech_embedding.weight"].shape[0] == 712
+
+    rrpo = load("rrpo")
+    rrpo_args = [*common, "--model_name_or_path", str(tmp_path / "sft"), "--reward_model_path", str(tmp_path / "rm")]
+    rrpo_args += ["--output_dir", str(tmp_path / "rrpo"), "--max_eval_samples", "4"]
+    rrpo.main(*rrpo.make_parser().parse_args_and_config(rrpo_args))
+    from transformers import AutoModel
+
+    policy = AutoModel.from_pretrained(tmp_path / "rrpo")
+    assert type(policy) is CosyVoice3LM and policy.config.speech_vocab_size == CODEBOOK + 200
+    exported = torch.load(tmp_path / "rrpo" / "llm.pt", weights_only=True)
+    assert torch.equal(exported["speech_embedding.weight"], policy.speech_embedding.weight)
+
+    make_reward_model("v2").save_pretrained(tmp_path / "rm_v2")
+    rrpo_args[rrpo_args.index(str(tmp_path / "rm"))] = str(tmp_path / "rm_v2")
+    with pytest.raises(ValueError, match="reads S3 tokenizer v3 tokens .* trained on v2"):
+        rrpo.main(*rrpo.make_parser().parse_args_and_config([*rrpo_args[:-4], "--output_dir", str(tmp_path / "x")]))

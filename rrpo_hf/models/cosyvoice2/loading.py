@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import COSYVOICE_BLANK_EN_DIRNAME, load_cosyvoice_checkpoint
 from .modeling_cosyvoice2 import CosyVoice2LM
-from .tokenization import load_cosyvoice2_tokenizer
+from .tokenization import COSYVOICE2_END_OF_PROMPT, load_cosyvoice2_tokenizer
 
 
 #: LoRA targets: every projection of the Qwen2 backbone (the speech head and embeddings stay frozen).
@@ -70,6 +70,9 @@ def load_cosyvoice2_lm_and_tokenizer(
             tokenizer = load_release_tokenizer(blank_en)
         else:
             tokenizer = AutoTokenizer.from_pretrained(blank_en)
+        if model.config.cosyvoice_version == 3:
+            # llm.pt does not say which text id is <|endofprompt|> (upstream hard-codes 151646): the tokenizer does.
+            model.config.end_of_prompt_id = tokenizer.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
     else:
         from transformers import AutoModel
 
@@ -83,6 +86,14 @@ def load_cosyvoice2_lm_and_tokenizer(
                 f"{model_path} holds a {type(model).__name__}, not a CosyVoice2 / CosyVoice3 LM; pass a policy folder."
             )
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or model_path))
+    if model.config.cosyvoice_version == 3:
+        end_id = tokenizer.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
+        if end_id != model.config.end_of_prompt_id:
+            raise ValueError(
+                f"The tokenizer's <|endofprompt|> is id {end_id} but the CosyVoice3 model expects "
+                f"end_of_prompt_id={model.config.end_of_prompt_id}; they do not belong together (check "
+                "--tokenizer_path)."
+            )
     if len(tokenizer) > model.config.llm_config.vocab_size:
         raise ValueError(
             f"The tokenizer has {len(tokenizer)} tokens but the model's text embedding only "
