@@ -308,7 +308,8 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
             bistream (`torch.BoolTensor` of shape `(batch_size,)`, *optional*):
                 True for samples laid out as CosyVoice2's bistream training sequence
                 `[sos, 5 text, 15 speech, ..., remaining text, task_id, remaining speech]` (chunk sizes from the
-                config). Their targets interleave a fill id after every full speech chunk (see
+                config; CosyVoice3 reads its text up to `<|endofprompt|>` before the first chunk). Their targets
+                interleave a fill id after every full speech chunk (see
                 `DataCollatorForCosyVoice2(bistream_probability=...)`). Such samples take no prompt speech.
 
         `logits[b, m]` predicts the `m`-th target of sample `b`: speech token `m` for unistream samples (the last
