@@ -224,6 +224,8 @@ def main(args: PrepareDataArguments) -> None:
         "label_set": scan.label_set,
         "tokenizer_model": args.tokenizer_model,
         "tokenizer": getattr(tokenizer, "fingerprint", type(tokenizer).__name__),
+        # train_rm.py --speech_tokenizer_version must repeat it: a reward model only fits policies of its tokenizer.
+        "speech_tokenizer_version": getattr(tokenizer, "speech_tokenizer_version", "v2"),
     }
     (output_dir / "preparation_report.json").write_text(
         json.dumps({**result.report.to_dict(), "validation": asdict(validation), **settings}, indent=2) + "\n"

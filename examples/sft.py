@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
-from transformers import AutoTokenizer, Trainer, TrainingArguments, set_seed
+from transformers import AutoModel, AutoTokenizer, Trainer, TrainingArguments, set_seed
 from trl import ModelConfig, ScriptArguments
 
 from rrpo_hf import CosyVoice2SFTTrainer, build_cosyvoice2_sft_collator, build_tiny_cosyvoice2_policy
@@ -225,7 +225,8 @@ def save_policy(trainer: Trainer, script_args: SFTScriptArguments, output_dir: s
     if script_args.export_cosyvoice:
         if trainer.is_world_process_zero():
             # Re-read the saved (merged or full) model: under ZeRO-3 the in-memory parameters are only shards.
-            CosyVoice2LM.from_pretrained(output_dir).save_cosyvoice(os.path.join(output_dir, "llm.pt"))
+            # AutoModel: the folder's config.json says CosyVoice2LM or CosyVoice3LM.
+            AutoModel.from_pretrained(output_dir).save_cosyvoice(os.path.join(output_dir, "llm.pt"))
         trainer.accelerator.wait_for_everyone()
 
 

@@ -113,6 +113,14 @@ class RewardModelArguments:
     attention_dropout: float = field(default=0.1, metadata={"help": "Dropout on attention weights."})
     max_position_embeddings: int = field(default=512, metadata={"help": "Longest token sequence the model accepts."})
     pooling: str = field(default="attention", metadata={"help": "Pooling over frames: `attention` or `mean`."})
+    speech_tokenizer_version: str = field(
+        default="v2",
+        metadata={
+            "help": "S3 tokenizer of the dataset's tokens (its preparation_report.json says): `v2` (CosyVoice2) or "
+            "`v3` (CosyVoice3). Saved in a new RM's config (a pretrained RM keeps its own, like the other sizes); "
+            "DiffRO refuses a policy of the other version."
+        },
+    )
 
 
 def _split_names(dataset) -> list[str]:
@@ -236,6 +244,7 @@ def fresh_robust_ser_config(model_args: RewardModelArguments, train_dataset: Dat
         attention_dropout=model_args.attention_dropout,
         max_position_embeddings=model_args.max_position_embeddings,
         pooling=model_args.pooling,
+        speech_tokenizer_version=model_args.speech_tokenizer_version,
     )
 
 

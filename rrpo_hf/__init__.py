@@ -43,6 +43,13 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "load_cosyvoice2_tokenizer",
         "tiny_cosyvoice2_config",
     ],
+    "models.cosyvoice3": [
+        "CosyVoice3LM",
+        "CosyVoice3LMConfig",
+        "build_tiny_cosyvoice3_tokenizer",
+        "load_cosyvoice3_tokenizer",
+        "tiny_cosyvoice3_config",
+    ],
     "data": [
         "CANONICAL_EMOTIONS",
         "DataCollatorForCosyVoice2",
@@ -123,6 +130,13 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         load_cosyvoice2_lm_and_tokenizer,
         load_cosyvoice2_tokenizer,
         tiny_cosyvoice2_config,
+    )
+    from .models.cosyvoice3 import (
+        CosyVoice3LM,
+        CosyVoice3LMConfig,
+        build_tiny_cosyvoice3_tokenizer,
+        load_cosyvoice3_tokenizer,
+        tiny_cosyvoice3_config,
     )
     from .models.robust_ser import (
         RobustMultiTaskRMConfig,

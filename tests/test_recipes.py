@@ -113,8 +113,8 @@ def test_recipe_parses_to_its_values_and_library_defaults(recipe):
 
 @pytest.mark.parametrize(
     "recipe",
-    [p for p in TRAINING_RECIPES if p.parent.name == "cosyvoice2-0.5b"],
-    ids=lambda p: p.name,
+    [p for p in TRAINING_RECIPES if p.parent.name in ("cosyvoice2-0.5b", "cosyvoice3-0.5b")],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
 )
 def test_gpu_recipes_run_their_epochs_on_the_accelerator(recipe):
     written = yaml.safe_load(recipe.read_text())

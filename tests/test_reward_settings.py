@@ -11,6 +11,7 @@ import logging
 import sys
 import types
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -359,9 +360,11 @@ def test_the_reward_set_is_built_without_a_trainer_and_runs_a_multitask_rms_enco
     rewards = build_reward_set(None, [model], weights=[1.0, 0.5, 0.2], gate="asr", gate_threshold=-5.0)
     assert rewards.names == ["emotion", "asr", "quality"] and rewards.emotion_index == 0 and rewards.gate_index == 1
     assert rewards.emotion_reward.settings == model.config.robust_loss
-    rewards.check_policy(32)
+    rewards.check_policy(SimpleNamespace(speech_token_size=32))
     with pytest.raises(ValueError, match="speech_token_size=64"):
-        rewards.check_policy(64)
+        rewards.check_policy(SimpleNamespace(speech_token_size=64))
+    with pytest.raises(ValueError, match="Speech tokenizer mismatch"):
+        rewards.check_policy(SimpleNamespace(speech_token_size=32, speech_tokenizer_version="v3"))
 
     ids, mask = right_pad(fixed_tokens(), 0)
     probs = F.one_hot(ids, 32).float().requires_grad_(True)

@@ -37,6 +37,10 @@ class DataCollatorForDiffRO:
     )
     with_speech: bool = field(default=True, metadata={"help": "Batch the speech tokens too (offline rollouts)."})
     speech_token_size: int = field(default=6561, metadata={"help": "Policy codebook size (speech ids must be below)."})
+    cosyvoice_version: int = field(
+        default=2,
+        metadata={"help": "The policy's CosyVoice generation (2 or 3): its prompt format (see the SFT collator)."},
+    )
     instruction_template: str = field(default="en", metadata={"help": "Emotion instruction template."})
     max_text_length: int | None = field(default=None, metadata={"help": "Truncate prompt text ids to this length."})
     text_column: str = field(default="text", metadata={"help": "Column with the text to speak."})
@@ -56,6 +60,7 @@ class DataCollatorForDiffRO:
             instruction_template=self.instruction_template,
             max_text_length=self.max_text_length,
             speech_token_size=self.speech_token_size,
+            cosyvoice_version=self.cosyvoice_version,
             emotion_names=self.emotion_names,
             text_column=self.text_column,
             speech_column=self.speech_column,

@@ -1,6 +1,12 @@
 """Prompts for CosyVoice2: instruct-emotion texts ``instruction + "<|endofprompt|>" + text`` and zero-shot
 (voice cloning) inputs ``[sos, prompt_text + text, task_id, prompt_speech]`` (:func:`build_zero_shot_inputs`).
 
+CosyVoice3 (``cosyvoice_version=3``) reads a system prompt before every text, as its release's examples do:
+``"You are a helpful assistant. " + instruction + "<|endofprompt|>" + text`` in instruct mode and
+``"You are a helpful assistant.<|endofprompt|>" + text`` without an instruction; its LM refuses a text without
+``<|endofprompt|>``. A zero-shot prompt's transcript follows the ``<|endofprompt|>`` there:
+``[sos, system<|endofprompt|> + prompt_text + text, task_id, prompt_speech]``.
+
 ``"en"`` is DiffRO's emotion template ("Your emotion is angry<|endofprompt|>..."); ``"zh"`` follows CosyVoice2's
 Chinese instruct examples ("用开心的语气说<|endofprompt|>..."). Any format string with ``{emotion}`` (canonical English
 name) and/or ``{emotion_zh}`` (Chinese name) works as a custom template.
@@ -15,6 +21,15 @@ from .labels import CANONICAL_EMOTIONS, UnknownEmotionError, normalize_emotion
 
 #: Separates the instruction from the text to speak in instruct mode (a special token of the CosyVoice2 tokenizer).
 COSYVOICE2_END_OF_PROMPT = "<|endofprompt|>"
+#: CosyVoice3's system prompt, which leads every text its LM reads (upstream ``example.py``).
+COSYVOICE3_SYSTEM_PROMPT = "You are a helpful assistant."
+COSYVOICE_VERSIONS = (2, 3)
+
+
+def _check_version(cosyvoice_version: int) -> None:
+    if cosyvoice_version not in COSYVOICE_VERSIONS:
+        raise ValueError(f"cosyvoice_version must be one of {COSYVOICE_VERSIONS}, got {cosyvoice_version!r}.")
+
 
 EMOTION_INSTRUCTION_TEMPLATES: dict[str, str] = {
     "en": "Your emotion is {emotion}",
@@ -64,12 +79,15 @@ def build_instruct_text(
     instruction: str | None = None,
     template: str = "en",
     extra_aliases: Mapping[str, str] | None = None,
+    cosyvoice_version: int = 2,
 ) -> str:
     """
-    CosyVoice2 instruct-mode input: ``instruction + "<|endofprompt|>" + text``.
+    Instruct-mode input: ``instruction + "<|endofprompt|>" + text`` (CosyVoice2), or
+    ``"You are a helpful assistant. " + instruction + "<|endofprompt|>" + text`` (``cosyvoice_version=3``).
 
     Exactly one of ``emotion`` (rendered with ``template``) and ``instruction`` (used verbatim) is required.
     """
+    _check_version(cosyvoice_version)
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"The text to speak must be a non-empty string, got {text!r}.")
     if (emotion is None) == (instruction is None):
@@ -79,7 +97,39 @@ def build_instruct_text(
     for part, name in ((instruction, "instruction"), (text, "text")):
         if COSYVOICE2_END_OF_PROMPT in part:
             raise ValueError(f"The {name} already contains {COSYVOICE2_END_OF_PROMPT!r}: {part!r}.")
+    if cosyvoice_version == 3:
+        return f"{COSYVOICE3_SYSTEM_PROMPT} {instruction}{COSYVOICE2_END_OF_PROMPT}{text}"
     return f"{instruction}{COSYVOICE2_END_OF_PROMPT}{text}"
+
+
+def build_plain_text(text: str, cosyvoice_version: int = 2) -> str:
+    """The LM text without an instruction: ``text`` (CosyVoice2), ``"You are a helpful assistant.<|endofprompt|>"
+    + text`` (CosyVoice3, whose LM needs the ``<|endofprompt|>``)."""
+    _check_version(cosyvoice_version)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"The text to speak must be a non-empty string, got {text!r}.")
+    if cosyvoice_version == 2:
+        return text
+    if COSYVOICE2_END_OF_PROMPT in text:
+        raise ValueError(f"The text already contains {COSYVOICE2_END_OF_PROMPT!r}: {text!r}.")
+    return f"{COSYVOICE3_SYSTEM_PROMPT}{COSYVOICE2_END_OF_PROMPT}{text}"
+
+
+def split_at_end_of_prompt(ids: list[int], end_of_prompt_id: int) -> tuple[list[int], list[int]]:
+    """``(head, spoken)``: the ids up to and including the last ``<|endofprompt|>`` (none without one), the rest."""
+    ends = [i for i, token in enumerate(ids) if token == end_of_prompt_id]
+    cut = ends[-1] + 1 if ends else 0
+    return ids[:cut], ids[cut:]
+
+
+def join_zero_shot_text(prompt_ids: list[int], text_ids: list[int], end_of_prompt_id: int, cosyvoice_version: int):
+    """The LM text ids of a zero-shot row: the prompt transcript before the whole text (CosyVoice2), or after the
+    text's system prompt / instruction, right behind its ``<|endofprompt|>`` (CosyVoice3)."""
+    _check_version(cosyvoice_version)
+    if cosyvoice_version == 2:
+        return prompt_ids + text_ids
+    head, spoken = split_at_end_of_prompt(text_ids, end_of_prompt_id)
+    return head + prompt_ids + spoken
 
 
 def build_zero_shot_inputs(
@@ -89,10 +139,13 @@ def build_zero_shot_inputs(
     prompt_speech_tokens,
     *,
     speech_token_size: int = 6561,
+    cosyvoice_version: int = 2,
 ) -> dict[str, list[int] | int]:
     """
     CosyVoice2 zero-shot (voice cloning) LM input for one utterance, as upstream's ``frontend_zero_shot`` builds it:
     the LM reads ``[sos, prompt_text + text, task_id, prompt_speech_tokens]`` and continues the prompt speech.
+    With ``cosyvoice_version=3`` the transcript follows the text's ``<|endofprompt|>``
+    (``[sos, system<|endofprompt|> + prompt_text + text, ...]``); a text without one gets the plain system prompt.
 
     ``text`` is what the LM reads for the target (plain text, or an instruct text from :func:`build_instruct_text`);
     the transcript and the text are tokenized apart and concatenated. Returns ``text_ids``, ``prompt_speech_ids``
@@ -109,12 +162,14 @@ def build_zero_shot_inputs(
             f"prompt_speech_tokens must be a non-empty list of codebook ids in [0, {speech_token_size}), got "
             f"{prompt_speech[:8]}{'...' if len(prompt_speech) > 8 else ''}."
         )
+    if cosyvoice_version == 3 and COSYVOICE2_END_OF_PROMPT not in text:
+        text = build_plain_text(text, cosyvoice_version)
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     end_id = tokenizer.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
-    ends = [i for i, token in enumerate(text_ids) if token == end_id]
-    spoken = len(text_ids) - ends[-1] - 1 if ends else len(text_ids)
-    return {"text_ids": prompt_ids + text_ids, "prompt_speech_ids": prompt_speech, "text_length_for_ratio": spoken}
+    spoken = len(split_at_end_of_prompt(text_ids, end_id)[1])
+    lm_text = join_zero_shot_text(prompt_ids, text_ids, end_id, cosyvoice_version)
+    return {"text_ids": lm_text, "prompt_speech_ids": prompt_speech, "text_length_for_ratio": spoken}
 
 
 def instruction_words(template: str = "en", emotions=CANONICAL_EMOTIONS) -> list[str]:
@@ -127,10 +182,14 @@ def instruction_words(template: str = "en", emotions=CANONICAL_EMOTIONS) -> list
 
 
 __all__ = [
+    "COSYVOICE3_SYSTEM_PROMPT",
     "EMOTION_INSTRUCTION_TEMPLATES",
     "EMOTION_NAMES_ZH",
     "build_emotion_instruction",
     "build_instruct_text",
+    "build_plain_text",
     "build_zero_shot_inputs",
     "instruction_words",
+    "join_zero_shot_text",
+    "split_at_end_of_prompt",
 ]

@@ -1,4 +1,10 @@
-"""CosyVoice2's S3 speech tokenizer on onnxruntime: ``speech_tokenizer_v2.onnx`` on CPU or GPU, without torchaudio.
+"""CosyVoice's S3 speech tokenizer on onnxruntime: ``speech_tokenizer_v2.onnx`` (CosyVoice2) or
+``speech_tokenizer_v3.onnx`` (CosyVoice3) on CPU or GPU, without torchaudio.
+
+The v3 model has v2's signature and front end (upstream's ``CosyVoiceFrontEnd._extract_speech_token`` feeds both the
+same 128-bin log-mel and int32 length, and its ``SpeechTokenExtractor`` the ``.batch.onnx`` variants the same
+``(B, 128, T)`` batch): 25 Hz, 3^8 = 6561 codes. Only the codes' meaning differs, so the version is recorded
+(:attr:`S3OnnxSpeechTokenizer.speech_tokenizer_version`, from the file name or given) and kept apart in caches.
 
 Upstream CosyVoice tokenizes exactly this way (``cosyvoice/cli/frontend.py`` ``_extract_speech_token`` and
 ``tools/extract_speech_token.py``): a Whisper log-mel spectrogram of the 16 kHz mono waveform (128 bins, n_fft 400,
@@ -180,10 +186,14 @@ def _import_onnxruntime():
 
 
 class S3OnnxSpeechTokenizer(SpeechTokenizer):
-    """CosyVoice2's S3 tokenizer v2 (25 Hz, 6561 codes) running ``speech_tokenizer_v2.onnx`` under onnxruntime.
+    """CosyVoice's S3 tokenizer v2 or v3 (25 Hz, 6561 codes) running ``speech_tokenizer_v2.onnx`` /
+    ``speech_tokenizer_v3.onnx`` (or their ``.batch.onnx``) under onnxruntime.
 
     Args:
-        model_path: the released ``speech_tokenizer_v2.onnx`` (from a CosyVoice2-0.5B model folder).
+        model_path: the released ``speech_tokenizer_v2.onnx`` (CosyVoice2-0.5B model folder) or
+            ``speech_tokenizer_v3.onnx`` (Fun-CosyVoice3-0.5B model folder).
+        version: ``"v2"`` or ``"v3"``; by default read from the file name (``..._v3...`` is v3, anything else v2).
+            Reward models and policies record it (``speech_tokenizer_version``), and DiffRO refuses a mix.
         device: ``"cpu"`` or ``"cuda"`` (``cuda:N`` picks a GPU); default CUDA when onnxruntime has the CUDA
             provider and torch sees a GPU, else CPU.
         batch_size: windows per ONNX run on a GPU. Batching is used only when the model gives the same tokens for a
@@ -207,13 +217,20 @@ class S3OnnxSpeechTokenizer(SpeechTokenizer):
         batch_size: int = 16,
         num_threads: int = 0,
         cpu_batching: bool = False,
+        version: str | None = None,
     ):
         model_path = os.fspath(model_path)
         if not os.path.isfile(model_path):
             raise FileNotFoundError(
                 f"S3 tokenizer model {model_path!r} does not exist. Pass the path of `speech_tokenizer_v2.onnx` from "
-                "a CosyVoice2-0.5B model folder."
+                "a CosyVoice2-0.5B model folder or `speech_tokenizer_v3.onnx` from a Fun-CosyVoice3-0.5B one."
             )
+        if version is None:
+            version = "v3" if "v3" in os.path.basename(model_path) else "v2"
+        if version not in ("v2", "v3"):
+            raise ValueError(f"version must be 'v2' or 'v3', got {version!r}.")
+        #: The S3 tokenizer generation: "v2" (CosyVoice2) or "v3" (CosyVoice3).
+        self.speech_tokenizer_version = version
         if "v1" in os.path.basename(model_path):
             raise ValueError(
                 f"{model_path!r} looks like an S3 tokenizer v1 model (4096 codes, other frame rates); this backend "
@@ -239,6 +256,8 @@ class S3OnnxSpeechTokenizer(SpeechTokenizer):
     def fingerprint(self) -> str:
         stat = os.stat(self.model_path)
         identity = f"{os.path.abspath(self.model_path)}:{stat.st_size}:{int(stat.st_mtime)}:{FRONTEND_VERSION}"
+        if self.speech_tokenizer_version != "v2":  # v2 keeps its earlier fingerprints, so old caches still hit
+            identity += f":{self.speech_tokenizer_version}"
         return "s3onnx:" + hashlib.sha256(identity.encode()).hexdigest()[:16]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -285,8 +304,8 @@ class S3OnnxSpeechTokenizer(SpeechTokenizer):
             except Exception as error:  # onnxruntime raises its own exception types (InvalidGraph, Fail, ...)
                 raise ValueError(
                     f"onnxruntime cannot load {self.model_path!r}: {type(error).__name__}: {error}. Check that the "
-                    "file is the complete `speech_tokenizer_v2.onnx` of a CosyVoice2 model folder (re-download it "
-                    "if it is truncated)."
+                    f"file is the complete `speech_tokenizer_{self.speech_tokenizer_version}.onnx` of a CosyVoice "
+                    "model folder (re-download it if it is truncated)."
                 ) from error
             self._check_signature(session)
             self._session = session
@@ -310,9 +329,9 @@ class S3OnnxSpeechTokenizer(SpeechTokenizer):
             )
         if not ok:
             raise ValueError(
-                f"{self.model_path!r} is not an S3 tokenizer v2 ONNX model: its inputs are [{described}], expected "
-                f"a float32 log-mel `(batch, {N_MELS}, frames)` and int32 lengths `(batch,)`. Pass CosyVoice2's "
-                "`speech_tokenizer_v2.onnx`."
+                f"{self.model_path!r} is not an S3 tokenizer {self.speech_tokenizer_version} ONNX model: its inputs "
+                f"are [{described}], expected a float32 log-mel `(batch, {N_MELS}, frames)` and int32 lengths "
+                f"`(batch,)`. Pass `speech_tokenizer_{self.speech_tokenizer_version}.onnx`."
             )
         self._input_names = (inputs[0].name, inputs[1].name)
         # A batch dimension fixed in the graph (an int, not a symbol) cannot take batches of other sizes.
@@ -334,7 +353,7 @@ class S3OnnxSpeechTokenizer(SpeechTokenizer):
         if codes.ndim != 2 or codes.shape[0] != len(mels):
             raise ValueError(
                 f"{self.model_path!r} returned tokens of shape {np.asarray(outputs[0]).shape} for a batch of "
-                f"{len(mels)}; expected (batch, tokens). Pass CosyVoice2's `speech_tokenizer_v2.onnx`."
+                f"{len(mels)}; expected (batch, tokens). Pass `speech_tokenizer_{self.speech_tokenizer_version}.onnx`."
             )
         if len(mels) == 1:
             # One window: every output token is the window's (what CosyVoice's frontend takes).
@@ -353,7 +372,8 @@ class S3OnnxSpeechTokenizer(SpeechTokenizer):
             if row_tokens.size and (row_tokens.min() < 0 or row_tokens.max() >= self.codebook_size):
                 raise ValueError(
                     f"{self.model_path!r} returned token ids in [{row_tokens.min()}, {row_tokens.max()}], outside the "
-                    f"S3 v2 codebook [0, {self.codebook_size}). Pass CosyVoice2's `speech_tokenizer_v2.onnx`."
+                    f"S3 codebook [0, {self.codebook_size}). Pass "
+                    f"`speech_tokenizer_{self.speech_tokenizer_version}.onnx`."
                 )
             tokens.append(row_tokens.tolist())
         return tokens

@@ -11,7 +11,7 @@ import torch
 
 from .labels import CANONICAL_EMOTIONS, UnknownEmotionError
 from .padding import right_pad
-from .prompts import COSYVOICE2_END_OF_PROMPT, build_instruct_text
+from .prompts import COSYVOICE2_END_OF_PROMPT, build_instruct_text, build_plain_text, join_zero_shot_text
 from .validation import check_token_range, describe_row
 
 
@@ -42,10 +42,17 @@ class DataCollatorForCosyVoice2:
     fill id (`speech_token_size + 2`) after every full speech chunk, so that the trained LM also
     serves CosyVoice's `inference_bistream`.
 
+    With `cosyvoice_version=3` (a CosyVoice3 policy; builders pass `model.config.cosyvoice_version`) eos is
+    `speech_token_size + 1` and fill `+ 3`, every text starts with CosyVoice3's system prompt
+    (`You are a helpful assistant. instruction<|endofprompt|>text`, or
+    `You are a helpful assistant.<|endofprompt|>text` without an instruction), a zero-shot transcript follows that
+    `<|endofprompt|>`, and bistream rows chunk only the text after it (the instruction precedes the chunks, as
+    upstream's `instruct_token`).
+
     Returns a dict of tensors:
         `text_ids` / `text_attention_mask` (B, T): right-padded with the tokenizer's pad id;
         `speech_ids` / `speech_attention_mask` (B, S): right-padded with 0 (masked out);
-        `labels` (B, S + 1): speech tokens followed by the eos id (`speech_token_size`), -100 on
+        `labels` (B, S + 1): speech tokens followed by the eos id (`speech_token_size`; CosyVoice3: `+ 1`), -100 on
         padding, aligned with `CosyVoice2LMOutput.logits`; with bistream rows in the batch,
         (B, S + max full chunks + 1), the fill id inserted after each full speech chunk of those rows;
         `bistream` (B,) bool: only when `bistream_probability > 0`;
@@ -69,6 +76,15 @@ class DataCollatorForCosyVoice2:
     )
     speech_token_size: int = field(
         default=6561, metadata={"help": "Speech codebook size; also the eos id appended to the labels."}
+    )
+    cosyvoice_version: int = field(
+        default=2,
+        metadata={
+            "help": "The policy's CosyVoice generation (`model.config.cosyvoice_version`). 2: eos = "
+            "speech_token_size, fill = +2, texts `instruction<|endofprompt|>text`. 3 (CosyVoice3): eos = +1, "
+            "fill = +3, texts "
+            "`You are a helpful assistant. instruction<|endofprompt|>text` (and the system prompt without one)."
+        },
     )
     emotion_names: Sequence[str] | Any | None = field(
         default=None,
@@ -120,6 +136,8 @@ class DataCollatorForCosyVoice2:
             )
         if self.speech_token_size < 1:
             raise ValueError(f"speech_token_size must be positive, got {self.speech_token_size}.")
+        if self.cosyvoice_version not in (2, 3):
+            raise ValueError(f"cosyvoice_version must be 2 or 3, got {self.cosyvoice_version!r}.")
         if self.max_text_length is not None and self.max_text_length < 1:
             raise ValueError(f"max_text_length must be >= 1 or None, got {self.max_text_length}.")
         names = self.emotion_names
@@ -168,7 +186,7 @@ class DataCollatorForCosyVoice2:
                 "Drop the row or give it text."
             )
         if not self.use_instruction:
-            return text
+            return build_plain_text(text, self.cosyvoice_version)
         instruction = row.get(self.instruction_column) or None  # datasets fill missing strings with ""
         emotion = row.get(self.emotion_column)
         if instruction is None and emotion is None:
@@ -177,10 +195,18 @@ class DataCollatorForCosyVoice2:
                 "can be built; add one of them or set use_instruction=False."
             )
         if instruction is not None:
-            return build_instruct_text(text, instruction=instruction, template=self.instruction_template)
+            return build_instruct_text(
+                text,
+                instruction=instruction,
+                template=self.instruction_template,
+                cosyvoice_version=self.cosyvoice_version,
+            )
         try:
             return build_instruct_text(
-                text, emotion=self._emotion_name(emotion, where), template=self.instruction_template
+                text,
+                emotion=self._emotion_name(emotion, where),
+                template=self.instruction_template,
+                cosyvoice_version=self.cosyvoice_version,
             )
         except UnknownEmotionError as error:
             raise UnknownEmotionError(f"{where}: {error}") from None
@@ -238,7 +264,11 @@ class DataCollatorForCosyVoice2:
             with_prompt = [i for i, prompt in enumerate(prompts) if prompt is not None]
             encoded = self.tokenizer([prompts[i][0] for i in with_prompt], add_special_tokens=False)["input_ids"]
             prompt_ids = dict(zip(with_prompt, encoded))
-            text_rows = [prompt_ids.get(i, []) + ids for i, ids in enumerate(text_rows)]
+            end_id = self.tokenizer.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
+            text_rows = [
+                join_zero_shot_text(prompt_ids[i], ids, end_id, self.cosyvoice_version) if i in prompt_ids else ids
+                for i, ids in enumerate(text_rows)
+            ]
             prefix_lengths = [prefix + len(prompt_ids.get(i, [])) for i, prefix in enumerate(prefix_lengths)]
         if self.max_text_length is not None:
             text_rows = [ids[: self.max_text_length] for ids in text_rows]
@@ -280,10 +310,13 @@ class DataCollatorForCosyVoice2:
         speech = [self._speech_tokens(row, i) for i, row in enumerate(features)]
         speech_ids, speech_attention_mask = right_pad(speech, 0)
         bistream = [
-            self._draw_bistream(len(text), len(tokens), bool(prompt))
+            self._draw_bistream(self._chunked_length(text), len(tokens), bool(prompt))
             for text, tokens, prompt in zip(text_rows, speech, prompt_speech)
         ]
-        full_chunks = [len(text) // self.bistream_text_chunk if on else 0 for text, on in zip(text_rows, bistream)]
+        full_chunks = [
+            self._chunked_length(text) // self.bistream_text_chunk if on else 0
+            for text, on in zip(text_rows, bistream)
+        ]
         # The model's logits have width S + max(full chunks) + 1; the labels match it.
         labels = torch.full((len(speech), speech_ids.shape[1] + max(full_chunks) + 1), IGNORE_INDEX, dtype=torch.long)
         for row, (tokens, chunks) in enumerate(zip(speech, full_chunks)):
@@ -293,6 +326,11 @@ class DataCollatorForCosyVoice2:
         if self.bistream_probability > 0:
             batch["bistream"] = torch.tensor(bistream, dtype=torch.bool)
         return batch
+
+    def _chunked_length(self, text_ids: list[int]) -> int:
+        """Text tokens that bistream chunks: all of them in CosyVoice2; in CosyVoice3 those after the instruction's
+        ``<|endofprompt|>``, which precedes the chunks (upstream's ``instruct_token``)."""
+        return self._spoken_length(text_ids) if self.cosyvoice_version == 3 else len(text_ids)
 
     def _draw_bistream(self, text_length: int, speech_length: int, has_prompt: bool) -> bool:
         """Upstream's rule: a coin flip with `bistream_probability`, for rows whose speech/text ratio exceeds
@@ -305,11 +343,13 @@ class DataCollatorForCosyVoice2:
 
     def _targets(self, tokens: list[int], full_chunks: int) -> list[int]:
         """The speech tokens, a fill id after each of the first `full_chunks` speech chunks, then eos."""
-        fill_id, chunk = self.speech_token_size + 2, self.bistream_speech_chunk
+        # CosyVoice2: eos = V, fill = V + 2; CosyVoice3: sos = V, eos = V + 1, task_id = V + 2, fill = V + 3.
+        eos_id = self.speech_token_size + (1 if self.cosyvoice_version == 3 else 0)
+        fill_id, chunk = eos_id + 2, self.bistream_speech_chunk
         targets = []
         for block in range(full_chunks):
             targets += tokens[block * chunk : (block + 1) * chunk] + [fill_id]
-        return targets + tokens[full_chunks * chunk :] + [self.speech_token_size]
+        return targets + tokens[full_chunks * chunk :] + [eos_id]
 
 
 __all__ = ["DataCollatorForCosyVoice2", "IGNORE_INDEX"]

@@ -153,7 +153,10 @@ class S3SpeechTokenizer(SpeechTokenizer):
         self.device = device
         self.batch_size = batch_size
         self.download_root = download_root
-        if "v1" in os.path.basename(model):
+        name = os.path.basename(model)
+        #: The S3 tokenizer generation, which reward models record (the fingerprint already tells files apart).
+        self.speech_tokenizer_version = "v1" if "v1" in name else "v3" if "v3" in name else "v2"
+        if "v1" in name:
             # v1 tokenizers use a 4096-entry VQ codebook; the plain v1 model runs at 50 Hz.
             self.codebook_size = 4096
             self.token_rate = 25.0 if "25hz" in model else 50.0

@@ -19,6 +19,7 @@ from transformers import AutoModel, AutoModelForAudioClassification, PretrainedC
 
 from ..models.frozen import freeze, full_weight_copy, is_zero3_partitioned, zero3_init_disabled
 from ..models.robust_ser import RobustSERForAudioClassification  # noqa: F401  (registers the Auto classes)
+from ..models.speech_tokenizer_check import check_speech_tokenizer_match
 from ..ops import gate_weights, weighted_reward_loss, weighted_rewards
 from .base import RewardFunction, check_reward_loss, model_tasks, reward_function_name
 from .emotion import EmotionReward, EmotionRMEnsemble
@@ -129,9 +130,11 @@ class RewardSet:
 
     # ------------------------------------------------------------------ checks
 
-    def check_policy(self, speech_token_size: int) -> None:
-        """Every reward model reads the policy's speech tokens: the same codebook (and, once it is recorded in both
-        configs, the same speech tokenizer). The place for any check of a reward model against the policy."""
+    def check_policy(self, policy_config) -> None:
+        """Every reward model reads the policy's speech tokens: the same codebook and the same S3 tokenizer (a v2
+        reward model on a v3 policy has the same 6561 codes but other sounds). The place for any check of a reward
+        model against the policy, before the first step."""
+        speech_token_size = policy_config.speech_token_size
         for where, model in self.models:
             rm_vocab = getattr(model.config, "vocab_size", None)
             if rm_vocab != speech_token_size:
@@ -140,6 +143,7 @@ class RewardSet:
                     f"tokens but the {where} reads vocab_size={rm_vocab}. The reward model must be trained on the "
                     "same speech tokenizer as the policy (CosyVoice2 S3: 6561; testbed: its codebook_size)."
                 )
+            check_speech_tokenizer_match(policy_config, model.config, where)
 
     def max_positions(self) -> dict[str, int | None]:
         """The most speech tokens each reward model reads (`max_position_embeddings`), by its name."""

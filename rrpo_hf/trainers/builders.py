@@ -43,6 +43,7 @@ def build_cosyvoice2_sft_collator(
     return DataCollatorForCosyVoice2(
         tokenizer,
         speech_token_size=model_config.speech_token_size,
+        cosyvoice_version=model_config.cosyvoice_version,
         emotion_names=emotion_feature if isinstance(emotion_feature, ClassLabel) else None,
         bistream_text_chunk=model_config.bistream_text_chunk,
         bistream_speech_chunk=model_config.bistream_speech_chunk,

@@ -316,7 +316,10 @@ class DiffROConfig(_BaseConfig):
     )
     model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,
-        metadata={"help": "Keyword arguments for `CosyVoice2LM.from_pretrained` when `model` is a path (JSON)."},
+        metadata={
+            "help": "Keyword arguments for `AutoModel.from_pretrained` (a CosyVoice2LM or CosyVoice3LM folder) when "
+            "`model` is a path (JSON)."
+        },
     )
     reward_model_init_kwargs: dict[str, Any] | str | None = field(
         default=None,

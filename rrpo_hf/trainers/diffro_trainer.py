@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from datasets import ClassLabel, Dataset
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 
 from ..data.diffro_collator import DataCollatorForDiffRO, pad_speech_tokens
 from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
@@ -172,7 +172,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             loss_overrides=args.reward_loss_overrides,
             init_kwargs=args.reward_model_init_kwargs,
         )
-        self.rewards.check_policy(self.policy_config.speech_token_size)
+        self.rewards.check_policy(self.policy_config)
         self._set_up_eval_scorers(judge_model, eval_scorers)
         self.emotion_to_label_id = emotion_label_ids(self.reward_model.config.id2label)
         self.max_speech_length = self._resolve_max_speech_length(
@@ -221,7 +221,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         if isinstance(model, str):
             if processing_class is None:
                 processing_class = AutoTokenizer.from_pretrained(model)
-            model = CosyVoice2LM.from_pretrained(model, **dict(args.model_init_kwargs or {}))
+            model = AutoModel.from_pretrained(model, **dict(args.model_init_kwargs or {}))  # CosyVoice2 or 3
         elif args.model_init_kwargs:
             raise ValueError("`model_init_kwargs` only applies when `model` is a path; the model is already built.")
         if processing_class is None:
@@ -379,7 +379,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         return cap
 
     def _check_vocabulary(self, classifier, name: str) -> None:
-        RewardSet([], [], [], 0, models=[(name, classifier)]).check_policy(self.policy_config.speech_token_size)
+        RewardSet([], [], [], 0, models=[(name, classifier)]).check_policy(self.policy_config)
 
     def _prepare_dataset(self, dataset: Dataset, args: DiffROConfig, split: str, need_speech: bool) -> Dataset:
         required = [args.text_column, args.emotion_column] + ([args.speech_column] if need_speech else [])
@@ -477,6 +477,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             emotion_names=emotion_names,
             with_speech=with_speech,
             speech_token_size=self.policy_config.speech_token_size,
+            cosyvoice_version=self.policy_config.cosyvoice_version,
             instruction_template=args.instruction_template,
             max_text_length=args.max_text_length,
             text_column=args.text_column,
@@ -809,7 +810,8 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
     # ------------------------------------------------------------------ export and model card
 
     def export_cosyvoice(self, path: str | os.PathLike) -> str | None:
-        """Write the policy as CosyVoice2's ``llm.pt`` (LoRA merged into a copy) for CosyVoice's flow and vocoder.
+        """Write the policy as CosyVoice2's or CosyVoice3's ``llm.pt`` (LoRA merged into a copy) for their flow and
+        vocoder.
 
         Every process must call it (ZeRO-3 shards are gathered collectively); the main process writes the file and
         gets its path, the others get ``None``.

@@ -9,6 +9,10 @@ CosyVoice2 stores its ``Qwen2LM`` as a plain ``torch.save(state_dict)`` that it 
     llm_decoder.{weight,bias}        -> llm_decoder.{weight,bias}
     speech_embedding.weight          -> speech_embedding.weight
 
+CosyVoice3's ``CosyVoice3LM`` stores the same keys without ``llm_embedding.weight`` and ``llm_decoder.bias`` (its sos
+and task_id are rows of ``speech_embedding``, its head has no bias), with ``speech_token_size + 200`` speech rows.
+:func:`load_cosyvoice_checkpoint` tells the two apart by these keys and builds the matching model.
+
 Both directions are strict: every key must be used, none may be missing, shapes must match the config.
 """
 
@@ -47,14 +51,16 @@ class CosyVoiceCheckpointError(ValueError):
 
 
 def expected_cosyvoice_shapes(config: CosyVoice2LMConfig) -> OrderedDict[str, tuple[int, ...]]:
-    """Every key of a CosyVoice2 ``llm.pt`` for this config with its shape, in the released order."""
+    """Every key of a CosyVoice2 / CosyVoice3 ``llm.pt`` for this config with its shape, in the released order."""
     llm = config.llm_config
     hidden = llm.hidden_size
     head_dim = getattr(llm, "head_dim", None) or hidden // llm.num_attention_heads
     kv_dim = llm.num_key_value_heads * head_dim
     q_dim = llm.num_attention_heads * head_dim
+    with_llm_embedding = config.cosyvoice_version == 2  # CosyVoice3: no llm_embedding, a bias-free head
     shapes: OrderedDict[str, tuple[int, ...]] = OrderedDict()
-    shapes["llm_embedding.weight"] = (NUM_LLM_EMBEDDING_ROWS, hidden)
+    if with_llm_embedding:
+        shapes["llm_embedding.weight"] = (NUM_LLM_EMBEDDING_ROWS, hidden)
     shapes[_TEXT_EMBEDDING_KEY] = (llm.vocab_size, hidden)
     for i in range(llm.num_hidden_layers):
         layer = f"{_BACKBONE_PREFIX_COSYVOICE}layers.{i}."
@@ -73,7 +79,8 @@ def expected_cosyvoice_shapes(config: CosyVoice2LMConfig) -> OrderedDict[str, tu
     shapes[_BACKBONE_PREFIX_COSYVOICE + "norm.weight"] = (hidden,)
     shapes[_TIED_TEXT_HEAD_KEY] = (llm.vocab_size, hidden)
     shapes["llm_decoder.weight"] = (config.speech_vocab_size, hidden)
-    shapes["llm_decoder.bias"] = (config.speech_vocab_size,)
+    if with_llm_embedding:
+        shapes["llm_decoder.bias"] = (config.speech_vocab_size,)
     shapes["speech_embedding.weight"] = (config.speech_vocab_size, hidden)
     return shapes
 
@@ -111,7 +118,7 @@ def _check_layout(state_dict: Mapping[str, torch.Tensor], config: CosyVoice2LMCo
         if mismatched:
             problems.append(f"shape mismatches ({len(mismatched)}): {mismatched}")
         raise CosyVoiceCheckpointError(
-            f"{what} does not match the CosyVoice2 LM layout for this config (hidden "
+            f"{what} does not match the CosyVoice{config.cosyvoice_version} LM layout for this config (hidden "
             f"{config.llm_config.hidden_size}, {config.llm_config.num_hidden_layers} layers, speech vocab "
             f"{config.speech_vocab_size}):\n  " + "\n  ".join(problems) + "\nCheck that the checkpoint, "
             "`CosyVoice-BlankEN/config.json` and `speech_token_size` belong together."
@@ -165,6 +172,37 @@ def export_cosyvoice_state_dict(
     return OrderedDict((key, tensors[key]) for key in expected)
 
 
+def detect_cosyvoice_version(state_dict: Mapping[str, torch.Tensor], source: str = "The checkpoint") -> int:
+    """2 for a CosyVoice2 ``Qwen2LM`` state dict (``llm_embedding`` and a biased ``llm_decoder``), 3 for CosyVoice3's
+    ``CosyVoice3LM`` (neither; its 200 special speech rows are then checked against the config's shapes)."""
+    has_llm_embedding = "llm_embedding.weight" in state_dict
+    has_bias = "llm_decoder.bias" in state_dict
+    if "speech_embedding.weight" not in state_dict or "llm_decoder.weight" not in state_dict:
+        raise CosyVoiceCheckpointError(
+            f"{source} has no `speech_embedding.weight` / `llm_decoder.weight`; it is not a CosyVoice2 or CosyVoice3 "
+            "llm.pt."
+        )
+    # A file with only one of the two is a damaged CosyVoice2 one: the strict layout check then lists what is off.
+    return 2 if has_llm_embedding or has_bias else 3
+
+
+def _model_class_for(version: int, model_class, llm_pt) -> type[CosyVoice2LM]:
+    from ..cosyvoice3.modeling_cosyvoice3 import CosyVoice3LM  # the CosyVoice3 package builds on this one
+
+    by_version = {2: CosyVoice2LM, 3: CosyVoice3LM}
+    if model_class is None:
+        return by_version[version]
+    wanted = model_class.config_class.cosyvoice_version
+    if wanted != version:
+        layout = "llm_embedding and a biased head" if version == 2 else "no llm_embedding, a bias-free head"
+        raise CosyVoiceCheckpointError(
+            f"{llm_pt} is a CosyVoice{version} LM ({layout}), but {model_class.__name__} loads "
+            f"CosyVoice{wanted}: use {by_version[version].__name__}.from_cosyvoice, or load_cosyvoice_checkpoint "
+            "without model_class."
+        )
+    return model_class
+
+
 def load_cosyvoice_llm_config(blank_en_dir_or_config_json: str | os.PathLike) -> Qwen2Config:
     """The Qwen2 backbone config of a CosyVoice2 release (``CosyVoice-BlankEN/config.json``)."""
     path = Path(blank_en_dir_or_config_json)
@@ -193,14 +231,16 @@ def load_cosyvoice_checkpoint(
     llm_config: Qwen2Config | Mapping | str | os.PathLike | None = None,
     *,
     speech_token_size: int | None = None,
-    num_special_speech_tokens: int = 3,
+    num_special_speech_tokens: int | None = None,
     dtype: torch.dtype | None = None,
     attn_implementation: str | None = None,
-    model_class: type[CosyVoice2LM] = CosyVoice2LM,
+    model_class: type[CosyVoice2LM] | None = None,
     **config_kwargs,
 ) -> CosyVoice2LM:
     """
-    Load CosyVoice2's ``llm.pt`` into a :class:`CosyVoice2LM`.
+    Load CosyVoice2's or CosyVoice3's ``llm.pt`` into a :class:`CosyVoice2LM` / :class:`CosyVoice3LM`, recognised
+    from its keys (:func:`detect_cosyvoice_version`). ``model_class`` asks for one of them (an error names both when
+    the file is the other); None takes the one the file holds.
 
     Args:
         model_dir_or_llm_pt: the CosyVoice2 model dir (``llm.pt`` + ``CosyVoice-BlankEN/``) or an ``llm.pt`` file
@@ -208,7 +248,7 @@ def load_cosyvoice_checkpoint(
         llm_config: the Qwen2 backbone config (a ``Qwen2Config``, a dict, or a ``CosyVoice-BlankEN`` dir /
             ``config.json``); read from ``CosyVoice-BlankEN/config.json`` by default.
         speech_token_size: codebook size; inferred from ``speech_embedding.weight`` (rows - special ids) when None.
-        num_special_speech_tokens: extra speech ids after the codebook (3 in CosyVoice2).
+        num_special_speech_tokens: extra speech ids after the codebook; defaults to 3 (CosyVoice2) / 200 (CosyVoice3).
         dtype: parameter dtype of the returned model; defaults to the checkpoint's dtype.
         attn_implementation: ``"sdpa"`` (default), ``"eager"``, ``"flash_attention_2"``, ...
         config_kwargs: further :class:`CosyVoice2LMConfig` fields (``sos_id``, ``task_id``).
@@ -235,12 +275,14 @@ def load_cosyvoice_checkpoint(
         ) from error
     if not isinstance(state_dict, Mapping):
         raise CosyVoiceCheckpointError(f"{llm_pt} holds a {type(state_dict).__name__}, expected a state dict.")
+    version = detect_cosyvoice_version(state_dict, str(llm_pt))
+    model_class = _model_class_for(version, model_class, llm_pt)
+    if num_special_speech_tokens is None:
+        num_special_speech_tokens = model_class.config_class.num_special_speech_tokens
     if speech_token_size is None:
-        if "speech_embedding.weight" not in state_dict:
-            raise CosyVoiceCheckpointError(f"{llm_pt} has no `speech_embedding.weight`; is it a CosyVoice2 llm.pt?")
         speech_token_size = state_dict["speech_embedding.weight"].shape[0] - num_special_speech_tokens
 
-    config = CosyVoice2LMConfig(
+    config = model_class.config_class(
         llm_config=llm_config,
         speech_token_size=speech_token_size,
         num_special_speech_tokens=num_special_speech_tokens,
@@ -306,6 +348,7 @@ def save_cosyvoice_checkpoint(
 
 
 __all__ = [
+    "detect_cosyvoice_version",
     "COSYVOICE_BLANK_EN_DIRNAME",
     "COSYVOICE_LLM_FILENAME",
     "CosyVoiceCheckpointError",

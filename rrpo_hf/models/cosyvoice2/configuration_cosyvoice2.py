@@ -74,6 +74,11 @@ class CosyVoice2LMConfig(PretrainedConfig):
     bistream_text_chunk: int = 5
     bistream_speech_chunk: int = 15
 
+    #: The CosyVoice generation of this LM: data collators read it to pick the eos / fill ids and the prompt format.
+    cosyvoice_version = 2
+    #: The S3 speech tokenizer whose tokens the LM reads and writes (``speech_tokenizer_v2.onnx``).
+    speech_tokenizer_version = "v2"
+
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if self.speech_token_size < 1:
@@ -82,17 +87,20 @@ class CosyVoice2LMConfig(PretrainedConfig):
             raise ValueError(
                 f"`num_special_speech_tokens` must be at least 1 (the eos id), got {self.num_special_speech_tokens}."
             )
+        self._check_special_ids()
+        if self.bistream_text_chunk < 1 or self.bistream_speech_chunk < 1:
+            raise ValueError(
+                "`bistream_text_chunk` and `bistream_speech_chunk` must be positive, got "
+                f"{self.bistream_text_chunk} and {self.bistream_speech_chunk}."
+            )
+
+    def _check_special_ids(self) -> None:
         for name in ("sos_id", "task_id"):
             value = getattr(self, name)
             if not 0 <= value < NUM_LLM_EMBEDDING_ROWS:
                 raise ValueError(f"`{name}` indexes the {NUM_LLM_EMBEDDING_ROWS}-row `llm_embedding`; got {value}.")
         if self.sos_id == self.task_id:
             raise ValueError(f"`sos_id` and `task_id` must differ, both are {self.sos_id}.")
-        if self.bistream_text_chunk < 1 or self.bistream_speech_chunk < 1:
-            raise ValueError(
-                "`bistream_text_chunk` and `bistream_speech_chunk` must be positive, got "
-                f"{self.bistream_text_chunk} and {self.bistream_speech_chunk}."
-            )
 
     def get_text_config(self, decoder=None, encoder=None) -> Qwen2Config:
         """The Qwen2 backbone is the text model: transformers' utilities (e.g. `Trainer`'s special-token alignment)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import COSYVOICE_BLANK_EN_DIRNAME
+from .checkpoint import COSYVOICE_BLANK_EN_DIRNAME, load_cosyvoice_checkpoint
 from .modeling_cosyvoice2 import CosyVoice2LM
-from .tokenization import load_cosyvoice2_tokenizer
+from .tokenization import COSYVOICE2_END_OF_PROMPT, load_cosyvoice2_tokenizer
 
 
 #: LoRA targets: every projection of the Qwen2 backbone (the speech head and embeddings stay frozen).
@@ -41,7 +41,7 @@ def load_cosyvoice2_lm_and_tokenizer(
     dtype: str | torch.dtype | None = None,
     attn_implementation: str | None = None,
 ):
-    """``(CosyVoice2LM, text tokenizer)`` from a release or a ``save_pretrained`` folder.
+    """``(CosyVoice2LM or CosyVoice3LM, text tokenizer)`` from a release or a ``save_pretrained`` folder.
 
     The tokenizer comes from ``tokenizer_path`` when given, else from the release's ``CosyVoice-BlankEN`` or the
     folder itself. ``dtype`` is a torch dtype, its name (``"bfloat16"``) or ``"auto"``. Raises ``ValueError`` when
@@ -55,22 +55,45 @@ def load_cosyvoice2_lm_and_tokenizer(
     if is_adapter_folder(model_path):
         return _load_adapter_policy(model_path, tokenizer_path, dtype, attn_implementation)
     if is_cosyvoice_release(model_path):
-        model = CosyVoice2LM.from_cosyvoice(model_path)
+        # A CosyVoice2 or a CosyVoice3 llm.pt: the file's keys say which (CosyVoice3 reads its own special tokens).
+        model = load_cosyvoice_checkpoint(model_path)
         if dtype not in (None, "auto"):
             model = model.to(dtype)
         release_dir = model_path.parent if model_path.suffix == ".pt" else model_path
         blank_en = Path(tokenizer_path or release_dir / COSYVOICE_BLANK_EN_DIRNAME)
-        tokenizer = (
-            load_cosyvoice2_tokenizer(blank_en)
-            if (blank_en / "vocab.json").is_file()
-            else AutoTokenizer.from_pretrained(blank_en)
-        )
+        if (blank_en / "vocab.json").is_file():
+            from ..cosyvoice3.tokenization import load_cosyvoice3_tokenizer
+
+            load_release_tokenizer = (
+                load_cosyvoice3_tokenizer if model.config.cosyvoice_version == 3 else load_cosyvoice2_tokenizer
+            )
+            tokenizer = load_release_tokenizer(blank_en)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(blank_en)
+        if model.config.cosyvoice_version == 3:
+            # llm.pt does not say which text id is <|endofprompt|> (upstream hard-codes 151646): the tokenizer does.
+            model.config.end_of_prompt_id = tokenizer.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
     else:
+        from transformers import AutoModel
+
         kwargs = {"dtype": dtype} if dtype is not None else {}
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
-        model = CosyVoice2LM.from_pretrained(str(model_path), **kwargs)
+        # AutoModel: a save_pretrained folder of a CosyVoice2LM or a CosyVoice3LM, as its config.json says.
+        model = AutoModel.from_pretrained(str(model_path), **kwargs)
+        if not isinstance(model, CosyVoice2LM):
+            raise ValueError(
+                f"{model_path} holds a {type(model).__name__}, not a CosyVoice2 / CosyVoice3 LM; pass a policy folder."
+            )
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or model_path))
+    if model.config.cosyvoice_version == 3:
+        end_id = tokenizer.convert_tokens_to_ids(COSYVOICE2_END_OF_PROMPT)
+        if end_id != model.config.end_of_prompt_id:
+            raise ValueError(
+                f"The tokenizer's <|endofprompt|> is id {end_id} but the CosyVoice3 model expects "
+                f"end_of_prompt_id={model.config.end_of_prompt_id}; they do not belong together (check "
+                "--tokenizer_path)."
+            )
     if len(tokenizer) > model.config.llm_config.vocab_size:
         raise ValueError(
             f"The tokenizer has {len(tokenizer)} tokens but the model's text embedding only "

@@ -71,10 +71,12 @@ class CosyVoice2PreTrainedModel(ConsistentSaveMixin, PreTrainedModel):
         # The generic init reads `config.initializer_range`, which lives on the nested backbone config here.
         std = self.config.llm_config.initializer_range
         if isinstance(module, CosyVoice2LM):
-            init.normal_(module.llm_embedding.weight, mean=0.0, std=std)
+            if getattr(module, "llm_embedding", None) is not None:  # CosyVoice3 keeps sos/task_id in speech_embedding
+                init.normal_(module.llm_embedding.weight, mean=0.0, std=std)
             init.normal_(module.speech_embedding.weight, mean=0.0, std=std)
             init.normal_(module.llm_decoder.weight, mean=0.0, std=std)
-            init.zeros_(module.llm_decoder.bias)
+            if module.llm_decoder.bias is not None:
+                init.zeros_(module.llm_decoder.bias)
         elif isinstance(module, (nn.Linear, nn.Embedding)):
             init.normal_(module.weight, mean=0.0, std=std)
             if isinstance(module, nn.Linear) and module.bias is not None:
@@ -109,8 +111,14 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
         return None
 
     def _special_embedding(self, which: int, batch_size: int) -> torch.Tensor:
+        """The ``sos`` / ``task_id`` vector (``which`` = ``config.sos_id`` or ``config.task_id``) for every sample."""
         row = self.llm_embedding.weight[which]
         return row.view(1, -1).expand(batch_size, -1)
+
+    def bistream_prefix_lengths(self, text_ids: torch.LongTensor, text_attention_mask: torch.Tensor) -> torch.Tensor:
+        """Per sample, the text tokens read before the bistream chunks start: none in CosyVoice2, whose instruction
+        is chunked with the text. CosyVoice3 overrides this (its instruction precedes the chunks)."""
+        return torch.zeros(text_ids.shape[0], dtype=torch.long, device=text_ids.device)
 
     def embed_text(self, text_ids: torch.LongTensor, text_attention_mask: torch.Tensor) -> torch.Tensor:
         """Text-token embeddings; padded positions use id 0 so that any pad value is accepted."""
@@ -160,7 +168,7 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
         self, batch_size: int, prompt_speech_ids: torch.LongTensor | None, prompt_speech_attention_mask
     ) -> tuple[torch.Tensor | None, torch.LongTensor]:
         """Embeddings and mask of the optional zero-shot prompt speech (right-padded); an empty mask without it."""
-        device = self.llm_embedding.weight.device
+        device = self.speech_embedding.weight.device
         if prompt_speech_ids is None:
             if prompt_speech_attention_mask is not None:
                 raise ValueError("prompt_speech_attention_mask was given without prompt_speech_ids.")
@@ -300,7 +308,8 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
             bistream (`torch.BoolTensor` of shape `(batch_size,)`, *optional*):
                 True for samples laid out as CosyVoice2's bistream training sequence
                 `[sos, 5 text, 15 speech, ..., remaining text, task_id, remaining speech]` (chunk sizes from the
-                config). Their targets interleave a fill id after every full speech chunk (see
+                config; CosyVoice3 reads its text up to `<|endofprompt|>` before the first chunk). Their targets
+                interleave a fill id after every full speech chunk (see
                 `DataCollatorForCosyVoice2(bistream_probability=...)`). Such samples take no prompt speech.
 
         `logits[b, m]` predicts the `m`-th target of sample `b`: speech token `m` for unistream samples (the last
@@ -331,13 +340,21 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
         text_lengths = text_attention_mask.sum(dim=1)
         speech_lengths = speech_attention_mask.sum(dim=1)
         prompt_lengths = prompt_mask.sum(dim=1)
-        full_chunks = self.bistream_full_chunks(text_lengths, bistream)
+        # Bistream rows read a prefix (CosyVoice3: the instruction up to <|endofprompt|>) before their chunks;
+        # unistream rows are laid out the same with or without one, so their prefix is taken as 0.
+        prefix = torch.zeros_like(text_lengths)
+        if bistream is not None:
+            prefix = torch.where(
+                bistream.to(device).bool(), self.bistream_prefix_lengths(text_ids, text_attention_mask), 0
+            )
+        full_chunks = self.bistream_full_chunks(text_lengths - prefix, bistream)
         self._check_bistream(bistream, full_chunks, speech_lengths, prompt_lengths, batch_size)
         text_chunk, speech_chunk = self.config.bistream_text_chunk, self.config.bistream_speech_chunk
         block = text_chunk + speech_chunk
         # Unistream samples are the special case full_chunks = 0: [sos, text, task_id, prompt, speech].
-        tail_start = 1 + full_chunks * block
-        task_positions = tail_start + text_lengths - full_chunks * text_chunk
+        chunks_start = 1 + prefix
+        tail_start = chunks_start + full_chunks * block
+        task_positions = tail_start + text_lengths - prefix - full_chunks * text_chunk
         sequence_lengths = text_lengths + prompt_lengths + speech_lengths + 2
         total_length = int(sequence_lengths.max())
         text_embeds = self.embed_text(text_ids, text_attention_mask)
@@ -351,11 +368,15 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
         )
         rows, cols = text_attention_mask.bool().nonzero(as_tuple=True)
         rank = text_attention_mask.cumsum(dim=1)[rows, cols] - 1
-        chunk = rank // text_chunk
+        chunked_rank = rank - prefix[rows]
+        chunk = chunked_rank.clamp(min=0) // text_chunk
         in_block = chunk < full_chunks[rows]
         text_positions = torch.where(
-            in_block, 1 + chunk * block + rank % text_chunk, tail_start[rows] + rank - full_chunks[rows] * text_chunk
+            in_block,
+            chunks_start[rows] + chunk * block + chunked_rank % text_chunk,
+            tail_start[rows] + chunked_rank - full_chunks[rows] * text_chunk,
         )
+        text_positions = torch.where(chunked_rank < 0, 1 + rank, text_positions)
         inputs_embeds = inputs_embeds.index_put((rows, text_positions), text_embeds[rows, cols])
         inputs_embeds = inputs_embeds.index_put(
             (batch_index, task_positions),
@@ -374,7 +395,7 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
             in_block = chunk < full_chunks[rows]
             speech_positions = torch.where(
                 in_block,
-                1 + chunk * block + text_chunk + rank % speech_chunk,
+                chunks_start[rows] + chunk * block + text_chunk + rank % speech_chunk,
                 task_positions[rows] + 1 + prompt_lengths[rows] + rank - full_chunks[rows] * speech_chunk,
             )
             inputs_embeds = inputs_embeds.index_put(
@@ -398,7 +419,7 @@ class CosyVoice2LM(CosyVoice2PreTrainedModel):
         target_block = offsets // targets_per_block
         gather_positions = torch.where(
             target_block < full_chunks.unsqueeze(1),
-            1 + target_block * block + text_chunk - 1 + offsets % targets_per_block,
+            chunks_start.unsqueeze(1) + target_block * block + text_chunk - 1 + offsets % targets_per_block,
             (task_positions + prompt_lengths).unsqueeze(1) + offsets - (full_chunks * targets_per_block).unsqueeze(1),
         ).clamp(max=total_length - 1)
         speech_hidden = hidden_states[batch_index.unsqueeze(1), gather_positions]

@@ -46,15 +46,15 @@ COSYVOICE2_END_OF_PROMPT_ID = 151646
 COSYVOICE2_TOKENIZER_LENGTH = 151663
 
 
-def _check_special_token_order(tokenizer) -> None:
-    """The special tokens must have consecutive ids right after <|endoftext|>, as in CosyVoice2."""
+def _check_special_token_order(tokenizer, special_tokens=COSYVOICE2_SPECIAL_TOKENS, family="CosyVoice2") -> None:
+    """The special tokens must have consecutive ids right after <|endoftext|>, as in CosyVoice2 / CosyVoice3."""
     eos_id = tokenizer.convert_tokens_to_ids(COSYVOICE2_EOS_TOKEN)
-    ids = tokenizer.convert_tokens_to_ids(list(COSYVOICE2_SPECIAL_TOKENS))
-    expected = list(range(eos_id + 1, eos_id + 1 + len(COSYVOICE2_SPECIAL_TOKENS)))
+    ids = tokenizer.convert_tokens_to_ids(list(special_tokens))
+    expected = list(range(eos_id + 1, eos_id + 1 + len(special_tokens)))
     if ids != expected:
-        wrong = {tok: i for tok, i, e in zip(COSYVOICE2_SPECIAL_TOKENS, ids, expected) if i != e}
+        wrong = {tok: i for tok, i, e in zip(special_tokens, ids, expected) if i != e}
         raise ValueError(
-            f"CosyVoice2 special tokens must follow {COSYVOICE2_EOS_TOKEN} (id {eos_id}) in order, but got {wrong}. "
+            f"{family} special tokens must follow {COSYVOICE2_EOS_TOKEN} (id {eos_id}) in order, but got {wrong}. "
             "The text embedding rows of the LM are indexed by these ids: use the unmodified CosyVoice-BlankEN "
             "vocabulary (vocab.json / merges.txt without extra added tokens)."
         )
@@ -68,21 +68,26 @@ def load_cosyvoice2_tokenizer(blank_en_dir: str | os.PathLike) -> Qwen2Tokenizer
     ``<|endoftext|>`` is eos and pad; no BOS is added. With the released vocabulary ``<|endofprompt|>`` is 151646 and
     the tokenizer has 151663 entries, all inside the LM's 151936-row text embedding.
     """
+    return load_blank_en_tokenizer(blank_en_dir, COSYVOICE2_SPECIAL_TOKENS, "CosyVoice2")
+
+
+def load_blank_en_tokenizer(blank_en_dir, special_tokens: tuple[str, ...], family: str) -> Qwen2Tokenizer:
+    """The Qwen2 BPE of a ``CosyVoice-BlankEN`` folder with ``special_tokens`` added after ``<|endoftext|>``."""
     blank_en_dir = Path(blank_en_dir)
     missing = [name for name in ("vocab.json", "merges.txt") if not (blank_en_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{blank_en_dir} lacks {missing}. Pass the `CosyVoice-BlankEN` folder of a CosyVoice2 model dir."
+            f"{blank_en_dir} lacks {missing}. Pass the `CosyVoice-BlankEN` folder of a {family} model dir."
         )
     tokenizer = Qwen2Tokenizer.from_pretrained(str(blank_en_dir))
     tokenizer.add_special_tokens(
         {
             "eos_token": COSYVOICE2_EOS_TOKEN,
             "pad_token": COSYVOICE2_EOS_TOKEN,
-            "additional_special_tokens": list(COSYVOICE2_SPECIAL_TOKENS),
+            "additional_special_tokens": list(special_tokens),
         }
     )
-    _check_special_token_order(tokenizer)
+    _check_special_token_order(tokenizer, special_tokens, family)
     return tokenizer
 
 
@@ -93,17 +98,24 @@ def build_tiny_cosyvoice2_tokenizer(words: Iterable[str], unk_token: str = "<unk
     the real tokenizer, then ``unk_token``. Words are split on whitespace; special tokens are matched anywhere, so
     ``"Your emotion is angry<|endofprompt|>ka mi"`` gives ``[Your, emotion, is, angry, <|endofprompt|>, ka, mi]``.
     """
-    reserved = {COSYVOICE2_EOS_TOKEN, unk_token, *COSYVOICE2_SPECIAL_TOKENS}
+    return build_word_level_tokenizer(words, COSYVOICE2_SPECIAL_TOKENS, "CosyVoice2", unk_token)
+
+
+def build_word_level_tokenizer(
+    words: Iterable[str], special_tokens: tuple[str, ...], family: str, unk_token: str = "<unk>"
+) -> PreTrainedTokenizerFast:
+    """One id per word, then ``<|endoftext|>`` and ``special_tokens`` in order, then ``unk_token``."""
+    reserved = {COSYVOICE2_EOS_TOKEN, unk_token, *special_tokens}
     vocab: dict[str, int] = {}
     for word in words:
         if not isinstance(word, str) or not word or any(ch.isspace() for ch in word):
             raise ValueError(f"Words must be non-empty strings without whitespace; got {word!r}.")
         if word in reserved:
-            raise ValueError(f"{word!r} is a special token of the CosyVoice2 tokenizer; it is added automatically.")
+            raise ValueError(f"{word!r} is a special token of the {family} tokenizer; it is added automatically.")
         vocab.setdefault(word, len(vocab))
     if not vocab:
-        raise ValueError("build_tiny_cosyvoice2_tokenizer needs at least one word.")
-    for token in (COSYVOICE2_EOS_TOKEN, *COSYVOICE2_SPECIAL_TOKENS, unk_token):
+        raise ValueError("A word-level CosyVoice tokenizer needs at least one word.")
+    for token in (COSYVOICE2_EOS_TOKEN, *special_tokens, unk_token):
         vocab[token] = len(vocab)
 
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk_token))
@@ -115,9 +127,9 @@ def build_tiny_cosyvoice2_tokenizer(words: Iterable[str], unk_token: str = "<unk
         eos_token=COSYVOICE2_EOS_TOKEN,
         pad_token=COSYVOICE2_EOS_TOKEN,
         unk_token=unk_token,
-        additional_special_tokens=list(COSYVOICE2_SPECIAL_TOKENS),
+        additional_special_tokens=list(special_tokens),
     )
-    _check_special_token_order(tokenizer)
+    _check_special_token_order(tokenizer, special_tokens, family)
     return tokenizer
 
 

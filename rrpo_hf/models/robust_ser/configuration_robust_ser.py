@@ -64,6 +64,10 @@ class RobustSERConfig(PreTrainedConfig):
             defaults of the DiffRO / RRPO reward built from it (`robust_loss`, `EmotionReward`).
         eam_snr_range (`list[float]`, *optional*, defaults to `[-5.0, 5.0]`):
             Algorithm 1 SNR range `[r_min, r_max]` in dB (used by the EAM collator).
+        speech_tokenizer_version (`str`, *optional*, defaults to `"v2"`):
+            The S3 tokenizer whose tokens the model reads: `"v2"` (`speech_tokenizer_v2.onnx`, CosyVoice2) or `"v3"`
+            (`speech_tokenizer_v3.onnx`, CosyVoice3). Both have 6561 codes, but a code means different sounds in
+            each, so DiffRO refuses a policy of the other version. Folders saved before this field read as `"v2"`.
         id2label (`dict[int, str]`, *optional*):
             Class names; defaults to the six canonical emotions
             `neutral, happy, angry, sad, surprised, fearful`.
@@ -97,6 +101,7 @@ class RobustSERConfig(PreTrainedConfig):
     adv_alpha: float | int = 0.5
     adv_epsilon_scale: str = "absolute"
     eam_snr_range: list[float | int] | tuple[float | int, ...] = (-5.0, 5.0)
+    speech_tokenizer_version: str = "v2"
 
     def __post_init__(self, **kwargs):
         if self.pad_token_id is None:
@@ -127,6 +132,11 @@ class RobustSERConfig(PreTrainedConfig):
         if self.pooling not in ("attention", "mean"):
             raise ValueError(f"pooling must be 'attention' or 'mean', got {self.pooling!r}.")
         check_robust_loss_settings(self.label_smoothing, self.adv_epsilon, self.adv_alpha, self.adv_epsilon_scale)
+        if not isinstance(self.speech_tokenizer_version, str) or not self.speech_tokenizer_version:
+            raise ValueError(
+                f"speech_tokenizer_version must name the S3 tokenizer (e.g. 'v2', 'v3'), got "
+                f"{self.speech_tokenizer_version!r}."
+            )
         if len(self.eam_snr_range) != 2 or self.eam_snr_range[0] > self.eam_snr_range[1]:
             raise ValueError(
                 f"eam_snr_range must be [r_min, r_max] in dB with r_min <= r_max, got {self.eam_snr_range}."
