@@ -17,7 +17,8 @@ from rrpo_hf.trainers.completions import CompletionLog, format_tokens
 
 
 def build(tmp_path, corpus, tokenizer, reward_model, **overrides):  # noqa: F811
-    extra = {key: overrides.pop(key) for key in ("eval_dataset", "judge_model", "oracle", "token2wav") if key in overrides}
+    names = ("eval_dataset", "judge_model", "oracle", "token2wav")
+    extra = {key: overrides.pop(key) for key in names if key in overrides}
     return DiffROTrainer(
         model=make_policy(tokenizer),
         reward_model=reward_model,
@@ -77,7 +78,8 @@ def test_a_completion_row_holds_the_logged_steps_per_sample_rewards(tmp_path, co
 
 
 def test_evaluation_writes_its_table_with_the_evaluation_metrics(tmp_path, corpus, tokenizer):  # noqa: F811
-    trainer = build(tmp_path, corpus, tokenizer, make_reward_model(), log_completions=True, eval_dataset=corpus["test"])
+    reward_model = make_reward_model()
+    trainer = build(tmp_path, corpus, tokenizer, reward_model, log_completions=True, eval_dataset=corpus["test"])
     metrics = trainer.evaluate()
     table = reload(tmp_path / "out" / "completions" / "eval_completions_00000.parquet")
     assert len(table) == len(corpus["test"]) == metrics["eval_samples"]
@@ -137,7 +139,7 @@ def test_token2wav_adds_an_audio_column_for_the_printed_rows(tmp_path, corpus, t
 
 def test_completion_log_keeps_the_newest_rows_and_only_on_the_main_process(tmp_path):
     log = CompletionLog(tmp_path, max_rows=2, num_completions_to_print=1)
-    log.add([{"prompt": str(i), "target_emotion": "happy", "completion": "", "completion_length": 0} for i in range(3)])
+    log.add([{"prompt": str(i), "target_emotion": "sad", "completion": "", "completion_length": 0} for i in range(3)])
     path = log.flush(step=7)
     assert reload(path)["prompt"] == ["1", "2"] and len(log) == 0 and log.flush(step=8) is None
     other = CompletionLog(tmp_path / "other", is_main_process=False)

@@ -46,7 +46,7 @@ class EmotionReward(RewardFunction):
         label_smoothing (`float`, defaults to 0.0): ε of Eq. 2 in ``L_emo``.
         adv_alpha (`float`, defaults to 0.0): α of Eq. 5; 0 gives plain DiffRO's ``L_emo``.
         adv_epsilon (`float`, defaults to 0.5): ε_adv of Eq. 4 (per-sample L2 norm of the perturbation of ``h'``).
-        name (`str`, defaults to `"emotion"`): the name in the logs (``reward/<name>``).
+        name (`str`, defaults to `"emotion"`): the name in the logs (``rewards/<name>/mean``).
 
     The target of each sample is ``batch["target_emotions"]`` (canonical names) looked up in this model's own
     labels, so that models with different label orders can score one batch; a batch without names uses

@@ -157,8 +157,7 @@ class CompletionLog:
         if not self.is_main_process or not rows:
             return None
         rows = [{"step": int(step), **row} for row in rows]
-        columns = list(BASE_COLUMNS) + [key for key in dict.fromkeys(k for row in rows for k in row)]
-        columns = list(dict.fromkeys(columns))
+        columns = list(dict.fromkeys([*BASE_COLUMNS, *(key for row in rows for key in row)]))
         rows = [{column: row.get(column, _missing(column)) for column in columns} for row in rows]
         name = "completions" if not prefix else f"{prefix}_completions"
         os.makedirs(self.directory, exist_ok=True)

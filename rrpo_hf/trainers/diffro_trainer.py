@@ -430,7 +430,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         if duplicates:
             raise ValueError(
                 f"Several reward functions are named {duplicates} (all: {names}); give each its own `name`: it names "
-                "its log (reward/<name>) and DiffROConfig.reward_gate."
+                "its logs (rewards/<name>/mean, /std) and DiffROConfig.reward_gate."
             )
         for func, name in zip(funcs, names):
             if not isinstance(func, torch.nn.Module):
@@ -908,7 +908,8 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
 
     def _per_sample_rewards(self, reward_outputs) -> dict[str, torch.Tensor]:
         """`(B,)` per-sample rewards under their log names: each function's ``r_i = -loss_i`` and `reward`."""
-        rewards = {name: -terms["loss"].detach().float() for name, terms in zip(self.reward_func_names, reward_outputs)}
+        names = self.reward_func_names
+        rewards = {name: -terms["loss"].detach().float() for name, terms in zip(names, reward_outputs)}
         return {**rewards, "reward": self._weighted_reward(reward_outputs)}
 
     def _record_reward_spread(self, reward_outputs) -> None:
