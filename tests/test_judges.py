@@ -197,3 +197,60 @@ def test_synthesized_speech_scorer_runs_every_judge_per_sample(asr_folder, speak
         },
     )
     assert cloned["speaker_similarity"][0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_evaluate_audio_script_runs_the_judges_named_by_flags(tmp_path, asr_folder, speaker_folder, emotion_folder):
+    import csv
+    import importlib.util
+    import os
+    import sys
+
+    from scipy.io import wavfile
+    from transformers import HfArgumentParser
+
+    generator = np.random.default_rng(3)
+    rows = []
+    for index, (emotion, text) in enumerate([("happy", "good day"), ("sad", "so it goes"), ("happy", "hi")]):
+        for kind in ("clip", "prompt"):
+            pcm = (generator.standard_normal(RATE) * 0.2 * 32767 / 4).astype(np.int16)
+            wavfile.write(tmp_path / f"{kind}_{index}.wav", RATE, pcm)
+        rows.append(
+            {"path": f"clip_{index}.wav", "emotion": emotion, "text": text, "prompt_audio": f"prompt_{index}.wav"}
+        )
+    with open(tmp_path / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "evaluate_audio.py")
+    spec = importlib.util.spec_from_file_location("evaluate_audio_example", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    argv = ["--source", str(tmp_path / "manifest.csv"), "--output_dir", str(tmp_path / "eval"), "--dnsmos", "false"]
+    argv += ["--asr_model", asr_folder, "--speaker_model", speaker_folder, "--emotion_judge_model", emotion_folder]
+    argv += ["--device", "cpu"]
+    (args,) = HfArgumentParser(module.EvaluateAudioArguments).parse_args_into_dataclasses(args=argv)
+    module.main(args)
+
+    per_clip = list(csv.DictReader(open(tmp_path / "eval" / "per_clip.csv")))
+    assert [row["text"] for row in per_clip] == ["good day", "so it goes", "hi"]
+    asr = ASRJudge(asr_folder, device="cpu")
+    for row, source in zip(per_clip, rows):
+        _, pcm = wavfile.read(tmp_path / source["path"])
+        transcript = asr.transcribe([pcm.astype(np.float32) / 32768], RATE)[0]
+        assert row["asr_transcript"] == transcript
+        reference = normalize_transcript(source["text"])
+        expected = levenshtein(reference, normalize_transcript(transcript)) / len(reference)
+        assert float(row["asr_cer"]) == pytest.approx(expected, rel=1e-6)
+        assert -1 <= float(row["speaker_similarity"]) <= 1 and row["emotion_judge_accuracy"] in ("0.0", "1.0")
+    per_emotion = {row["emotion"]: row for row in csv.DictReader(open(tmp_path / "eval" / "per_emotion.csv"))}
+    happy = [float(row["asr_cer"]) for row in per_clip if row["emotion"] == "happy"]
+    assert float(per_emotion["happy"]["asr_cer"]) == pytest.approx(np.mean(happy))
+    assert "speaker_similarity" in per_emotion["all"] and "asr_transcript" not in per_emotion["all"]
+
+    argv_without_reference = argv[:6] + ["--speaker_model", speaker_folder]
+    (args,) = HfArgumentParser(module.EvaluateAudioArguments).parse_args_into_dataclasses(args=argv_without_reference)
+    (tmp_path / "manifest.csv").write_text("path,emotion,text\nclip_0.wav,happy,good day\n")
+    with pytest.raises(ValueError, match="speaker_reference"):
+        module.main(args)
