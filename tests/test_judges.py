@@ -92,7 +92,7 @@ def emotion_folder(tmp_path_factory):
 
 def clips(count=3, seed=0):
     generator = np.random.default_rng(seed)
-    return [(generator.standard_normal(RATE // 4 + 800 * i) * 0.1).astype(np.float32) for i in range(count)]
+    return [(generator.standard_normal(RATE // 8 + 400 * i) * 0.1).astype(np.float32) for i in range(count)]
 
 
 def levenshtein(a, b):
@@ -104,8 +104,28 @@ def levenshtein(a, b):
     return row[-1]
 
 
-def test_asr_judge_cer_and_wer_are_those_of_its_own_transcripts(asr_folder):
-    judge = ASRJudge(asr_folder, device="cpu")
+@pytest.fixture(scope="module")
+def asr_judge(asr_folder):
+    return ASRJudge(asr_folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def speaker_judge(speaker_folder):
+    return SpeakerSimilarityJudge(speaker_folder, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def emotion_judge(emotion_folder):
+    return EmotionJudge(emotion_folder, device="cpu")
+
+
+def with_reference(judge, waveform):
+    """The same x-vector model with a fixed prompt speaker."""
+    return SpeakerSimilarityJudge((judge.feature_extractor, judge.model), device="cpu", reference=(waveform, RATE))
+
+
+def test_asr_judge_cer_and_wer_are_those_of_its_own_transcripts(asr_judge):
+    judge = asr_judge
     waveforms = clips()
     texts = ["Hello, World!", "a b c", "Kiss the rain."]
     scores = judge(waveforms, RATE, texts=texts)
@@ -126,23 +146,23 @@ def test_asr_judge_cer_and_wer_are_those_of_its_own_transcripts(asr_folder):
         judge(waveforms, RATE)
 
 
-def test_speaker_similarity_against_the_prompt_speaker(speaker_folder):
+def test_speaker_similarity_against_the_prompt_speaker(speaker_judge):
     waveforms = clips()
-    judge = SpeakerSimilarityJudge(speaker_folder, device="cpu", reference=(waveforms[0], RATE))
+    judge = with_reference(speaker_judge, waveforms[0])
     embeddings = judge.embed(waveforms, RATE)
     assert embeddings.shape == (3, 6) and torch.allclose(embeddings.norm(dim=-1), torch.ones(3))
     fixed = judge(waveforms, RATE)["speaker_similarity"]
     assert fixed[0] == pytest.approx(1.0, abs=1e-4) and all(-1 - 1e-5 <= s <= 1 + 1e-5 for s in fixed)
     expected = [float(embeddings[0] @ embeddings[i]) for i in range(3)]
     assert fixed == pytest.approx(expected, abs=1e-5)
-    per_clip = judge(waveforms, RATE, prompt_waveforms=waveforms)["speaker_similarity"]
-    assert per_clip == pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
+    per_clip = judge(waveforms, RATE, prompt_waveforms=waveforms[::-1])["speaker_similarity"]
+    assert per_clip == pytest.approx([expected[2], 1.0, expected[2]], abs=1e-5)
     with pytest.raises(ValueError, match="prompt speaker"):
-        SpeakerSimilarityJudge(speaker_folder, device="cpu")(waveforms, RATE)
+        speaker_judge(waveforms, RATE)
 
 
-def test_emotion_judge_reads_the_models_labels_through_canonical_names(emotion_folder):
-    judge = EmotionJudge(emotion_folder, device="cpu")
+def test_emotion_judge_reads_the_models_labels_through_canonical_names(emotion_judge):
+    judge = emotion_judge
     waveforms = clips()
     targets = ["happy", "angry", "neutral"]
     scores = judge(waveforms, RATE, target_emotions=targets)
@@ -157,22 +177,18 @@ def test_emotion_judge_reads_the_models_labels_through_canonical_names(emotion_f
         judge(waveforms[:1], RATE, target_emotions=["surprised"])
 
 
-def test_synthesized_speech_scorer_runs_every_judge_per_sample(asr_folder, speaker_folder, emotion_folder):
+def test_synthesized_speech_scorer_runs_every_judge_per_sample(asr_judge, speaker_judge, emotion_judge):
     def token2wav(tokens):
         # 22.05 kHz like HiFT's, so the scorer's resampling to the judges' 16 kHz is on the path
-        steps = np.arange(441 * len(tokens))
+        steps = np.arange(221 * len(tokens))
         return 0.3 * np.sin(steps * (0.01 + 0.001 * (tokens[0] % 7))).astype(np.float32), 22050
 
     reference = clips(1)[0]
     scorer = SynthesizedSpeechScorer(
         token2wav,
-        [
-            ASRJudge(asr_folder, device="cpu"),
-            SpeakerSimilarityJudge(speaker_folder, device="cpu", reference=(reference, RATE)),
-            EmotionJudge(emotion_folder, device="cpu"),
-        ],
+        [asr_judge, with_reference(speaker_judge, reference), emotion_judge],
     )
-    tokens = [[1, 2, 3, 4], [5, 6, 7, 8, 9, 10], [3] * 20]
+    tokens = [[1, 2, 3, 4, 5, 6, 7, 8], [5, 6, 7, 8, 9, 10, 11, 12, 13], [3] * 12]
     batch = {"texts": ["one", "two", "three"], "target_emotions": ["happy", "sad", "angry"]}
     scores = scorer(tokens, batch)
     assert set(scores) == {
@@ -193,13 +209,15 @@ def test_synthesized_speech_scorer_runs_every_judge_per_sample(asr_folder, speak
         {
             **batch,
             "prompt_speech_ids": torch.tensor(tokens[0:1] * 3),
-            "prompt_speech_attention_mask": torch.ones(3, 4),
+            "prompt_speech_attention_mask": torch.ones(3, 8, dtype=torch.long),
         },
     )
     assert cloned["speaker_similarity"][0] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_evaluate_audio_script_runs_the_judges_named_by_flags(tmp_path, asr_folder, speaker_folder, emotion_folder):
+def test_evaluate_audio_script_runs_the_judges_named_by_flags(
+    tmp_path, asr_folder, speaker_folder, emotion_folder, asr_judge
+):
     import csv
     import importlib.util
     import os
@@ -212,7 +230,7 @@ def test_evaluate_audio_script_runs_the_judges_named_by_flags(tmp_path, asr_fold
     rows = []
     for index, (emotion, text) in enumerate([("happy", "good day"), ("sad", "so it goes"), ("happy", "hi")]):
         for kind in ("clip", "prompt"):
-            pcm = (generator.standard_normal(RATE) * 0.2 * 32767 / 4).astype(np.int16)
+            pcm = (generator.standard_normal(RATE * 3 // 5) * 0.2 * 32767 / 4).astype(np.int16)
             wavfile.write(tmp_path / f"{kind}_{index}.wav", RATE, pcm)
         rows.append(
             {"path": f"clip_{index}.wav", "emotion": emotion, "text": text, "prompt_audio": f"prompt_{index}.wav"}
@@ -235,10 +253,9 @@ def test_evaluate_audio_script_runs_the_judges_named_by_flags(tmp_path, asr_fold
 
     per_clip = list(csv.DictReader(open(tmp_path / "eval" / "per_clip.csv")))
     assert [row["text"] for row in per_clip] == ["good day", "so it goes", "hi"]
-    asr = ASRJudge(asr_folder, device="cpu")
     for row, source in zip(per_clip, rows):
         _, pcm = wavfile.read(tmp_path / source["path"])
-        transcript = asr.transcribe([pcm.astype(np.float32) / 32768], RATE)[0]
+        transcript = asr_judge.transcribe([pcm.astype(np.float32) / 32768], RATE)[0]
         assert row["asr_transcript"] == transcript
         reference = normalize_transcript(source["text"])
         expected = levenshtein(reference, normalize_transcript(transcript)) / len(reference)
