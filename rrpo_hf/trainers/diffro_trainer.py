@@ -1092,7 +1092,8 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         }
         self.log(metrics)
         if eval_rows is not None:
-            self._completion_log.write(eval_rows, self.state.global_step, prefix=metric_key_prefix)
+            # gather_for_metrics dropped the samples repeated to fill the last batch of every process; so do the rows.
+            self._completion_log.write(eval_rows[:count], self.state.global_step, prefix=metric_key_prefix)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
