@@ -91,18 +91,7 @@ def test_evaluation_writes_its_table_with_the_evaluation_metrics(tmp_path, corpu
     assert "rm_accuracy" in table.column_names
 
 
-def test_no_table_is_written_without_log_completions(tmp_path, corpus, tokenizer):  # noqa: F811
-    trainer = build(tmp_path, corpus, tokenizer, make_reward_model(), eval_dataset=corpus["test"])
-    trainer.train()
-    trainer.evaluate()
-    assert not os.path.exists(tmp_path / "out" / "completions")
-    keys = set().union(*(entry.keys() for entry in trainer.state.log_history))
-    # TRL's reward names, also for a single reward function
-    assert {"reward", "reward_std", "rewards/emotion/mean", "rewards/emotion/std", "eval_rewards/emotion/mean"} <= keys
-    assert not any(key.startswith(("reward/", "eval_reward/")) for key in keys)
-
-
-def test_token2wav_adds_an_audio_column_for_the_printed_rows(tmp_path, corpus, tokenizer):  # noqa: F811
+def test_token2wav_adds_audio_and_logging_changes_no_training(tmp_path, corpus, tokenizer):  # noqa: F811
     from scipy.io import wavfile
 
     calls = []
@@ -124,10 +113,20 @@ def test_token2wav_adds_an_audio_column_for_the_printed_rows(tmp_path, corpus, t
         judge_model=make_reward_model(seed=5),
     )
     trainer.train()
-    plain = build(tmp_path / "plain", corpus, tokenizer, make_reward_model(), judge_model=make_reward_model(seed=5))
+    judge = make_reward_model(seed=5)
+    plain = build(
+        tmp_path / "plain", corpus, tokenizer, make_reward_model(), judge_model=judge, eval_dataset=corpus["test"]
+    )
     plain.train()
+    plain.evaluate()
+    # the vocoder and the judge ran on the logged samples, yet the weights are those of a run without tables
     for (name, logged), (_, trained) in zip(trainer.model.named_parameters(), plain.model.named_parameters()):
         assert torch.equal(logged, trained), name
+    # without log_completions nothing is written; the logs carry TRL's names, also for a single reward function
+    assert not os.path.exists(tmp_path / "plain" / "out" / "completions")
+    keys = set().union(*(entry.keys() for entry in plain.state.log_history))
+    assert {"reward", "reward_std", "rewards/emotion/mean", "rewards/emotion/std", "eval_rewards/emotion/mean"} <= keys
+    assert not any(key.startswith(("reward/", "eval_reward/")) for key in keys)
     folder = tmp_path / "out" / "completions"
     table = reload(folder / "completions_00001.parquet")
     assert table["audio"][3] is None and len(calls) == 6  # 3 rows, 2 steps
