@@ -129,7 +129,12 @@ class CompletionLog:
             )
         self.directory = os.path.join(os.fspath(output_dir), "completions")
         report_to = [report_to] if isinstance(report_to, str) else list(report_to or [])
-        self.report_to = ["wandb", "trackio"] if "all" in report_to else report_to
+        if "all" in report_to:
+            # "all" means every installed integration, as for transformers' own callbacks.
+            from importlib.util import find_spec
+
+            report_to = [name for name in ("wandb", "trackio") if find_spec(name) is not None]
+        self.report_to = report_to
         self.num_completions_to_print = num_completions_to_print
         self.token2wav = token2wav
         self.is_main_process = is_main_process
