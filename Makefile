@@ -6,13 +6,13 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: install system-deps demo lint format test test-fast clean
+.PHONY: install system-deps demo lint format test test-fast test-min clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch first and pinned: the pinned version resolves to the local CPU wheel; an open range pulls CUDA builds.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,deepspeed,plots,audio]"
+	$(PY) -m pip install -q -e ".[dev,deepspeed,plots,audio,tracking]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -37,5 +37,21 @@ test: install system-deps lint
 test-fast: install system-deps lint
 	$(PY) -m pytest -q -m "not slow" tests
 
+# The fast suite at the dependency floors of pyproject.toml, in its own venv: every `>=` floor installed exactly
+# (.ci/floors.py), torch at the local CPU wheel, the extras at their newest.
+MIN_VENV ?= .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+
+$(MIN_VENV)/.installed: pyproject.toml .ci/floors.py
+	test -x $(MIN_PY) || python3 -m venv $(MIN_VENV)
+	$(MIN_PY) -m pip install -q torch==2.13.0
+	$(MIN_PY) .ci/floors.py --exclude torch > $(MIN_VENV)/floors.txt
+	$(MIN_PY) -m pip install -q -c $(MIN_VENV)/floors.txt -e ".[dev,plots,audio,tracking]"
+	$(MIN_PY) .ci/floors.py --exclude torch --check
+	touch $@
+
+test-min: $(MIN_VENV)/.installed system-deps
+	$(MIN_PY) -m pytest -q -m "not slow" tests
+
 clean:
-	rm -rf $(VENV) .cache .ruff_cache outputs *.egg-info
+	rm -rf $(VENV) $(MIN_VENV) .cache .ruff_cache outputs *.egg-info

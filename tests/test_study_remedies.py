@@ -190,7 +190,8 @@ def test_a_tiny_study_with_every_remedy_row_finishes_and_reports_them(tmp_path):
     assert 0 <= summary["multitask_rm"]["asr_cer"] and 0 <= summary["multitask_rm"]["quality_accuracy"] <= 1
     final = results["per_seed"][0]["policies"]["DiffRO+MTR"]["final"]
     # the row's own emotion reward is Table 1's reward; the weighted sum of its three rewards is kept beside it
-    assert final["reward"] == final["reward/emotion"] and "reward_total" in final and "reward/quality" in final
+    assert final["reward"] == final["rewards/emotion/mean"] and "reward_total" in final
+    assert "rewards/quality/mean" in final
     assert "gate_weight" not in final or 0 <= final["gate_weight"] <= 1
     report = results["report"]
     assert "### Other remedies" in report and "Prediction (written before their first run)" in report

@@ -244,6 +244,8 @@ class AudioRecord:
     corpus: str = ""
     split: str = ""
     audio_path: str = ""
+    #: The prompt speaker's clip of a synthesised one (voice cloning), for speaker similarity; "" when none.
+    prompt_audio: str = ""
 
     def __post_init__(self):
         if not self.audio_path:
@@ -346,9 +348,10 @@ MANIFEST_PATH_COLUMNS = ("path", "audio", "audio_path", "file", "wav")
 
 
 def read_manifest(path: str | os.PathLike, corpus: str = "") -> list[AudioRecord]:
-    """CSV (header row) or JSON-lines manifest with ``path, text, emotion[, speaker, language, split]``.
+    """CSV (header row) or JSON-lines manifest with ``path, text, emotion[, speaker, language, split, prompt_audio]``.
 
-    Relative audio paths are resolved against the manifest's folder.
+    Relative audio paths (``prompt_audio`` too: the prompt speaker's clip of a synthesised one) are resolved against
+    the manifest's folder.
     """
     path = Path(path)
     if not path.is_file():
@@ -371,6 +374,9 @@ def read_manifest(path: str | os.PathLike, corpus: str = "") -> list[AudioRecord
         audio = Path(row[path_column])
         if not audio.is_absolute():
             audio = path.parent / audio
+        prompt_audio = str(row.get("prompt_audio") or "")
+        if prompt_audio and not Path(prompt_audio).is_absolute():
+            prompt_audio = str(path.parent / prompt_audio)
         records.append(
             AudioRecord(
                 audio=str(audio),
@@ -380,6 +386,7 @@ def read_manifest(path: str | os.PathLike, corpus: str = "") -> list[AudioRecord
                 language=str(row.get("language") or ""),
                 split=str(row.get("split") or ""),
                 corpus=corpus or str(row.get("corpus") or path.stem),
+                prompt_audio=prompt_audio,
             )
         )
     return records

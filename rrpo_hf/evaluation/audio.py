@@ -7,6 +7,8 @@ For a folder or manifest of synthesized clips with their *target* emotions this 
 * the reward model's view: audio -> speech tokens (any :class:`SpeechTokenizer`) -> RM logits,
   giving the predicted emotion, whether it matches the target, the target probability and the
   reward ``-L`` (label-smoothed cross-entropy to the target, the quantity DiffRO/RRPO maximise);
+* the field's judges on the audio (:mod:`rrpo_hf.evaluation.judges`: ASR CER / WER, speaker similarity to the
+  prompt speaker, an independent emotion classifier), as ``audio_judges``;
 * optional extra judges (any callable ``judge(waveforms, target_emotions) -> scores``).
 
 and aggregates them per target emotion. :meth:`AudioEvaluationResult.save` writes CSV tables, a
@@ -263,15 +265,21 @@ def evaluate_audio(
     batch_size: int = 16,
     extra_aliases: Mapping[str, str] | None = None,
     show_progress: bool = True,
+    audio_judges: Sequence[Callable[..., Mapping[str, Sequence]]] = (),
 ) -> AudioEvaluationResult:
     """Score every clip of ``records`` (``record.emotion`` is the *target* emotion of the synthesis).
+
+    ``audio_judges`` (:mod:`rrpo_hf.evaluation.judges`) are called as ``judge(waveforms, 16000, texts=...,
+    target_emotions=..., prompt_waveforms=...)``; ``prompt_waveforms`` are the records' ``prompt_audio`` clips when
+    every clip of the batch has one (else ``None``: a speaker judge then uses its fixed reference). Their numeric
+    values are aggregated per emotion like DNSMOS; text values (transcripts) go to the per-clip table only.
 
     Clips failing validation (unreadable, silent, ...) are skipped and counted in the result's report.
     """
     from tqdm.auto import tqdm
 
-    if dnsmos is None and reward_scorer is None and not judges:
-        raise ValueError("Nothing to evaluate: pass `dnsmos`, `reward_scorer` and/or `judges`.")
+    if dnsmos is None and reward_scorer is None and not judges and not audio_judges:
+        raise ValueError("Nothing to evaluate: pass `dnsmos`, `reward_scorer`, `audio_judges` and/or `judges`.")
     validation = validation or AudioValidationConfig(max_duration_s=120.0)
     targets = normalize_emotions([r.emotion for r in records], extra_aliases)
     report = SkipReport(total=len(records))
@@ -285,7 +293,7 @@ def evaluate_audio(
 
     progress = tqdm(total=len(records), desc="Evaluating audio", disable=not show_progress)
     for start in range(0, len(records), batch_size):
-        waveforms, batch_rows = [], []
+        waveforms, batch_rows, prompts = [], [], []
         for record, target in zip(records[start : start + batch_size], targets[start : start + batch_size]):
             try:
                 waveform = load_and_validate(record.audio, validation)
@@ -293,6 +301,7 @@ def evaluate_audio(
                 report.add(record.audio_path, error.reason, error.detail)
                 continue
             waveforms.append(waveform)
+            prompts.append(record.prompt_audio)
             batch_rows.append(
                 {
                     "audio_path": record.audio_path,
@@ -313,6 +322,25 @@ def evaluate_audio(
             for key, values in scored.items():
                 for row, value in zip(batch_rows, values):
                     row[key] = value
+        if audio_judges:
+            prompt_waveforms = (
+                [load_and_validate(path, validation) for path in prompts] if prompts and all(prompts) else None
+            )
+            for judge in audio_judges:
+                scored = judge(
+                    waveforms,
+                    validation.target_sampling_rate,
+                    texts=[row["text"] for row in batch_rows],
+                    target_emotions=batch_targets,
+                    prompt_waveforms=prompt_waveforms,
+                )
+                for key, values in scored.items():
+                    if len(values) != len(batch_rows):
+                        raise ValueError(f"Judge value {key!r} has {len(values)} entries for {len(batch_rows)} clips.")
+                    if key not in metrics and not (values and isinstance(values[0], str)):
+                        metrics.append(key)
+                    for row, value in zip(batch_rows, values):
+                        row[key] = value
         for name, judge in (judges or {}).items():
             scores = list(judge(waveforms, batch_targets))
             if len(scores) != len(waveforms):

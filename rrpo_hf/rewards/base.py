@@ -11,7 +11,7 @@ loss must be computed *from* them, e.g. through ``F = token_probs @ E`` of a fro
 reach the policy. ``batch`` is the `DataCollatorForDiffRO` batch: ``emotion_labels``, ``texts`` (the prompts' texts,
 for text-conditioned rewards such as ASR), ``target_emotions``, ``text_ids``, ...
 
-Its ``name`` attribute (a plain function: its ``__name__``) names the logs, ``reward/<name>``, and
+Its ``name`` attribute (a plain function: its ``__name__``) names the logs, ``rewards/<name>/mean``, and
 ``DiffROConfig.reward_gate``. Subclass :class:`RewardFunction` (a `torch.nn.Module`, so that the trainer moves its
 frozen models to the training device) to also return per-sample diagnostics from :meth:`RewardFunction.loss_terms`.
 """
@@ -35,7 +35,7 @@ class RewardFunction(torch.nn.Module, abc.ABC):
     trainer optimises. The other entries are per-sample diagnostics the trainer may log.
 
     Args:
-        name (`str`): the reward's name in the logs (``reward/<name>``) and in ``DiffROConfig.reward_gate``.
+        name (`str`): the reward's name in the logs (``rewards/<name>/mean``) and in ``DiffROConfig.reward_gate``.
     """
 
     def __init__(self, name: str):
@@ -98,7 +98,7 @@ def reward_function_name(func: Any) -> str:
     if not isinstance(name, str) or not name:
         raise TypeError(
             f"The reward function {func!r} has no name: give it a non-empty string `name` attribute (it names the "
-            "logs, reward/<name>, and DiffROConfig.reward_gate)."
+            "logs, rewards/<name>/mean, and DiffROConfig.reward_gate)."
         )
     return name
 

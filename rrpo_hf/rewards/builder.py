@@ -343,7 +343,7 @@ def build_reward_set(
     if duplicates:
         raise ValueError(
             f"Several reward functions are named {duplicates} (all: {names}); give each its own `name`: it names its "
-            "log (reward/<name>) and DiffROConfig.reward_gate."
+            "log (rewards/<name>/mean, /std) and DiffROConfig.reward_gate."
         )
     for func, name in zip(funcs, names):
         if not isinstance(func, torch.nn.Module):

@@ -70,7 +70,7 @@ class EmotionReward(RewardFunction):
         label_smoothing (`float`, *optional*): ε of Eq. 2 in ``L_emo``.
         adv_alpha (`float`, *optional*): α of Eq. 5; 0 gives plain DiffRO's ``L_emo``.
         adv_epsilon (`float`, *optional*): ε_adv of Eq. 4 (the radius of the perturbation of ``h'``).
-        name (`str`, defaults to `"emotion"`): the name in the logs (``reward/<name>``).
+        name (`str`, defaults to `"emotion"`): the name in the logs (``rewards/<name>/mean``).
         adv_epsilon_scale (`str`, *optional*): the radius rule, `"absolute"` or `"relative"` (Eq. 4).
 
     Each setting left `None` is the model's own: the robust loss it was trained with, saved in its config

@@ -36,7 +36,7 @@ class ASRReward(RewardFunction):
 
     Args:
         model: a [`RobustSERForMultiTaskReward`] with an `"asr"` head; put in eval mode with frozen parameters.
-        name (`str`, defaults to `"asr"`): the name in the logs (``reward/<name>``).
+        name (`str`, defaults to `"asr"`): the name in the logs (``rewards/<name>/mean``).
         normalize_by_length (`bool`, defaults to `True`): divide by the transcript's number of symbols, so long
             and short prompts weigh alike (the per-symbol loss the model was trained with).
 
@@ -131,7 +131,7 @@ class ASRErrorRate(ASRReward):
 
     Args:
         model: a [`RobustSERForMultiTaskReward`] with an `"asr"` head.
-        name (`str`, defaults to `"asr_cer"`): the name in the logs (``reward/<name>``) and in `reward_gate`.
+        name (`str`, defaults to `"asr_cer"`): the name in the logs (``rewards/<name>/mean``) and in `reward_gate`.
     """
 
     def __init__(self, model: torch.nn.Module, name: str = "asr_cer"):
@@ -162,7 +162,7 @@ class QualityReward(RewardFunction):
 
     Args:
         model: a [`RobustSERForMultiTaskReward`] with a `"quality"` head; put in eval mode with frozen parameters.
-        name (`str`, defaults to `"quality"`): the name in the logs (``reward/<name>``).
+        name (`str`, defaults to `"quality"`): the name in the logs (``rewards/<name>/mean``).
         target (`str`, `int` or `None`, defaults to `None`): the class to aim at, by name (`"5"`) or id; `None`: the
             highest (last) of `quality_labels`. Used by `objective="target"`.
         objective (`str`, defaults to `"target"`): `"target"`: ``loss = -log P(target)`` (cross-entropy toward the

@@ -347,8 +347,8 @@ def optimize_policy(
     for point in curve:
         point.pop("runtime", None)
         point.pop("samples", None)
-        if "reward/emotion" in point:
-            point["reward_total"], point["reward"] = point["reward"], point["reward/emotion"]
+        if len(trainer.reward_funcs) > 1:
+            point["reward_total"], point["reward"] = point["reward"], point["rewards/emotion/mean"]
     train_log = [
         {"step": int(entry["step"]), "reward": float(entry["reward"]), "kl": float(entry.get("kl", float("nan")))}
         for entry in trainer.state.log_history

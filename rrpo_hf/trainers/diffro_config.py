@@ -124,6 +124,17 @@ class DiffROConfig(_BaseConfig):
         eval_seed (`int`, *optional*, defaults to `1234`):
             Seed of the sampling during evaluation (the same prompts get comparable samples at every evaluation).
 
+        > Logging (as TRL's `GRPOConfig`; docs/completions.md)
+
+        log_completions (`bool`, *optional*, defaults to `False`):
+            Every `logging_steps` and at every evaluation, print the samples behind the logged numbers (prompt text,
+            target emotion, sampled speech tokens with their count, each reward function's value, the judge and
+            scorer values) as a `rich` table, write them to `output_dir/completions/completions_<step>.parquet`
+            (`eval_completions_<step>.parquet` at evaluation) and log them as a table to wandb / trackio when they are
+            in `report_to`. At a training log the trainer's `eval_scorers` also score that step's samples.
+        num_completions_to_print (`int` or `None`, *optional*, defaults to `None`):
+            Rows printed (and synthesised, with a `token2wav`); `None`: all of them. Every row is written.
+
         > Saving
 
         save_merged (`bool`, *optional*, defaults to `True`):
@@ -306,6 +317,17 @@ class DiffROConfig(_BaseConfig):
     eval_seed: int = field(
         default=1234, metadata={"help": "Seed of the sampling used during evaluation (comparable across evals)."}
     )
+    log_completions: bool = field(
+        default=False,
+        metadata={
+            "help": "Every logging step and evaluation, print the sampled completions with their rewards and scores, "
+            "write them to output_dir/completions/*.parquet and log them as a table to wandb/trackio (False)."
+        },
+    )
+    num_completions_to_print: int | None = field(
+        default=None,
+        metadata={"help": "Completions printed (and synthesised with a token2wav) per table; None: all (None)."},
+    )
     save_merged: bool = field(
         default=True,
         metadata={
@@ -384,6 +406,8 @@ class DiffROConfig(_BaseConfig):
             raise ValueError(f"max_speech_length must be >= 1 or None, got {self.max_speech_length}.")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1 or None, got {self.max_new_tokens}.")
+        if self.num_completions_to_print is not None and self.num_completions_to_print < 1:
+            raise ValueError(f"num_completions_to_print must be >= 1 or None, got {self.num_completions_to_print}.")
         if self.label_smoothing_factor != 0:
             raise ValueError(
                 "DiffROConfig applies its own reward label smoothing: set `reward_label_smoothing` and leave "

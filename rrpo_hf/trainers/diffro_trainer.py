@@ -61,6 +61,7 @@ from ..rewards import (
     load_reward_model,
 )
 from .base import _BaseTrainer
+from .completions import CompletionLog, completion_rows, isolated_rng
 from .diffro_config import DiffROConfig
 from .model_cards import DIFFRO_MODEL_CARD_TEMPLATE
 from .reference import add_reference_adapter, reference_copy, use_adapter
@@ -118,7 +119,10 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
               every rank). A name already taken gets the first free suffix (`emotion_2`, `asr_2`).
             Weighted by `args.reward_weights` (emotion reward of `reward_model` first, then these, in order); one of
             them may gate the emotion loss (`args.reward_gate`). With several functions each is logged as
-            `reward/<name>` (its mean reward), and `reward` is their weighted sum.
+            `rewards/<name>/mean` and `rewards/<name>/std`, and `reward` is their weighted sum.
+        token2wav (*optional*): `token2wav(speech_tokens) -> (waveform, sampling_rate)`, e.g. CosyVoice2's flow +
+            HiFT with a fixed speaker prompt; with `args.log_completions` it adds the synthesised speech to the
+            completion tables (:mod:`rrpo_hf.trainers.completions`, docs/completions.md).
     """
 
     _tag_names = ["rrpo", "diffro", "emotional-tts", "cosyvoice2"]
@@ -150,6 +154,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         eval_scorers: list[Callable] | None = None,
         judge_model: str | PreTrainedModel | None = None,
         reward_funcs: Sequence[Callable | str | PreTrainedModel] | None = None,
+        token2wav: Callable | None = None,
     ):
         if args is None:
             args = DiffROConfig(output_dir="outputs/rrpo_policy")
@@ -214,6 +219,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         self._rollout_generator = torch.Generator(device=self.accelerator.device).manual_seed(seed + 7919)
         self._step_tokens = 0.0
         self._check_custom_rewards_on_a_batch()
+        self._completion_log = self._build_completion_log(token2wav)
 
     def _load_policy(self, model, processing_class, peft_config, args: DiffROConfig):
         """The policy (loaded from its folder, a new LoRA adapter added), its tokenizer and whether it arrived with an
@@ -596,6 +602,8 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
 
         if model.training:
             self._record_step_metrics(reward_outputs, gate, kl, speech_logits, speech_attention_mask)
+            if self._completion_log is not None:
+                self._add_completion_rows(inputs, sampled_ids, speech_attention_mask, reward_outputs, gate)
         if not return_outputs:
             return loss
         emotion_terms = {key: value for key, value in reward_outputs[self._emotion_index].items() if key != "loss"}
@@ -610,8 +618,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
 
     def _record_step_metrics(self, reward_outputs, gate, kl, speech_logits, speech_attention_mask) -> None:
         """Window means of the step statistics: `reward` (weighted sum of rewards), the emotion reward's `loss_emo`,
-        `loss_adv` (RRPO) and `rm_accuracy`, `kl` (β > 0), `entropy`, `sample_length`, `reward/<name>` per reward
-        function, `gate_weight` (mean g_b, with a gate) and `reward_ensemble_std` (with an ensemble)."""
+        `loss_adv` (RRPO) and `rm_accuracy`, `kl` (β > 0), `entropy`, `sample_length`, `gate_weight` (mean g_b, with a
+        gate) and `reward_ensemble_std` (with an ensemble); with TRL's names, `rewards/<name>/mean` and
+        `rewards/<name>/std` per reward function and `reward_std`, over the step's samples of all processes."""
         emotion = reward_outputs[self._emotion_index]
         with torch.no_grad():
             valid = speech_attention_mask.bool()
@@ -625,10 +634,6 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                 "entropy": token_entropy(speech_logits.detach(), valid),
                 "sample_length": valid.sum(dim=1).float().mean(),
             }
-            if len(self.reward_funcs) > 1:
-                # With one function, reward/<name> would repeat `reward`: the single-reward logs stay as they were.
-                for name, terms in zip(self.reward_func_names, reward_outputs):
-                    named[f"reward/{name}"] = -terms["loss"].detach().float().mean()
             if gate is not None:
                 named["gate_weight"] = gate.float().mean()
             if "reward_std" in emotion:
@@ -643,6 +648,28 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                 continue
             self._metrics[name].append(value)
         self._step_tokens += float(gathered[:, -1].sum())
+        self._record_reward_spread(reward_outputs)
+
+    def _per_sample_rewards(self, reward_outputs) -> dict[str, torch.Tensor]:
+        """`(B,)` per-sample rewards under their log names: each function's ``r_i = -loss_i`` and `reward`."""
+        names = self.reward_func_names
+        rewards = {name: -terms["loss"].detach().float() for name, terms in zip(names, reward_outputs)}
+        return {**rewards, "reward": self._weighted_reward(reward_outputs)}
+
+    def _record_reward_spread(self, reward_outputs) -> None:
+        """TRL's reward logs of one step: `rewards/<name>/mean`, `rewards/<name>/std` and `reward_std`, over the
+        samples of every process (std with Bessel's correction, as TRL's `nanstd`)."""
+        with torch.no_grad():
+            rewards = self._per_sample_rewards(reward_outputs)
+            gathered = self.accelerator.gather_for_metrics(torch.stack(list(rewards.values()), dim=1)).double()
+        for column, name in enumerate(rewards):
+            values = gathered[:, column]
+            std = float(values.std()) if values.numel() > 1 else 0.0
+            if name == "reward":
+                self._metrics["reward_std"].append(std)
+            else:
+                self._metrics[f"rewards/{name}/mean"].append(float(values.mean()))
+                self._metrics[f"rewards/{name}/std"].append(std)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         start = time.perf_counter()
@@ -653,6 +680,55 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             # Speech tokens scored per second by all processes together, rollout and backward included.
             self._metrics["tokens_per_second"].append(self._step_tokens / elapsed)
         return loss
+
+    # ------------------------------------------------------------------ completion tables (log_completions)
+
+    def _build_completion_log(self, token2wav: Callable | None) -> CompletionLog | None:
+        if not self.args.log_completions:
+            if token2wav is not None:
+                logger.warning("`token2wav` is only used for completion tables; set `log_completions=True`.")
+            return None
+        args = self.args
+        # The samples of the last optimizer step: every micro-batch of it, on every process.
+        step_samples = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        return CompletionLog(
+            args.output_dir,
+            report_to=args.report_to,
+            num_completions_to_print=args.num_completions_to_print,
+            token2wav=token2wav,
+            max_rows=step_samples,
+            is_main_process=self.accelerator.is_main_process,
+        )
+
+    def _logs_this_step(self) -> bool:
+        """Whether the optimizer step now being computed ends with a training log (Trainer's flow callback)."""
+        step = self.state.global_step + 1
+        if step == 1 and self.args.logging_first_step:
+            return True
+        return self.args.logging_strategy == "steps" and step % max(int(self.state.logging_steps or 1), 1) == 0
+
+    def _add_completion_rows(self, inputs, sampled_ids, speech_attention_mask, reward_outputs, gate) -> None:
+        """The step's samples, the speech tokens each reward read (the Gumbel samples' ids) with the same per-sample
+        rewards the step logs; on a step that logs, the evaluation scorers' values too. Gathered from every process."""
+        from accelerate.utils import gather_object
+
+        lengths = speech_attention_mask.sum(dim=1).tolist()
+        tokens = [ids[:length] for ids, length in zip(sampled_ids.detach().cpu().tolist(), lengths)]
+        values = {name: rewards.cpu() for name, rewards in self._per_sample_rewards(reward_outputs).items()}
+        values["rm_accuracy"] = reward_outputs[self._emotion_index]["correct"].detach().float().cpu()
+        if gate is not None:
+            values["gate_weight"] = gate.detach().float().cpu()
+        if self.eval_scorers and self._logs_this_step():
+            with torch.no_grad(), isolated_rng(self.accelerator.device):
+                values.update(self._scorer_values(tokens, inputs, reserved=set(values)))
+        rows = completion_rows(inputs["texts"], inputs["target_emotions"], tokens, values)
+        self._completion_log.add(gather_object(rows))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        is_train_log = "loss" in logs and not any(key.startswith("eval_") for key in logs)
+        super().log(logs, start_time)
+        if is_train_log and self._completion_log is not None:
+            self._completion_log.flush(self.state.global_step)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -674,8 +750,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         """Generate with the policy on `eval_dataset` and score the samples with the RM and every evaluation scorer.
 
         Metrics (means over samples, prefixed with `metric_key_prefix`): `reward` (-L_emo of the training RM, the
-        adversarial term needs gradients; with several reward functions their weighted sum, and `reward/<name>`
-        each), `rm_accuracy`, `sample_length`, and the names each of `eval_scorers`
+        adversarial term needs gradients; with several reward functions their weighted sum) and `reward_std`,
+        `rewards/<name>/mean` and `rewards/<name>/std` of each reward function (TRL's names), `rm_accuracy`,
+        `sample_length`, and the names each of `eval_scorers`
         returns: `judge_accuracy` / `judge_reward` with a judge, `oracle_{emotion_score, emotion_correct,
         naturalness, artifact_rate, cer}` with an oracle. A widening gap between `rm_accuracy` and the judge / oracle
         emotion scores is reward hacking. With `eval_kl`: `kl_to_reference` (sequence KL of the samples from the
@@ -703,8 +780,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         generator = torch.Generator(device=self.accelerator.device).manual_seed(
             self.args.eval_seed + self.accelerator.process_index
         )
-        totals = None
+        totals = squares = None
         count = 0
+        eval_rows = [] if self._completion_log is not None else None
         show_progress = self.is_local_process_zero() and not self.args.disable_tqdm
         for batch in tqdm(dataloader, desc="DiffRO evaluation", disable=not show_progress):
             batch = self._prepare_inputs(batch)
@@ -715,6 +793,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             if columns is None:
                 columns = list(scores)
                 totals = torch.zeros(len(columns), dtype=torch.float64)
+                squares = torch.zeros(len(columns), dtype=torch.float64)
             elif list(scores) != columns:
                 raise ValueError(
                     f"Evaluation scorers changed their metric names between batches: {columns} vs {list(scores)}."
@@ -722,10 +801,30 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             per_sample = torch.stack([scores[name] for name in columns], dim=1)
             gathered = self.accelerator.gather_for_metrics(per_sample)
             totals += gathered.double().sum(dim=0).cpu()
+            squares += gathered.double().square().sum(dim=0).cpu()
             count += gathered.shape[0]
+            if eval_rows is not None:
+                from accelerate.utils import gather_object
+
+                values = {
+                    name.removeprefix("rewards/"): scores[name].cpu() for name in columns if name != "sample_length"
+                }
+                rows = completion_rows(batch["texts"], batch["target_emotions"], tokens, values)
+                eval_rows += gather_object(rows)
         if count == 0:
             raise ValueError("The evaluation dataset is empty.")
-        metrics = {f"{metric_key_prefix}_{name}": float(value / count) for name, value in zip(columns, totals)}
+        metrics = {}
+        for name, total, square in zip(columns, totals, squares):
+            mean = float(total / count)
+            # TRL's names: rewards/<name>/mean and /std per function, reward_std of the weighted sum (Bessel's std).
+            variance = max(float(square - count * mean**2), 0.0) / (count - 1) if count > 1 else 0.0
+            if name.startswith("rewards/"):
+                metrics[f"{metric_key_prefix}_{name}/mean"] = mean
+                metrics[f"{metric_key_prefix}_{name}/std"] = math.sqrt(variance)
+                continue
+            metrics[f"{metric_key_prefix}_{name}"] = mean
+            if name == "reward":
+                metrics[f"{metric_key_prefix}_reward_std"] = math.sqrt(variance)
         if self.args.eval_kl:
             # sqrt of the mean (Gao et al.'s x-axis), not the mean of per-sample roots; rounding can leave -1e-9.
             kl = metrics[f"{metric_key_prefix}_kl_to_reference"]
@@ -736,6 +835,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             key: value for key, value in metrics.items() if not key.endswith(("_runtime", "_samples"))
         }
         self.log(metrics)
+        if eval_rows is not None:
+            # gather_for_metrics dropped the samples repeated to fill the last batch of every process; so do the rows.
+            self._completion_log.write(eval_rows[:count], self.state.global_step, prefix=metric_key_prefix)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
@@ -768,8 +870,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
 
         The reward functions read the one-hot distributions of the generated tokens, without gradient (so the
         emotion reward is ``-L_emo``: the adversarial term needs gradients): `reward` is their weighted sum
-        ``Σ_i w_i · r_i`` (ungated), `reward/<name>` each one's reward (with several functions), `rm_accuracy` the
-        emotion reward's.
+        ``Σ_i w_i · r_i`` (ungated), `rewards/<name>` each one's reward, `rm_accuracy` the emotion reward's.
         """
         device = self.accelerator.device
         speech_ids, speech_attention_mask = pad_speech_tokens(tokens, device)
@@ -782,15 +883,20 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
             "rm_accuracy": emotion["correct"].float(),
             "sample_length": speech_attention_mask.sum(1).float(),
         }
-        if len(self.reward_funcs) > 1:
-            for name, terms in zip(self.reward_func_names, reward_outputs):
-                scores[f"reward/{name}"] = -terms["loss"].float()
-        reserved = set()
+        for name, terms in zip(self.reward_func_names, reward_outputs):
+            scores[f"rewards/{name}"] = -terms["loss"].float()
+        reserved = {"reward_std"}  # derived in `evaluate`
         if self.args.eval_kl:
             scores["kl_to_reference"] = self._kl_to_reference(
                 self._lm_inputs(batch, speech_ids, speech_attention_mask)
             )
             reserved.add("sqrt_kl_to_reference")  # derived in `evaluate`
+        scores.update(self._scorer_values(tokens, batch, reserved | set(scores)))
+        return scores
+
+    def _scorer_values(self, tokens: list[list[int]], batch, reserved: set[str]) -> dict[str, torch.Tensor]:
+        """Each evaluation scorer's per-sample values, checked: one value per sample, no name taken twice."""
+        scores: dict[str, torch.Tensor] = {}
         for scorer in self.eval_scorers:
             for name, values in scorer(tokens, batch).items():
                 if name in scores or name in reserved:
@@ -798,7 +904,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
                         f"Two evaluation scores are named {name!r} (scorer {type(scorer).__name__}); give each "
                         "scorer its own metric names (e.g. a different `name` / `prefix`)."
                     )
-                values = torch.as_tensor(values, device=device).float().flatten()
+                values = torch.as_tensor(values, device=self.accelerator.device).float().flatten()
                 if values.shape[0] != len(tokens):
                     raise ValueError(
                         f"Evaluation scorer {type(scorer).__name__} returned {values.shape[0]} values for {name!r} "

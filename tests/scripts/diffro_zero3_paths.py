@@ -12,8 +12,9 @@ full weights that equal their saved files after training, the full fine-tuning r
 engine (no full copy), the loss is finite, the KL is 0 at step 1 and positive at step 2, and the policy changed.
 A reward model passed as an already partitioned module is gathered into a full copy. The `asr` flag adds the
 multi-task reward model `<models_dir>/multitask_rm` (loaded with AutoModel) in `reward_funcs`: its ASR and quality
-heads must be rewards of a full, frozen, unchanged copy on every rank, logged as `reward/asr` and `reward/quality`, and
-gated ASR must still train the policy. A failed check raises; rank 0 writes `<output_dir>/summary.json`.
+heads must be rewards of a full, frozen, unchanged copy on every rank, logged as `rewards/asr/mean` and
+`rewards/quality/mean`, and gated ASR must still train the policy. A failed check raises; rank 0 writes
+`<output_dir>/summary.json`.
 """
 
 from __future__ import annotations
@@ -186,11 +187,13 @@ def run_case(
     check_classifier(trainer.reward_model, models / "reward_model", f"{what} reward model after training")
     if asr:
         check_classifier(trainer.reward_funcs[1].model, models / "multitask_rm", f"{what} multi-task RM after")
-        logged = [entry for entry in trainer.state.log_history if "reward/asr" in entry]
-        if len(logged) != 2 or not all(math.isfinite(entry["reward/quality"]) for entry in logged):
-            raise AssertionError(f"{what}: reward/asr and reward/quality are not logged at every step: {logged}.")
+        logged = [entry for entry in trainer.state.log_history if "rewards/asr/mean" in entry]
+        if len(logged) != 2 or not all(math.isfinite(entry["rewards/quality/mean"]) for entry in logged):
+            raise AssertionError(
+                f"{what}: rewards/asr/mean and rewards/quality/mean are not logged at every step: {logged}."
+            )
     metrics = trainer.evaluate() if rollout == "offline" else {}
-    keys = ("eval_reward", "eval_judge_reward") + (("eval_reward/asr",) if asr else ())
+    keys = ("eval_reward", "eval_judge_reward") + (("eval_rewards/asr/mean",) if asr else ())
     if metrics and not all(math.isfinite(metrics[key]) for key in keys):
         raise AssertionError(f"{what}: evaluation metrics {metrics}.")
     check_classifier(trainer.judge_model, models / "judge", f"{what} judge after evaluation")
