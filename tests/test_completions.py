@@ -11,13 +11,13 @@ from datasets import load_dataset
 from test_diffro_trainer import CODEBOOK, corpus, make_args, make_policy, make_reward_model, tokenizer  # noqa: F401
 
 from rrpo_hf.ops import mixup_emotion_loss
-from rrpo_hf.testbed import Oracle, TestbedConfig
+from rrpo_hf.testbed import Oracle, OracleScorer, TestbedConfig
 from rrpo_hf.trainers import DiffROTrainer
 from rrpo_hf.trainers.completions import CompletionLog, format_tokens
 
 
 def build(tmp_path, corpus, tokenizer, reward_model, **overrides):  # noqa: F811
-    names = ("eval_dataset", "judge_model", "oracle", "token2wav")
+    names = ("eval_dataset", "judge_model", "eval_scorers", "token2wav")
     extra = {key: overrides.pop(key) for key in names if key in overrides}
     return DiffROTrainer(
         model=make_policy(tokenizer),
@@ -43,7 +43,7 @@ def test_a_completion_row_holds_the_logged_steps_per_sample_rewards(tmp_path, co
         log_completions=True,
         num_completions_to_print=2,
         judge_model=make_reward_model(seed=5),
-        oracle=Oracle(TestbedConfig(codebook_size=CODEBOOK)),
+        eval_scorers=[OracleScorer(Oracle(TestbedConfig(codebook_size=CODEBOOK)))],
     )
     trainer.train()
     logged = {entry["step"]: entry for entry in trainer.state.log_history if "loss" in entry}

@@ -654,7 +654,7 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         """`(B,)` per-sample rewards under their log names: each function's ``r_i = -loss_i`` and `reward`."""
         names = self.reward_func_names
         rewards = {name: -terms["loss"].detach().float() for name, terms in zip(names, reward_outputs)}
-        return {**rewards, "reward": self._weighted_reward(reward_outputs)}
+        return {**rewards, "reward": self.rewards.weighted_reward(reward_outputs).detach().float()}
 
     def _record_reward_spread(self, reward_outputs) -> None:
         """TRL's reward logs of one step: `rewards/<name>/mean`, `rewards/<name>/std` and `reward_std`, over the
