@@ -78,7 +78,7 @@ class AuditScriptArguments:
 
 
 def load_rows(source: str, split: str):
-    """One `datasets.Dataset`: a `save_to_disk` folder, a JSON / JSONL file, or a Hub id (a DatasetDict's ``split``)."""
+    """One `datasets.Dataset`: a `save_to_disk` folder, a JSON / JSONL file or a Hub id (a DatasetDict's ``split``)."""
     from datasets import DatasetDict, load_dataset, load_from_disk
 
     if os.path.isdir(source):
@@ -90,7 +90,8 @@ def load_rows(source: str, split: str):
     if isinstance(dataset, DatasetDict):
         if split not in dataset:
             raise SystemExit(
-                f"error: dataset {source} has no split {split!r} (its splits: {sorted(dataset)}); pass --dataset_split."
+                f"error: dataset {source} has no split {split!r} (its splits: {sorted(dataset)}); pass "
+                "--dataset_split."
             )
         dataset = dataset[split]
     return dataset

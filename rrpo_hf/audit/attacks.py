@@ -57,6 +57,7 @@ def greedy_token_edits(
     log_probs, new_tokens, shifts = [], [], []
     for start in range(0, len(token_lists), batch_size):
         ids, mask = pad(model, token_lists[start : start + batch_size])
+        ids = ids.masked_fill(~mask.bool(), 0)  # padded frames: any codebook id (one-hot), masked out everywhere
         batch, length = ids.shape
         candidates = min(num_candidates, length * vocab_size)
         current = ids.clone()

@@ -44,14 +44,16 @@ def rm_loss_settings(model: torch.nn.Module) -> dict[str, float]:
 
 
 def load_reward_model(path: str, device: str | torch.device = "cpu", trust_remote_code: bool = False):
-    """A reward-model folder (or Hub id) loaded as `DiffROTrainer` loads it: `AutoModel` for a multi-task folder
+    """A reward-model folder (or Hub id) loaded as `DiffROTrainer` loads a path: `AutoModel` for a multi-task folder
     (its config lists `tasks`), else `AutoModelForAudioClassification`; in eval mode on ``device``."""
+    from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
+
     import rrpo_hf.models.robust_ser  # noqa: F401  (registers RobustSER with the Auto classes)
 
-    from ..trainers.diffro_trainer import DiffROTrainer
-
-    init_kwargs = {"trust_remote_code": True} if trust_remote_code else {}
-    model = DiffROTrainer._load_classifier(path, init_kwargs, "reward_model")
+    kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+    config = AutoConfig.from_pretrained(path, **kwargs)
+    auto_class = AutoModel if getattr(config, "tasks", None) is not None else AutoModelForAudioClassification
+    model = auto_class.from_pretrained(path, **kwargs)
     check_reward_model(model, path)
     return model.to(device).eval()
 
