@@ -279,6 +279,8 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
         probe_num_utterances=12,
         probe_substitutions=1,
         probe_pgd_steps=2,
+        audit_num_utterances=6,
+        audit_gumbel_steps=2,
         beta_sweep=[],
     )
     results = run_study(config, log=lambda message: None)
@@ -313,6 +315,8 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
             "hidden_norm",
         } <= set(summary["probes"][variant])
         assert summary["probes"][variant]["hidden_norm"]["mean"] > 0
+        audit = summary["audit"][variant]  # the exploitability audit of every RM row
+        assert audit["adv_epsilon_over_hidden_norm"]["mean"] > 0 and "gain_per_edit" in audit and "fgm_gain" in audit
     # a curve point at step 0 (the SFT policy) and after every eval_steps
     curve = saved["per_seed"][0]["policies"]["DiffRO"]["curve"]
     assert [point["step"] for point in curve] == [0, 1, 2]
@@ -324,6 +328,8 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
 
     report = (out / "report.md").read_text()
     for heading in ("Table 1 analogue", "Table 2 analogue", "Robustness probes", "| +RRPO |", "| +Adv |", "| clean |"):
+        assert heading in report
+    for heading in ("## Exploitability audit", "ε_adv/‖h'‖", "Δlog P / edit"):
         assert heading in report
     assert "| RRPO − DiffRO | " in report and "## Configuration" in report
     for method in ("diffro", "rrpo", "diffro-clean"):
@@ -368,6 +374,7 @@ def test_beta_sweep_adds_diffro_control_rows_at_each_kl_weight(monkeypatch, tmp_
     monkeypatch.setattr(stages, "train_sft_policy", lambda *args: (None, None, {"train_loss": 0.0}))
     monkeypatch.setattr(stages, "train_reward_model", lambda cfg, variant, *args, **kwargs: (variant, {}))
     monkeypatch.setattr(stages, "run_probes", lambda *args: {})
+    monkeypatch.setattr(stages, "run_audit", lambda *args: {})
 
     def optimize(cfg, method, sft, tokenizer, reward_model, *args, beta=None, multitask_rm=None):
         calls.append((method, reward_model, beta))

@@ -92,10 +92,20 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
         probes[variant] = {
             key: ci([run["probes"][variant][key] for run in per_seed if key in run["probes"][variant]]) for key in keys
         }
+    audit = {}
+    for variant in cfg.rm_variants:
+        rows = [run.get("audit", {}).get(variant) for run in per_seed]
+        rows = [row for row in rows if row]
+        scalar = sorted({key for row in rows for key, value in row.items() if isinstance(value, (int, float))})
+        if rows:
+            audit[variant] = {
+                key: ci([row[key] for row in rows if isinstance(row.get(key), (int, float))]) for key in scalar
+            }
     return {
         "table1": table1,
         "table2": table2,
         "probes": probes,
+        "audit": audit,
         "paired": paired_differences(cfg, per_seed),
         "overoptimisation": overoptimisation_summary(rows, per_seed),
     }
