@@ -414,7 +414,11 @@ class RewardHackingStudyConfig:
     )
     audit_edit_budget: int = field(default=4, metadata={"help": "Greedy token edits per utterance in the audit."})
     audit_gumbel_steps: int = field(
-        default=10, metadata={"help": "Adam steps of the audit's Gumbel (DiffRO-path) attack; 0: skip it."}
+        default=30,
+        metadata={
+            "help": "Adam steps of the audit's Gumbel (DiffRO-path) attack (default 30: at lr 0.5 a position's most "
+            "likely token can change only after ~9 steps); 0: skip it."
+        },
     )
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the intervals over seeds."})
 
