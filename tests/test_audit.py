@@ -242,3 +242,18 @@ def test_a_biased_rm_is_exploited_through_artifacts_and_a_clean_one_is_not():
     assert biased["artifact_edit_share"] >= 0.75, biased
     assert clean["artifact_edit_share"] <= 0.25, clean
     assert biased["artifact_delta_p"] > 0.1 > abs(clean["artifact_delta_p"])
+
+
+def test_a_multitask_rm_is_audited_through_its_emotion_head_and_one_without_is_named():
+    from rrpo_hf.models.robust_ser import RobustMultiTaskRMConfig, RobustSERForMultiTaskReward
+
+    common = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    torch.manual_seed(0)
+    model = RobustSERForMultiTaskReward(RobustMultiTaskRMConfig(**common, tasks=["emotion", "quality"])).eval()
+    data = Dataset.from_dict({"speech_tokens": utterances(6), "emotion": ["angry"] * 6})  # names, no ClassLabel
+    row = audit_reward_model(model, data, AuditConfig(**SMALL))
+    assert row["num_utterances"] == 6 and len(row["gain_curve"]) == SMALL["edit_budget"] + 1
+    assert row["gain_at_budget"] >= 0 and math.isfinite(row["fgm_gain"]) and row["hidden_norm_utterance"] > 0
+    quality_only = RobustSERForMultiTaskReward(RobustMultiTaskRMConfig(**common, tasks=["quality"])).eval()
+    with pytest.raises(ValueError, match="without an emotion head"):
+        audit_reward_model(quality_only, data, AuditConfig(**SMALL))
