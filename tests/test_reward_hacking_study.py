@@ -19,6 +19,7 @@ from rrpo_hf.study import (
     aggregate,
     format_mean_ci,
     format_table1,
+    format_table2,
     mean_confidence_interval,
     run_study,
 )
@@ -110,7 +111,8 @@ def _fake_run(seed: int, diffro_naturalness: float) -> dict:
     }
     table2 = {v: {d: {"wa": 0.9, "ua": 0.8} for d in TABLE2_DOMAINS} for v in RM_VARIANTS}
     probes = {v: {"artifact_delta_p": 0.1 * seed} for v in RM_VARIANTS}
-    return {"seed": seed, "table2": table2, "probes": probes, "policies": policies}
+    audit = {v: {"adv_epsilon_over_hidden_norm": 0.01 * (seed + 1), "gain_curve": [0.0, 0.1]} for v in RM_VARIANTS}
+    return {"seed": seed, "table2": table2, "probes": probes, "audit": audit, "policies": policies}
 
 
 def test_aggregate_builds_both_tables_with_intervals():
@@ -125,6 +127,10 @@ def test_aggregate_builds_both_tables_with_intervals():
     assert summary["table1"]["+SFT"]["oracle_naturalness"]["mean"] == pytest.approx(2.0)
     assert summary["table2"]["+Adv"]["beta"]["wa"]["mean"] == pytest.approx(90.0)
     assert summary["probes"]["base"]["artifact_delta_p"]["mean"] == pytest.approx(0.1)
+    # the audit's scalar figures get mean ± CI (its curves stay per seed); Table 2 shows ε_adv/‖h'‖
+    assert summary["audit"]["+Adv"]["adv_epsilon_over_hidden_norm"]["mean"] == pytest.approx(0.02)
+    assert "gain_curve" not in summary["audit"]["+Adv"]
+    assert "ε_adv/‖h'‖" in format_table2(summary) and "| 0.0200 ± " in format_table2(summary)
     table = format_table1(summary)
     assert "| +DiffRO |" in table and "1.500 ±" in table
     # paired by seed: RRPO − DiffRO naturalness is 1.0, 0.5, 0.0

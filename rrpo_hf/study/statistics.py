@@ -94,12 +94,12 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
         }
     audit = {}
     for variant in cfg.rm_variants:
-        rows = [run.get("audit", {}).get(variant) for run in per_seed]
-        rows = [row for row in rows if row]
-        scalar = sorted({key for row in rows for key, value in row.items() if isinstance(value, (int, float))})
-        if rows:
+        audited = [run.get("audit", {}).get(variant) for run in per_seed]
+        audited = [row for row in audited if row]
+        scalar = sorted({key for row in audited for key, value in row.items() if isinstance(value, (int, float))})
+        if audited:
             audit[variant] = {
-                key: ci([row[key] for row in rows if isinstance(row.get(key), (int, float))]) for key in scalar
+                key: ci([row[key] for row in audited if isinstance(row.get(key), (int, float))]) for key in scalar
             }
     return {
         "table1": table1,
