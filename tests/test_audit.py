@@ -160,6 +160,7 @@ def test_rare_ids_and_intensity_response():
         [p["p_target"] for p in curve], [math.exp(log_p_angry(c)) for c in (0, 2, 4)], rtol=1e-5
     )
     assert row["intensity_slope"] > 0
+    assert row["intensity_rise"] == pytest.approx(math.exp(log_p_angry(2)) - math.exp(log_p_angry(0)), rel=1e-5)
 
 
 def test_audit_runs_on_target_rows_only_and_names_a_missing_target():

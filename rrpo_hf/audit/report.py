@@ -28,7 +28,7 @@ AUDIT_COLUMNS: dict[str, tuple[str, int]] = {
     "gumbel_gain": ("Gumbel Δlog P", 3),
     "gumbel_edits": ("Gumbel edits", 1),
     "artifact_delta_p": ("ΔP +artifacts", 3),
-    "intensity_slope": ("dP/d intensity", 3),
+    "intensity_rise": ("P rise to intensity 1", 3),
 }
 
 

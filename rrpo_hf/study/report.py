@@ -430,7 +430,7 @@ def render_report(
         f"`{audit_target(cfg)}` at intensities {list(AUDIT_INTENSITIES)}: log P(target) gained by greedy token edits "
         f"(budget {cfg.audit_edit_budget}) and by the DiffRO Gumbel path, the share of edits that write an artifact "
         "id, one FGM step on h' at ε_adv and at 5% of ‖h'‖, the rise of P(target) with 10% artifacts inserted, and "
-        "the slope of P(target) against intensity.",
+        "the rise of P(target) from intensity 0 to 1 (an RM that sees the emotion has a clearly positive one).",
         "",
         format_audit_table(summary.get("audit") or {})
         if summary.get("audit")
