@@ -434,7 +434,7 @@ def render_report(
         "",
         format_audit_table(summary.get("audit") or {})
         if summary.get("audit")
-        else "(no audit: audit_num_utterances = 0)",
+        else "(no audit: audit_num_utterances = 0, or no test utterance of the target emotion)",
         "",
         "## Curves",
         "",

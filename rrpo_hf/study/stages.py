@@ -258,7 +258,8 @@ def run_probes(
 
 def build_audit_dataset(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed: int):
     """Alpha test utterances of the audit's target emotion at each of :data:`AUDIT_INTENSITIES`
-    (`audit_num_utterances` each, same texts at every intensity), with an ``intensity`` column; None without audit."""
+    (`audit_num_utterances` each, same texts at every intensity), with an ``intensity`` column; None without audit
+    (`audit_num_utterances` = 0, or no test utterance of the target emotion)."""
     if cfg.audit_num_utterances <= 0:
         return None
     target, parts = audit_target(cfg), []
@@ -270,7 +271,8 @@ def build_audit_dataset(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed
         parts.append(
             part.add_column("intensity", [float(intensity)] * len(part)).cast_column("intensity", Value("float64"))
         )
-    return concatenate_datasets(parts)
+    audit_dataset = concatenate_datasets(parts)
+    return audit_dataset if len(audit_dataset) else None  # a test split too small to hold the target emotion
 
 
 def run_audit(cfg: RewardHackingStudyConfig, reward_model, audit_dataset, world: EmotionWorld, seed: int) -> dict:
