@@ -14,7 +14,8 @@ corpus by `language` when it has several (ESD's zh and en halves). `--dataset_sp
 DatasetDict, or the rows whose `split` column holds it (prepare_data's datasets), else every row.
 
 Writes to --output_dir: `results.json` (every figure: WA, UA, macro-F1, per-class recall, confusion matrix, counts),
-`table.md` (one row per model, WA/UA/F1 per corpus, in percent) and `confusion/<model>__<group>.png`. Existing files
+`table.md` (one row per model, WA/UA/F1 per corpus, in percent, and ε_adv / ‖h'‖: the model's saved FGM radius
+over the norm of its h' per utterance, averaged over every row) and `confusion/<model>__<group>.png`. Existing files
 of these names are only replaced with --overwrite_output_dir.
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rrpo_hf.audit import hidden_state_norms
 from rrpo_hf.data.labels import emotion_key, emotion_label_ids
 from rrpo_hf.evaluation.metrics import confusion_matrix, emotion_recognition_scores
 from rrpo_hf.script_utils import ScriptParser
@@ -222,14 +224,16 @@ def plot_confusion(matrix: np.ndarray, labels: list[str], title: str, path: Path
 
 
 def markdown_table(results: dict, groups: list[str]) -> str:
-    header = "| model | " + " | ".join(f"{group} WA | {group} UA | {group} F1" for group in groups) + " |"
-    lines = [header, "|---|" + "---:|" * (3 * len(groups))]
+    header = "| model | " + " | ".join(f"{group} WA | {group} UA | {group} F1" for group in groups) + " | ε_adv/‖h'‖ |"
+    lines = [header, "|---|" + "---:|" * (3 * len(groups) + 1)]
     for model, figures in results.items():
         cells = []
         for group in groups:
             scores = figures["groups"].get(group)
             metrics = ("wa", "ua", "macro_f1")
             cells += [f"{100 * scores[key]:.1f}" for key in metrics] if scores else ["-"] * 3
+        ratio = figures.get("hidden_scale", {}).get("adv_epsilon_over_hidden_norm")
+        cells.append("-" if ratio is None else f"{ratio:.4f}")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -360,7 +364,12 @@ def main(args: EvaluateRMArguments) -> dict:
             plot_confusion(
                 matrix, labels, title, output_dir / "confusion" / f"{_file_name(model_name)}__{_file_name(group)}.png"
             )
-        results[model_name] = {"path": model_path, "labels": labels, "groups": figures}
+        # The FGM radius ε_adv the RM was trained with, against the norm of its h' per utterance (docs/audit.md).
+        token_lists = [
+            tokens[: args.max_length] if args.max_length else tokens for d in datasets for tokens in d["tokens"]
+        ]
+        hidden_scale = hidden_state_norms(model, token_lists, args.batch_size) if hasattr(model, "classify") else {}
+        results[model_name] = {"path": model_path, "labels": labels, "groups": figures, "hidden_scale": hidden_scale}
         del model
 
     table = markdown_table(results, groups)

@@ -68,6 +68,7 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "make_quality_corpus",
     ],
     "evaluation": ["EmotionClassifierScorer", "compute_emotion_metrics", "emotion_recognition_scores"],
+    "audit": ["AuditConfig", "audit_reward_model"],
     "rewards": [
         "ASRErrorRate",
         "ASRReward",
@@ -111,6 +112,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
+    from .audit import AuditConfig, audit_reward_model
     from .data import (
         CANONICAL_EMOTIONS,
         DataCollatorForCosyVoice2,

@@ -138,6 +138,19 @@ def test_table_json_and_confusion_matrices_match_an_independent_computation(work
     assert table[0].startswith("| model | testbed WA | testbed UA | testbed F1 | testbed/alpha WA")
     base_wa = 100 * results["models"]["base"]["groups"]["testbed"]["wa"]
     assert table[2].startswith(f"| base | {base_wa:.1f} |") and table[3].startswith("| rrpo |")
+    # ε_adv over the norm of h' per utterance, averaged over every row of every dataset
+    from rrpo_hf.models.robust_ser import RobustSERForAudioClassification
+
+    model = RobustSERForAudioClassification.from_pretrained(workspace["rm_a"]).eval()
+    with torch.no_grad():
+        norms = [
+            float(model(input_ids=torch.tensor([tokens])).last_hidden_state.norm())
+            for tokens in list(bilingual["speech_tokens"]) + list(names_only["speech_tokens"])
+        ]
+    expected = float(np.mean([model.config.adv_epsilon / norm for norm in norms]))
+    ratio = results["models"]["base"]["hidden_scale"]["adv_epsilon_over_hidden_norm"]
+    assert ratio == pytest.approx(expected, rel=1e-4)
+    assert table[0].endswith(" | ε_adv/‖h'‖ |") and table[2].endswith(f" | {ratio:.4f} |")
 
 
 def test_outputs_are_not_overwritten_and_unknown_emotions_are_named(workspace, tmp_path):

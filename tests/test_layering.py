@@ -22,6 +22,7 @@ LAYER_RANK = {
     "testbed": 4,
     "rewards": 4,
     "trainers": 5,
+    "audit": 5,
     "study": 6,
     "script_utils": 7,
 }

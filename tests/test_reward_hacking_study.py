@@ -19,6 +19,7 @@ from rrpo_hf.study import (
     aggregate,
     format_mean_ci,
     format_table1,
+    format_table2,
     mean_confidence_interval,
     run_study,
 )
@@ -110,7 +111,8 @@ def _fake_run(seed: int, diffro_naturalness: float) -> dict:
     }
     table2 = {v: {d: {"wa": 0.9, "ua": 0.8} for d in TABLE2_DOMAINS} for v in RM_VARIANTS}
     probes = {v: {"artifact_delta_p": 0.1 * seed} for v in RM_VARIANTS}
-    return {"seed": seed, "table2": table2, "probes": probes, "policies": policies}
+    audit = {v: {"adv_epsilon_over_hidden_norm": 0.01 * (seed + 1), "gain_curve": [0.0, 0.1]} for v in RM_VARIANTS}
+    return {"seed": seed, "table2": table2, "probes": probes, "audit": audit, "policies": policies}
 
 
 def test_aggregate_builds_both_tables_with_intervals():
@@ -125,6 +127,10 @@ def test_aggregate_builds_both_tables_with_intervals():
     assert summary["table1"]["+SFT"]["oracle_naturalness"]["mean"] == pytest.approx(2.0)
     assert summary["table2"]["+Adv"]["beta"]["wa"]["mean"] == pytest.approx(90.0)
     assert summary["probes"]["base"]["artifact_delta_p"]["mean"] == pytest.approx(0.1)
+    # the audit's scalar figures get mean ± CI (its curves stay per seed); Table 2 shows ε_adv/‖h'‖
+    assert summary["audit"]["+Adv"]["adv_epsilon_over_hidden_norm"]["mean"] == pytest.approx(0.02)
+    assert "gain_curve" not in summary["audit"]["+Adv"]
+    assert "ε_adv/‖h'‖" in format_table2(summary) and "| 0.0200 ± " in format_table2(summary)
     table = format_table1(summary)
     assert "| +DiffRO |" in table and "1.500 ±" in table
     # paired by seed: RRPO − DiffRO naturalness is 1.0, 0.5, 0.0
@@ -279,6 +285,8 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
         probe_num_utterances=12,
         probe_substitutions=1,
         probe_pgd_steps=2,
+        audit_num_utterances=6,
+        audit_gumbel_steps=2,
         beta_sweep=[],
     )
     results = run_study(config, log=lambda message: None)
@@ -313,6 +321,8 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
             "hidden_norm",
         } <= set(summary["probes"][variant])
         assert summary["probes"][variant]["hidden_norm"]["mean"] > 0
+        audit = summary["audit"][variant]  # the exploitability audit of every RM row
+        assert audit["adv_epsilon_over_hidden_norm"]["mean"] > 0 and "gain_per_edit" in audit and "fgm_gain" in audit
     # a curve point at step 0 (the SFT policy) and after every eval_steps
     curve = saved["per_seed"][0]["policies"]["DiffRO"]["curve"]
     assert [point["step"] for point in curve] == [0, 1, 2]
@@ -324,6 +334,8 @@ def test_tiny_study_writes_report_json_and_plots(tmp_path):
 
     report = (out / "report.md").read_text()
     for heading in ("Table 1 analogue", "Table 2 analogue", "Robustness probes", "| +RRPO |", "| +Adv |", "| clean |"):
+        assert heading in report
+    for heading in ("## Exploitability audit", "ε_adv/‖h'‖", "Δlog P / edit"):
         assert heading in report
     assert "| RRPO − DiffRO | " in report and "## Configuration" in report
     for method in ("diffro", "rrpo", "diffro-clean"):
@@ -373,6 +385,7 @@ def test_beta_sweep_adds_diffro_control_rows_at_each_kl_weight(monkeypatch, tmp_
     monkeypatch.setattr(stages, "train_sft_policy", lambda *args: (None, None, {"train_loss": 0.0}))
     monkeypatch.setattr(stages, "train_reward_model", lambda cfg, variant, *args, **kwargs: (variant, {}))
     monkeypatch.setattr(stages, "run_probes", lambda *args: {})
+    monkeypatch.setattr(stages, "run_audit", lambda *args: {})
 
     def optimize(cfg, method, sft, tokenizer, reward_model, *args, beta=None, multitask_rm=None):
         calls.append((method, reward_model, beta))

@@ -235,6 +235,8 @@ TINY = dict(
     probe_num_utterances=12,
     probe_substitutions=1,
     probe_pgd_steps=2,
+    audit_num_utterances=6,
+    audit_gumbel_steps=2,
 )
 
 

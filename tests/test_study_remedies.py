@@ -126,6 +126,7 @@ def test_ensemble_rows_get_members_retrained_with_other_seeds(monkeypatch, tmp_p
     monkeypatch.setattr(stages, "train_sft_policy", lambda *args: (None, None, {"train_loss": 0.0}))
     monkeypatch.setattr(stages, "train_reward_model", train)
     monkeypatch.setattr(stages, "run_probes", lambda *args: {})
+    monkeypatch.setattr(stages, "run_audit", lambda *args: {})
     monkeypatch.setattr(stages, "optimize_policy", optimize)
     config = RewardHackingStudyConfig.from_preset(
         "paper-protocol",

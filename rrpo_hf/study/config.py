@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
+from ..data.labels import normalize_emotion
 from ..testbed import OracleConfig, TestbedConfig
 from .presets import ALL_PRESETS, STUDY_PRESETS, get_preset, preset_names
 
@@ -139,6 +140,10 @@ STUDY_PLAUSIBLE_INTENSITIES: list[float] = [round(0.1 * i, 1) for i in range(11)
 
 #: Table 2 domains: the RM's training language, the same test utterances with artifacts, the other language.
 TABLE2_DOMAINS = ("alpha", "alpha+artifacts", "beta")
+
+#: Emotion intensities of the audit's target-emotion speech (its intensity response): none, the SFT corpus's, natural,
+#: exaggerated.
+AUDIT_INTENSITIES = (0.0, 0.5, 1.0, 1.5, 2.0)
 
 
 def _field_overrides(value: dict[str, Any] | str | None, config_class: type, name: str) -> dict[str, Any]:
@@ -423,6 +428,22 @@ class RewardHackingStudyConfig:
     probe_num_utterances: int | None = field(
         default=120, metadata={"help": "Natural alpha test utterances the probes use (None: all)."}
     )
+    audit_num_utterances: int = field(
+        default=24,
+        metadata={
+            "help": "Target-emotion utterances of the exploitability audit of every RM row (rrpo_hf.audit, "
+            "docs/audit.md), drawn from alpha test speech rendered at each of the audit's intensities (default 24 per "
+            "intensity; the attacks run on 24 of them). 0: no audit."
+        },
+    )
+    audit_edit_budget: int = field(default=4, metadata={"help": "Greedy token edits per utterance in the audit."})
+    audit_gumbel_steps: int = field(
+        default=30,
+        metadata={
+            "help": "Adam steps of the audit's Gumbel (DiffRO-path) attack (default 30: at lr 0.5 a position's most "
+            "likely token can change only after ~9 steps); 0: skip it."
+        },
+    )
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the intervals over seeds."})
 
     def __post_init__(self):
@@ -534,7 +555,13 @@ class RewardHackingStudyConfig:
         return asdict(self)
 
 
+def audit_target(cfg: RewardHackingStudyConfig) -> str:
+    """The emotion the audit attacks for: the policy's (first) target emotion, else the (first) spurious one."""
+    return normalize_emotion((cfg.policy_target_emotions or cfg.spurious_emotions)[0])
+
+
 __all__ = [
+    "AUDIT_INTENSITIES",
     "CLEAN_CORPUS_VARIANTS",
     "FINETUNED_VARIANTS",
     "POLICY_METHODS",
@@ -548,4 +575,5 @@ __all__ = [
     "TABLE1_COLUMNS",
     "TABLE2_DOMAINS",
     "RewardHackingStudyConfig",
+    "audit_target",
 ]

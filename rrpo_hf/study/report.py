@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audit.report import format_audit_table
 from ..utils.saving import atomic_write
 from .config import (
+    AUDIT_INTENSITIES,
     FINETUNED_VARIANTS,
     POLICY_METHODS,
     REMEDY_DESCRIPTIONS,
@@ -22,6 +24,7 @@ from .config import (
     TABLE1_COLUMNS,
     TABLE2_DOMAINS,
     RewardHackingStudyConfig,
+    audit_target,
 )
 from .overoptimisation import MIN_BOOTSTRAP_SEEDS, gao_reward
 from .presets import get_preset
@@ -274,12 +277,18 @@ def format_preset_deviations(cfg: RewardHackingStudyConfig) -> str:
 
 
 def format_table2(summary: dict) -> str:
-    header = "| reward model | " + " | ".join(f"{d} WA (%) | {d} UA (%)" for d in TABLE2_DOMAINS) + " |"
-    lines = [header, "|---|" + "---:|" * (2 * len(TABLE2_DOMAINS))]
+    """WA / UA per domain, and ε_adv / ‖h'‖ (the audit's: the FGM radius relative to the norm of h' per utterance)."""
+    audit = summary.get("audit") or {}
+    header = "| reward model | " + " | ".join(f"{d} WA (%) | {d} UA (%)" for d in TABLE2_DOMAINS)
+    header += " | ε_adv/‖h'‖ |" if audit else " |"
+    lines = [header, "|---|" + "---:|" * (2 * len(TABLE2_DOMAINS) + bool(audit))]
     for variant, domains in summary["table2"].items():
         cells = []
         for domain in TABLE2_DOMAINS:
             cells += [format_mean_ci(domains[domain][m]["mean"], domains[domain][m]["ci"], 1) for m in ("wa", "ua")]
+        if audit:
+            ratio = audit.get(variant, {}).get("adv_epsilon_over_hidden_norm")
+            cells.append(format_mean_ci(ratio["mean"], ratio["ci"], 4) if ratio else "n/a")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -555,6 +564,18 @@ def render_report(
         "## Robustness probes",
         "",
         format_probe_table(summary),
+        "",
+        "## Exploitability audit",
+        "",
+        "White-box attacks on each RM row (docs/audit.md) on alpha test speech of the target emotion "
+        f"`{audit_target(cfg)}` at intensities {list(AUDIT_INTENSITIES)}: log P(target) gained by greedy token edits "
+        f"(budget {cfg.audit_edit_budget}) and by the DiffRO Gumbel path, the share of edits that write an artifact "
+        "id, one FGM step on h' at ε_adv and at 5% of ‖h'‖, the rise of P(target) with 10% artifacts inserted, and "
+        "the rise of P(target) from intensity 0 to 1 (an RM that sees the emotion has a clearly positive one).",
+        "",
+        format_audit_table(summary.get("audit") or {})
+        if summary.get("audit")
+        else "(no audit: audit_num_utterances = 0, or no test utterance of the target emotion)",
         "",
         "## Curves",
         "",

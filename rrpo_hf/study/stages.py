@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from datasets import Value, concatenate_datasets
 from transformers import TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
+from ..audit import AuditConfig, audit_reward_model
 from ..data.labels import CANONICAL_EMOTIONS, normalize_emotion
 from ..evaluation import robustness
 from ..models.robust_ser import RobustMultiTaskRMConfig
@@ -41,7 +43,15 @@ from ..trainers import (
     build_robust_ser_config,
     build_tiny_cosyvoice2_policy,
 )
-from .config import CLEAN_CORPUS_VARIANTS, FINETUNED_VARIANTS, POLICY_METHODS, RM_VARIANTS, RewardHackingStudyConfig
+from .config import (
+    AUDIT_INTENSITIES,
+    CLEAN_CORPUS_VARIANTS,
+    FINETUNED_VARIANTS,
+    POLICY_METHODS,
+    RM_VARIANTS,
+    RewardHackingStudyConfig,
+    audit_target,
+)
 
 
 #: Offset of the fine-tuning set's corpus seed from the study seed: its texts are not those of the RM corpus.
@@ -245,6 +255,41 @@ def run_probes(
         probes[f"embedding_attack_drop@{epsilon:g}"] = embedding["accuracy_drop"]
         probes["hidden_norm"] = embedding["mean_hidden_norm"]
     return probes
+
+
+def build_audit_dataset(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed: int):
+    """Alpha test utterances of the audit's target emotion at each of :data:`AUDIT_INTENSITIES`
+    (`audit_num_utterances` each, same texts at every intensity), with an ``intensity`` column; None without audit
+    (`audit_num_utterances` = 0, or no test utterance of the target emotion)."""
+    if cfg.audit_num_utterances <= 0:
+        return None
+    target, parts = audit_target(cfg), []
+    for intensity in AUDIT_INTENSITIES:
+        test = make_emotion_corpus("alpha", 0, cfg.num_test, world=world, seed=seed, intensity=intensity)["test"]
+        names = test.features["emotion"].names
+        rows = [i for i, emotion in enumerate(test["emotion"]) if names[emotion] == target]
+        part = test.select(rows[: cfg.audit_num_utterances]).select_columns(["speech_tokens", "emotion"])
+        parts.append(
+            part.add_column("intensity", [float(intensity)] * len(part)).cast_column("intensity", Value("float64"))
+        )
+    audit_dataset = concatenate_datasets(parts)
+    return audit_dataset if len(audit_dataset) else None  # a test split too small to hold the target emotion
+
+
+def run_audit(cfg: RewardHackingStudyConfig, reward_model, audit_dataset, world: EmotionWorld, seed: int) -> dict:
+    """The exploitability audit of one RM row (:func:`rrpo_hf.audit.audit_reward_model`) on ``audit_dataset``; the
+    world's artifact ids are the artifact ids (in `dataset-bias` they are common in the RM's training data, so they
+    are not rare there)."""
+    config = AuditConfig(
+        target_emotion=audit_target(cfg),
+        num_utterances=cfg.audit_num_utterances,
+        edit_budget=cfg.audit_edit_budget,
+        num_candidates=8,
+        gumbel_steps=cfg.audit_gumbel_steps,
+        artifact_ids=[int(i) for i in world.artifact_token_ids],
+        seed=seed,
+    )
+    return audit_reward_model(reward_model, audit_dataset, config)
 
 
 def policy_prompts(dataset, target_emotions: Sequence[str] | None, limit: int | None = None):
@@ -458,7 +503,8 @@ def run_seed(
     sft_policy, tokenizer, sft_metrics = train_sft_policy(cfg, corpora["sft"], world, seed, f"{workdir}/sft")
     timings["sft"] = time.perf_counter() - start
 
-    reward_models, table2, probes = {}, {}, {}
+    audit_dataset = build_audit_dataset(cfg, world, seed)
+    reward_models, table2, probes, audits = {}, {}, {}, {}
     for variant in cfg.rm_variants:
         start = time.perf_counter()
         log(f"[seed {seed}] reward model {variant}")
@@ -471,6 +517,8 @@ def run_seed(
             cfg, variant, corpus, domains, seed, f"{workdir}/rm_{variant}", pretrained=pretrained
         )
         probes[variant] = run_probes(cfg, reward_models[variant], domains, world, seed, corpora["exaggerated"])
+        if audit_dataset is not None:
+            audits[variant] = run_audit(cfg, reward_models[variant], audit_dataset, world, seed)
         timings[f"rm {variant}"] = time.perf_counter() - start
 
     # Ensemble rows: ensemble_size - 1 more RMs of the row's variant, same data and recipe, other training seeds.
@@ -527,6 +575,7 @@ def run_seed(
         "sft": sft_metrics,
         "table2": table2,
         "probes": probes,
+        "audit": audits,
         "policies": policies,
         "timings_s": timings,
     }
@@ -536,10 +585,12 @@ __all__ = [
     "ENSEMBLE_SEED_OFFSET",
     "FINETUNE_SEED_OFFSET",
     "MULTITASK_RM_SEED",
+    "build_audit_dataset",
     "build_corpora",
     "optimize_policy",
     "policy_prompts",
     "print_flushed",
+    "run_audit",
     "run_probes",
     "run_seed",
     "train_multitask_reward_model",

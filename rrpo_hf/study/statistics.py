@@ -93,10 +93,20 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
         probes[variant] = {
             key: ci([run["probes"][variant][key] for run in per_seed if key in run["probes"][variant]]) for key in keys
         }
+    audit = {}
+    for variant in cfg.rm_variants:
+        audited = [run.get("audit", {}).get(variant) for run in per_seed]
+        audited = [row for row in audited if row]
+        scalar = sorted({key for row in audited for key, value in row.items() if isinstance(value, (int, float))})
+        if audited:
+            audit[variant] = {
+                key: ci([row[key] for row in audited if isinstance(row.get(key), (int, float))]) for key in scalar
+            }
     return {
         "table1": table1,
         "table2": table2,
         "probes": probes,
+        "audit": audit,
         "paired": paired_differences(cfg, per_seed),
         "overoptimisation": overoptimisation_summary(rows, per_seed),
         "gao_fits": gao_fits(rows, per_seed, cfg.confidence),
