@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
 from rrpo_hf.data.audio import AudioValidationConfig, load_audio_records
 from rrpo_hf.data.speech_tokenizer import TOKENIZER_BACKENDS, load_speech_tokenizer
 from rrpo_hf.evaluation.audio import DNSMOSScorer, RewardModelScorer, evaluate_audio
+from rrpo_hf.script_utils import ScriptParser, require_saved_model, resolve_path, run_script
 
 
 @dataclass
@@ -51,6 +50,13 @@ class EvaluateAudioArguments:
 
 
 def main(args: EvaluateAudioArguments) -> None:
+    # Every path before any work or Hub call: a mistyped one fails now, naming it.
+    resolve_path(args.source, "folder or manifest of synthesized clips")
+    if args.reward_model:
+        args.reward_model = require_saved_model(
+            args.reward_model, "reward model", "accelerate launch examples/train_rm.py"
+        )
+        resolve_path(args.tokenizer_model, "speech tokenizer", bare_names_are_hub_ids=True)
     records = load_audio_records(args.source, layout=args.layout)
     reward_scorer = None
     if args.reward_model:
@@ -73,5 +79,4 @@ def main(args: EvaluateAudioArguments) -> None:
 
 
 if __name__ == "__main__":
-    (parsed,) = HfArgumentParser(EvaluateAudioArguments).parse_args_into_dataclasses()
-    main(parsed)
+    run_script(ScriptParser((EvaluateAudioArguments,)).parse_args_and_config, main)

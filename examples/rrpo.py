@@ -34,17 +34,23 @@ The real model on GPUs:
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict
 from transformers import set_seed
 from trl import ModelConfig, ScriptArguments
 
 from rrpo_hf import DiffROConfig, DiffROTrainer
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
-from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
+from rrpo_hf.script_utils import (
+    ScriptParser,
+    load_dataset_source,
+    require_saved_model,
+    resolve_path,
+    resolve_resume_from_checkpoint,
+    run_script,
+)
 
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
@@ -59,8 +65,9 @@ class RRPOScriptArguments(ScriptArguments):
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "Hub dataset or `save_to_disk` folder with `text`, `emotion` and (offline rollouts) "
-            "`speech_tokens`. Empty: the built-in testbed corpus."
+            "help": "Dataset with `text`, `emotion` and (offline rollouts) `speech_tokens`: a `save_to_disk` folder, "
+            "a folder of data files (train.jsonl, ...), one data file (.jsonl, .json, .csv, .parquet) or a Hub id "
+            "(with --dataset_config). Empty: the built-in testbed corpus."
         },
     )
     reward_model_path: str = field(
@@ -109,16 +116,9 @@ class RRPOScriptArguments(ScriptArguments):
     )
 
 
-def require_stage_output(path: str, what: str, command: str) -> None:
-    """Exit with the command to run when an earlier stage's local output is missing (Hub ids `org/name` pass)."""
-    if os.path.exists(path):
-        markers = ("config.json", "llm.pt", "adapter_config.json")
-        if os.path.isdir(path) and not any((Path(path) / name).is_file() for name in markers):
-            sys.exit(f"{path} holds no {what} (no config.json or adapter_config.json). Re-run `{command}`.")
-        return
-    looks_local = path.startswith((".", "/", "~", "outputs")) or path.count("/") != 1
-    if looks_local:
-        sys.exit(f"No {what} at {path}. Run `{command}` first (or pass the {what}'s location).")
+def require_stage_output(path: str, what: str, command: str) -> str:
+    """The saved model of an earlier stage: a missing local folder fails now, with the command that writes it."""
+    return require_saved_model(path, what, command)
 
 
 def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | None, object | None]:
@@ -135,8 +135,7 @@ def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | 
         )
         oracle = Oracle(TestbedConfig(codebook_size=script_args.testbed_codebook_size))
     else:
-        path = script_args.dataset_name
-        corpus = load_from_disk(path) if os.path.isdir(path) else load_dataset(path, script_args.dataset_config)
+        corpus = load_dataset_source(script_args.dataset_name, script_args.dataset_config)
         oracle = None
     if isinstance(corpus, Dataset):
         corpus = DatasetDict({script_args.dataset_train_split: corpus})
@@ -163,7 +162,11 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         training_args.resume_from_checkpoint, training_args.output_dir
     )
     model_path = model_args.model_name_or_path or "outputs/sft_policy"
-    require_stage_output(model_path, "SFT policy", "accelerate launch examples/sft.py")
+    model_path = require_stage_output(model_path, "SFT policy", "accelerate launch examples/sft.py")
+    if script_args.tokenizer_path:
+        resolve_path(script_args.tokenizer_path, "tokenizer")
+    if script_args.judge_model_path:
+        require_saved_model(script_args.judge_model_path, "judge model")
     require_stage_output(script_args.reward_model_path, "reward model", "accelerate launch examples/train_rm.py")
     for path in script_args.ensemble_reward_model_paths or []:
         require_stage_output(path, "ensemble reward model", "accelerate launch examples/train_rm.py")
@@ -243,6 +246,4 @@ def make_parser() -> ScriptParser:
 
 
 if __name__ == "__main__":
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
-    main(script_args, training_args, model_args)
-    end_distributed_run()
+    run_script(make_parser().parse_args_and_config, main)

@@ -31,11 +31,10 @@ a RobustSER emotion model, whose encoder and emotion head then start the multi-t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict
 from transformers import set_seed
 from trl import ScriptArguments
 
@@ -47,7 +46,13 @@ from rrpo_hf import (
     build_robust_ser_config,
 )
 from rrpo_hf.data.labels import CANONICAL_EMOTIONS, UnknownEmotionError, normalize_emotion
-from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
+from rrpo_hf.script_utils import (
+    ScriptParser,
+    load_dataset_source,
+    require_saved_model,
+    resolve_resume_from_checkpoint,
+    run_script,
+)
 
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
@@ -62,15 +67,17 @@ class RewardScriptArguments(ScriptArguments):
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "Hub dataset name or a `save_to_disk` folder (Dataset or DatasetDict) with `speech_tokens` and "
-            "the emotion column. Empty: the built-in testbed corpus."
+            "help": "Dataset with `speech_tokens` and the emotion column: a `save_to_disk` folder (Dataset or "
+            "DatasetDict), a folder of data files (train.jsonl, test.jsonl, ...), one data file (.jsonl, .json, "
+            ".csv, .parquet; the train split) or a Hub id (with --dataset_config). Empty: the built-in testbed corpus."
         },
     )
     extra_eval_datasets: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "More evaluation sets for the cross-corpus table: Hub names or `save_to_disk` folders, each "
-            "evaluated on its `dataset_test_split` (or as a whole if it is a single Dataset)."
+            "help": "More evaluation sets for the cross-corpus table: Hub names, `save_to_disk` folders, folders of "
+            "data files or data files, each evaluated on its `dataset_test_split` (or as a whole if it is a single "
+            "Dataset)."
         },
     )
     testbed_train_language: str = field(default="alpha", metadata={"help": "Testbed language of the training split."})
@@ -120,9 +127,7 @@ def _split_names(dataset) -> list[str]:
 
 
 def _load(name_or_path: str, config_name: str | None = None):
-    if os.path.isdir(name_or_path):
-        return load_from_disk(name_or_path)
-    return load_dataset(name_or_path, config_name)
+    return load_dataset_source(name_or_path, config_name)
 
 
 def _pick_split(dataset, split: str, source: str) -> Dataset:
@@ -289,7 +294,16 @@ def main_multitask(
     return _train_evaluate_save(trainer, script_args, training_args, eval_datasets, resume_from_checkpoint)
 
 
+def check_model_path(model_args: RewardModelArguments) -> None:
+    """A missing local `--model_name_or_path` fails now, naming it, before the datasets or any Hub call."""
+    if model_args.model_name_or_path is not None:
+        model_args.model_name_or_path = require_saved_model(
+            model_args.model_name_or_path, "reward model", "accelerate launch examples/train_rm.py"
+        )
+
+
 def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, model_args: RewardModelArguments):
+    check_model_path(model_args)
     if is_multitask_run(training_args):
         return main_multitask(script_args, training_args, model_args)
     set_seed(training_args.seed)
@@ -344,6 +358,4 @@ def make_parser() -> ScriptParser:
 
 
 if __name__ == "__main__":
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
-    main(script_args, training_args, model_args)
-    end_distributed_run()
+    run_script(make_parser().parse_args_and_config, main)

@@ -14,6 +14,7 @@ import transformers
 from huggingface_hub import ModelCard, ModelCardData
 
 from ..utils.saving import atomic_write_text
+from .model_cards import MODEL_CARD_FALLBACK_NAME, MODEL_CARD_MARKER, is_replaceable_card
 
 
 logger = logging.getLogger(__name__)
@@ -153,8 +154,18 @@ class _BaseTrainer:
             **self._model_card_fields(),
         )
         os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, "README.md")
+        if not is_replaceable_card(path):
+            # A README the user wrote (or another tool did) stays; the card is written next to it instead.
+            path = os.path.join(output_dir, MODEL_CARD_FALLBACK_NAME)
+            if not getattr(self, "_warned_kept_readme", False):
+                logger.warning(
+                    f"{output_dir}/README.md was not written by rrpo-hf: kept as it is; the model card goes to "
+                    f"{MODEL_CARD_FALLBACK_NAME} (push_to_hub uploads your README)."
+                )
+                self._warned_kept_readme = True
         # Atomic: a crash mid-write never leaves a truncated card next to a good checkpoint.
-        atomic_write_text(os.path.join(output_dir, "README.md"), str(card))
+        atomic_write_text(path, f"{card}\n{MODEL_CARD_MARKER}\n")
 
 
 __all__ = ["_BaseTrainer"]
