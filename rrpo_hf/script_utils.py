@@ -289,6 +289,24 @@ def end_distributed_run() -> None:
         dist.destroy_process_group()
 
 
+def run_studies(configs: list, main: Callable[[object], object]) -> list:
+    """`main(config)` for each study config; Ctrl-C or SIGTERM end the command with one line saying where the
+    finished seeds are (`run_study` has already stopped every worker process) and exit code 130."""
+    results = []
+    for config in configs:
+        try:
+            results.append(main(config))
+        except KeyboardInterrupt:
+            print(
+                f"\nInterrupted: every worker process is stopped; the finished seeds' results are in "
+                f"{os.path.join(config.output_dir, 'seeds')}/.",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(130)
+    return results
+
+
 def _requested_preset(args: list[str], default: str) -> str:
     """The study preset `args` ask for: `--preset`, else the `preset` key of the `--config` recipe, else `default`."""
     import yaml
@@ -349,4 +367,5 @@ __all__ = [
     "resolve_path",
     "resolve_resume_from_checkpoint",
     "run_script",
+    "run_studies",
 ]

@@ -41,6 +41,7 @@ from ..trainers import (
     build_tiny_cosyvoice2_policy,
 )
 from .config import CLEAN_CORPUS_VARIANTS, FINETUNED_VARIANTS, POLICY_METHODS, RM_VARIANTS, RewardHackingStudyConfig
+from .progress import StageProgress
 
 
 #: Offset of the fine-tuning set's corpus seed from the study seed: its texts are not those of the RM corpus.
@@ -73,8 +74,10 @@ def print_flushed(message: str) -> None:
 
 
 def _silenced(trainer):
-    """Drop the per-log console printer: the study logs its stages and collects every metric from the log history."""
+    """Drop the per-log console printer (the study collects every metric from the log history); keep one progress
+    line per quarter of the stage."""
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(StageProgress(trainer.args.output_dir))
     return trainer
 
 
