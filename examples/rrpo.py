@@ -147,6 +147,38 @@ def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | 
     return corpus[script_args.dataset_train_split], evaluation, oracle
 
 
+def usability_line(trainer: DiffROTrainer, before: dict, after: dict) -> str:
+    """One line: whether the run did what it is for: the gate (if any) let samples through, and the eval reward
+    (and the testbed oracle's emotion score, when there is one) moved the right way."""
+    args = trainer.args
+    logs = [entry for entry in trainer.state.log_history if "reward" in entry and "eval_reward" not in entry]
+    problems, figures = [], []
+    if args.reward_gate is not None:
+        weights = [entry["gate_weight"] for entry in logs if "gate_weight" in entry]
+        gating = [entry.get(f"reward/{args.reward_gate}") for entry in logs]
+        gating = [value for value in gating if value is not None]
+        passed = sum(weights) / len(weights) if weights else 0.0
+        figures.append(f"gate passed {100 * passed:.0f}% of samples")
+        if passed < 0.05:
+            mean = f"{sum(gating) / len(gating):.2f}" if gating else "?"
+            problems.append(
+                f"the {args.reward_gate} gate passed (almost) no sample, so the emotion reward did not train the "
+                f"policy (mean reward/{args.reward_gate} {mean} < reward_gate_threshold "
+                f"{args.reward_gate_threshold:g}): lower --reward_gate_threshold, or start from a policy whose speech "
+                "the ASR head reads"
+            )
+    for key, name in (("eval_reward", "eval reward"), ("eval_oracle_emotion_score", "oracle emotion score")):
+        old, new = before.get(key.replace("eval_", "eval_before_", 1)), after.get(key)
+        if old is not None and new is not None:
+            figures.append(f"{name} {old:.3f} -> {new:.3f}")
+            if new <= old:
+                problems.append(f"the {name} did not rise")
+    summary = ", ".join(figures) or "no evaluation"
+    if problems:
+        return f"NOT usable: {'; '.join(problems)} ({summary})."
+    return f"usable: {summary}."
+
+
 def save_policy(trainer: DiffROTrainer, script_args: RRPOScriptArguments, output_dir: str) -> None:
     # The trainer writes the merged model or the adapter (--save_merged), with a card saying which; push_to_hub
     # saves the same way, so the pushed folder is this one.
@@ -236,6 +268,7 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
                 name = key.removeprefix("eval_")
                 old = before.get(f"eval_before_{name}")
                 print(f"{name:<28}{'' if old is None else f'{old:.4f}':>10}{value:>10.4f}")
+        print(usability_line(trainer, before, after))
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer

@@ -327,6 +327,49 @@ def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, 
     return _train_evaluate_save(trainer, script_args, training_args, eval_datasets, resume_from_checkpoint)
 
 
+#: A multi-task RM's ASR head counts as learned below this CER (the untrained CTC head's all-blank output: 1.0).
+USABLE_MAX_ASR_CER = 0.5
+
+
+def majority_share(dataset: Dataset, column: str) -> float:
+    """The share of the most common value of `column`: the accuracy of always guessing it."""
+    from collections import Counter
+
+    counts = Counter(dataset[column])
+    return max(counts.values()) / max(sum(counts.values()), 1)
+
+
+def usability_line(trainer, eval_datasets: dict[str, Dataset], training_args) -> str:
+    """One line: whether the saved reward model learned what the next stage needs, judged on its first eval set."""
+    if not eval_datasets:
+        return "usable? not checked: no evaluation set (add a test split or --extra_eval_datasets)."
+    name, dataset = next(iter(eval_datasets.items()))
+    problems, figures = [], []
+    emotion = trainer.eval_results.get(name)
+    if emotion is not None and training_args.label_column in dataset.column_names:
+        floor = majority_share(dataset, training_args.label_column)
+        figures.append(f"emotion WA {100 * emotion['wa']:.1f}% (majority class {100 * floor:.1f}%)")
+        if emotion["wa"] <= floor + 0.05:
+            problems.append("the emotion head is at the majority-class level")
+    tasks = getattr(trainer, "task_eval_results", {}).get(name, {})
+    if "asr_cer" in tasks:
+        figures.append(f"ASR CER {100 * tasks['asr_cer']:.1f}%")
+        if tasks["asr_cer"] > USABLE_MAX_ASR_CER:
+            problems.append(
+                f"the ASR head's CER is above {100 * USABLE_MAX_ASR_CER:.0f}% (CTC starts on an all-blank plateau: "
+                "train longer or at a larger lr, as recipes/toy/rm_multitask.yaml does)"
+            )
+    if "quality_accuracy" in tasks and training_args.quality_column in dataset.column_names:
+        floor = majority_share(dataset, training_args.quality_column)
+        figures.append(f"quality accuracy {100 * tasks['quality_accuracy']:.1f}% (majority class {100 * floor:.1f}%)")
+        if tasks["quality_accuracy"] <= floor + 0.05:
+            problems.append("the quality head is at the majority-class level")
+    where = f"on {name}: {', '.join(figures)}"
+    if problems:
+        return f"NOT usable as a reward ({where}): {'; '.join(problems)}."
+    return f"usable: every head learned ({where})."
+
+
 def _train_evaluate_save(trainer, script_args, training_args, eval_datasets, resume_from_checkpoint):
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
@@ -347,6 +390,7 @@ def _train_evaluate_save(trainer, script_args, training_args, eval_datasets, res
         print(f"\nReward model saved to {training_args.output_dir}")
         if trainer.eval_results or getattr(trainer, "task_eval_results", None):
             print(trainer.eval_table())
+        print(usability_line(trainer, eval_datasets, training_args))
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer
