@@ -78,5 +78,9 @@ def main(args: EvaluateAudioArguments) -> None:
     print("Wrote", ", ".join(str(p) for p in paths.values()))
 
 
+def make_parser() -> ScriptParser:
+    return ScriptParser((EvaluateAudioArguments,))
+
+
 if __name__ == "__main__":
-    run_script(ScriptParser((EvaluateAudioArguments,)).parse_args_and_config, main)
+    run_script(make_parser().parse_args_and_config, main)

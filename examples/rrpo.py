@@ -28,7 +28,7 @@ The real model on GPUs:
 
     accelerate launch --config_file recipes/accelerate_configs/zero2.yaml examples/rrpo.py \
         --config recipes/cosyvoice2-0.5b/rrpo_lora.yaml \
-        --model_name_or_path <SFT'd CosyVoice2 dir> --reward_model_path <robust RM> --dataset_name <dataset>
+        --model_name_or_path $SFT_DIR --reward_model_path $RM_DIR --dataset_name $TOKEN_DATASET
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ With no arguments it trains a small reward model on the built-in testbed (langua
 The paper's setting (continue from a pretrained RM at lr 1e-5, ε 0.1, ε_adv 0.5, α 0.5), on 8 GPUs:
 
     accelerate launch --config_file recipes/accelerate_configs/zero2.yaml examples/train_rm.py \
-        --config recipes/cosyvoice2-0.5b/rm_robust.yaml --model_name_or_path <pretrained RM> --dataset_name <data>
+        --config recipes/cosyvoice2-0.5b/rm_robust.yaml --model_name_or_path $PRETRAINED_RM_DIR \\
+        --dataset_name $TOKEN_DATASET
 
 Ablation rows (Table 2): `--label_smoothing 0 --use_eam false --adv_alpha 0` (base), `--use_eam false --adv_alpha 0`
 (+LS), `--adv_alpha 0` (+EAM), defaults (+Adv = RRPO). `--config recipes/toy/rm_base.yaml` is the toy base row.
