@@ -216,12 +216,13 @@ class ScriptParser(TrlParser):
     @staticmethod
     def _check_precision(recipe: dict, flags: dict, recipe_path: str | None) -> None:
         import torch
+        import transformers.training_args as training_args
 
-        if torch.cuda.is_available():
-            return
+        # The checks TrainingArguments itself runs later, once per process; here once, with the fix.
+        supported = {"bf16": training_args.is_torch_bf16_gpu_available(), "fp16": torch.cuda.is_available()}
         for key in ("bf16", "fp16"):
             value = flags.get(key, recipe.get(key, False))
-            if str(value).lower() in _TRUE:
+            if str(value).lower() in _TRUE and not supported[key]:
                 source = f"the recipe {recipe_path}" if key not in flags else f"--{key}"
                 cpu_flags = "--bf16 false --use_cpu true"
                 if "dtype" in recipe or "dtype" in flags:
