@@ -13,7 +13,7 @@ import torch
 import transformers
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..utils.saving import atomic_write_text
+from ..utils.saving import atomic_write, atomic_write_text
 from .model_cards import MODEL_CARD_FALLBACK_NAME, MODEL_CARD_MARKER, is_replaceable_card
 
 
@@ -92,10 +92,21 @@ class _BaseTrainer:
     # ------------------------------------------------------------------ saving and model card
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        # Every save (final model and checkpoints) gets a card describing what it holds.
+        # Every save (final model and checkpoints) gets a card describing what it holds. A README.md that rrpo-hf
+        # did not write is the user's: PEFT's adapter save would rewrite it, so it is put back as it was.
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        readme = os.path.join(folder, "README.md")
+        users_readme = None
+        if self.args.should_save and not is_replaceable_card(readme):
+            with open(readme, "rb") as handle:
+                users_readme = handle.read()
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
-            self._write_model_card(output_dir if output_dir is not None else self.args.output_dir)
+            if users_readme is not None:
+                with open(readme, "rb") as handle:
+                    if handle.read() != users_readme:
+                        atomic_write(readme, lambda temporary: Path(temporary).write_bytes(users_readme))
+            self._write_model_card(folder, keep_readme=users_readme is not None)
 
     def create_model_card(
         self,
@@ -124,7 +135,11 @@ class _BaseTrainer:
         """`huggingface_hub.EvalResult`s for the card's metadata (None: none)."""
         return None
 
-    def _write_model_card(self, output_dir, model_name=None, dataset_name=None, tags=None) -> None:
+    def _write_model_card(
+        self, output_dir, model_name=None, dataset_name=None, tags=None, keep_readme: bool | None = None
+    ) -> None:
+        """Render the card into `output_dir`: `README.md`, or `MODEL_CARD.md` when `keep_readme` (default: when the
+        README there is not one rrpo-hf wrote)."""
         from .. import __version__ as rrpo_version
 
         if model_name is None:
@@ -155,7 +170,9 @@ class _BaseTrainer:
         )
         os.makedirs(output_dir, exist_ok=True)
         path = os.path.join(output_dir, "README.md")
-        if not is_replaceable_card(path):
+        if keep_readme is None:
+            keep_readme = not is_replaceable_card(path)
+        if keep_readme:
             # A README the user wrote (or another tool did) stays; the card is written next to it instead.
             path = os.path.join(output_dir, MODEL_CARD_FALLBACK_NAME)
             if not getattr(self, "_warned_kept_readme", False):
