@@ -156,3 +156,17 @@ def test_the_cpu_quick_start_chain_runs_and_each_stage_says_whether_it_is_usable
     for folder in ("reward_model", "sft_policy", "rrpo_policy", "reward_model_base", "multitask_rm"):
         assert (tmp_path / "outputs" / folder / "config.json").is_file(), folder
     assert (tmp_path / "outputs" / "rrpo_multi_reward_policy" / "config.json").is_file()
+
+
+def test_the_readme_python_snippets_compile_save_into_their_own_folders_and_evaluate():
+    import ast
+
+    snippets = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert len(snippets) >= 2
+    cli_outputs = {"outputs/reward_model", "outputs/rrpo_policy", "outputs/sft_policy"}
+    for snippet in snippets:
+        ast.parse(snippet)
+        written = set(re.findall(r'output_dir="([^"]+)"', snippet))
+        assert not written & cli_outputs, f"a snippet writes into a CLI run's folder: {written & cli_outputs}"
+        if "Trainer(" in snippet:
+            assert "trainer.save_model()" in snippet and "trainer.evaluate()" in snippet
