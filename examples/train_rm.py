@@ -16,12 +16,13 @@ Ablation rows (Table 2): `--label_smoothing 0 --use_eam false --adv_alpha 0` (ba
 (+LS), `--adv_alpha 0` (+EAM), defaults (+Adv = RRPO). `--config recipes/toy/rm_base.yaml` is the toy base row.
 
 Without `--config` and `--dataset_name` the script runs the CPU toy, `recipes/toy/rm_robust.yaml` (small model,
-lr 1e-3, a few epochs; flags override it). With a recipe or a dataset, keys the recipe and flags do not set keep
+lr 1e-3, a few epochs; flags override it), or with `--tasks` naming an ASR or quality head
+`recipes/toy/rm_multitask.yaml`. With a recipe or a dataset, keys the recipe and flags do not set keep
 `RobustRewardConfig`'s defaults. `--resume_from_checkpoint true` resumes from the latest checkpoint in `output_dir`.
 
 Multi-task reward model (DiffRO: one token encoder with an emotion, an ASR and a quality head, docs/multitask_rm.md):
 
-    accelerate launch examples/train_rm.py --tasks emotion,asr,quality
+    accelerate launch examples/train_rm.py --tasks emotion,asr,quality   # toy recipe: recipes/toy/rm_multitask.yaml
 
 trains `RobustSERForMultiTaskReward` with `MultiTaskRewardTrainer` on the testbed quality corpus (natural and
 degraded speech, `make_quality_corpus`) or on `--dataset_name` (columns `speech_tokens`, `text`, `emotion`,
@@ -32,6 +33,7 @@ a RobustSER emotion model, whose encoder and emotion head then start the multi-t
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +61,8 @@ from rrpo_hf.script_utils import (
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
 # defaults (RobustRewardConfig: the paper's regularization).
 TOY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy" / "rm_robust.yaml"
+#: ... and with --tasks naming an ASR or quality head, this one.
+MULTITASK_TOY_RECIPE = TOY_RECIPE.with_name("rm_multitask.yaml")
 
 
 @dataclass
@@ -397,9 +401,24 @@ def _train_evaluate_save(trainer, script_args, training_args, eval_datasets, res
     return trainer
 
 
+def toy_recipe_for(args: list[str]) -> Path:
+    """The argument-free run's recipe: the robust emotion RM, or with `--tasks` naming another head the multi-task
+    RM's (whose CTC head needs its longer schedule to leave the all-blank plateau)."""
+    tasks = []
+    for i, arg in enumerate(args):
+        if arg == "--tasks":
+            values = itertools.takewhile(lambda value: not value.startswith("--"), args[i + 1 :])
+            tasks = [task for value in values for task in value.split(",")]
+        elif arg.startswith("--tasks="):
+            tasks = arg.split("=", 1)[1].split(",")
+    return MULTITASK_TOY_RECIPE if any(task.strip() not in ("", "emotion") for task in tasks) else TOY_RECIPE
+
+
 def make_parser() -> ScriptParser:
     # MultiTaskRewardConfig is RobustRewardConfig plus the --tasks options; without --tasks nothing else changes.
-    return ScriptParser((RewardScriptArguments, MultiTaskRewardConfig, RewardModelArguments), toy_config=TOY_RECIPE)
+    return ScriptParser(
+        (RewardScriptArguments, MultiTaskRewardConfig, RewardModelArguments), toy_config=toy_recipe_for
+    )
 
 
 if __name__ == "__main__":

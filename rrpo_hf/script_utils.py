@@ -159,9 +159,15 @@ class ScriptParser(TrlParser):
     own defaults for every key its recipe and flags do not set -- never the toy's (60 steps, CPU, toy lr).
     """
 
-    def __init__(self, dataclass_types, toy_config: str | os.PathLike | None = None, **kwargs):
+    def __init__(
+        self,
+        dataclass_types,
+        toy_config: str | os.PathLike | Callable[[list[str]], str | os.PathLike] | None = None,
+        **kwargs,
+    ):
         super().__init__(dataclass_types, **kwargs)
-        self.toy_config = None if toy_config is None else os.fspath(toy_config)
+        # A path, or a function of the command line that picks the toy recipe (train_rm.py: one per --tasks).
+        self.toy_config = toy_config if toy_config is None or callable(toy_config) else os.fspath(toy_config)
 
     @staticmethod
     def is_toy_run(args: Iterable[str]) -> bool:
@@ -235,7 +241,8 @@ class ScriptParser(TrlParser):
     def parse_args_and_config(self, args: Iterable[str] | None = None, **kwargs):
         args = list(sys.argv[1:] if args is None else args)
         if self.toy_config is not None and self.is_toy_run(args):
-            args = ["--config", self.toy_config, *args]
+            toy = self.toy_config(args) if callable(self.toy_config) else self.toy_config
+            args = ["--config", os.fspath(toy), *args]
         self.check_arguments(args)
         return super().parse_args_and_config(args, **kwargs)
 

@@ -219,3 +219,13 @@ def test_gpu_recipe_on_a_cpu_machine_fails_once_with_one_message(tmp_path):
     # silently with the same code, so an 8-process launch shows the message once, not 8 tracebacks.
     other = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert other.returncode == 2 and other.stderr.strip() == "", other.stderr[-2000:]
+
+
+def test_the_argument_free_multitask_run_reads_the_multitask_toy_recipe():
+    rm = load_example("train_rm")
+    _, training_args, _ = rm.make_parser().parse_args_and_config(["--tasks", "emotion,asr,quality"])
+    assert training_args.tasks == ["emotion", "asr", "quality"]  # the flag overrides the recipe's tasks
+    assert training_args.learning_rate == 3e-3 and training_args.num_train_epochs == 24
+    assert training_args.output_dir == "outputs/multitask_rm"
+    _, emotion_args, _ = rm.make_parser().parse_args_and_config(["--output_dir", "x"])
+    assert emotion_args.learning_rate == 1e-3 and emotion_args.output_dir == "x"
