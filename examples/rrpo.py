@@ -19,7 +19,7 @@ Several rewards (docs/architecture.md, "Several rewards"): an ensemble of emotio
 heads of a multi-task reward model, their weights, and an ASR gate on the emotion reward
 (recipes/toy/rrpo_multi_reward.yaml):
 
-    accelerate launch examples/train_rm.py --tasks emotion,asr,quality --output_dir outputs/multitask_rm
+    accelerate launch examples/train_rm.py --config recipes/toy/rm_multitask.yaml   # -> outputs/multitask_rm
     accelerate launch examples/rrpo.py --ensemble_reward_model_paths outputs/reward_model_base \
         --reward_aggregation min --reward_funcs outputs/multitask_rm --reward_weights 1.0 0.5 0.2 \
         --reward_gate asr --reward_gate_threshold -1.5
