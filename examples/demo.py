@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 
-from rrpo_hf.script_utils import parse_study_configs
+from rrpo_hf.script_utils import parse_study_configs, run_studies
 from rrpo_hf.study import RewardHackingStudyConfig, format_probe_table, format_table1, format_table2, run_study
 from rrpo_hf.study.report import format_overoptimisation_table, format_paired_table
 
@@ -52,5 +52,4 @@ def main(config: RewardHackingStudyConfig) -> dict:
 
 
 if __name__ == "__main__":
-    for demo_config in parse_study_configs(defaults=DEMO_DEFAULTS):
-        main(demo_config)
+    run_studies(parse_study_configs(defaults=DEMO_DEFAULTS), main)

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
 from rrpo_hf.data.audio import AudioValidationConfig, load_and_validate, load_audio_records
 from rrpo_hf.data.speech_tokenizer import TOKENIZER_BACKENDS, load_speech_tokenizer
 from rrpo_hf.evaluation.audio import DNSMOSScorer, RewardModelScorer, evaluate_audio
 from rrpo_hf.evaluation.judges import ASRJudge, EmotionJudge, SpeakerSimilarityJudge
+from rrpo_hf.script_utils import ScriptParser, require_saved_model, resolve_path, run_script
 
 
 @dataclass
@@ -92,6 +91,20 @@ class EvaluateAudioArguments:
 
 
 def main(args: EvaluateAudioArguments) -> None:
+    # Every path before any work or Hub call: a mistyped one fails now, naming it.
+    resolve_path(args.source, "folder or manifest of synthesized clips")
+    if args.reward_model:
+        args.reward_model = require_saved_model(
+            args.reward_model, "reward model", "accelerate launch examples/train_rm.py"
+        )
+        resolve_path(args.tokenizer_model, "speech tokenizer", bare_names_are_hub_ids=True)
+    for judge, what in [
+        (args.asr_model, "ASR judge"),
+        (args.speaker_model, "speaker model"),
+        (args.emotion_judge_model, "emotion judge"),
+    ]:
+        if judge:
+            resolve_path(judge, what, bare_names_are_hub_ids=True)
     records = load_audio_records(args.source, layout=args.layout)
     reward_scorer = None
     if args.reward_model:
@@ -130,6 +143,9 @@ def main(args: EvaluateAudioArguments) -> None:
     print("Wrote", ", ".join(str(p) for p in paths.values()))
 
 
+def make_parser() -> ScriptParser:
+    return ScriptParser((EvaluateAudioArguments,))
+
+
 if __name__ == "__main__":
-    (parsed,) = HfArgumentParser(EvaluateAudioArguments).parse_args_into_dataclasses()
-    main(parsed)
+    run_script(make_parser().parse_args_and_config, main)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 from rrpo_hf.audit import hidden_state_norms
 from rrpo_hf.data.labels import emotion_key, emotion_label_ids
 from rrpo_hf.evaluation.metrics import confusion_matrix, emotion_recognition_scores
-from rrpo_hf.script_utils import ScriptParser
+from rrpo_hf.script_utils import ScriptParser, load_dataset_source, require_saved_model, resolve_path, run_script
 from rrpo_hf.utils.saving import atomic_write, atomic_write_text
 
 
@@ -118,10 +117,11 @@ def _names(given: list[str], sources: list[str], what: str) -> list[str]:
 
 
 def load_split(source: str, split: str):
-    """The rows of ``source`` (a `save_to_disk` folder or a Hub id) to evaluate, as one `datasets.Dataset`."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    """The rows of ``source`` (a `save_to_disk` folder, a folder of data files, a data file or a Hub id) to evaluate,
+    as one `datasets.Dataset`."""
+    from datasets import DatasetDict
 
-    dataset = load_from_disk(source) if os.path.isdir(source) else load_dataset(source)
+    dataset = load_dataset_source(source)
     if isinstance(dataset, DatasetDict):
         if split in dataset:
             return dataset[split]
@@ -255,6 +255,12 @@ def main(args: EvaluateRMArguments) -> dict:
             f"error: {len(args.dataset_split)} --dataset_split values for {len(args.datasets)} datasets; give one "
             "for all or one per dataset."
         )
+    # Every path first: a mistyped folder fails now, naming it, not after the models loaded or a Hub call.
+    args.reward_model = [
+        require_saved_model(path, "reward model", "accelerate launch examples/train_rm.py")
+        for path in args.reward_model
+    ]
+    args.datasets = [resolve_path(source, "dataset", bare_names_are_hub_ids=True) for source in args.datasets]
     model_names = _names(args.model_names, args.reward_model, "model")
     dataset_names = _names(args.dataset_names, args.datasets, "dataset")
     splits = args.dataset_split * len(args.datasets) if len(args.dataset_split) == 1 else args.dataset_split
@@ -394,5 +400,4 @@ def make_parser() -> ScriptParser:
 
 
 if __name__ == "__main__":
-    (parsed,) = make_parser().parse_args_and_config()
-    main(parsed)
+    run_script(make_parser().parse_args_and_config, main)

@@ -29,7 +29,7 @@ from rrpo_hf.data.audio import (
 from rrpo_hf.data.corpora import LAYOUTS, CorpusScan, load_corpus
 from rrpo_hf.data.labels import CORPUS_LABEL_SETS, UnknownEmotionError
 from rrpo_hf.data.speech_tokenizer import TOKENIZER_BACKENDS, S3TokenizerUnavailableError, load_speech_tokenizer
-from rrpo_hf.script_utils import ScriptParser
+from rrpo_hf.script_utils import ScriptParser, resolve_path, run_script
 
 
 @dataclass
@@ -158,6 +158,10 @@ def main(args: PrepareDataArguments) -> None:
         check_dataset_output_dir(args.output_dir, overwrite=args.overwrite_output_dir)
     except FileExistsError as error:
         raise SystemExit(f"error: {error}") from None
+    # Every path before any work or Hub call: a mistyped one fails now, naming it.
+    if args.source is not None:
+        resolve_path(args.source, "audio corpus")
+    resolve_path(args.tokenizer_model, "speech tokenizer", bare_names_are_hub_ids=True)
     aliases = json.loads(args.emotion_aliases) if args.emotion_aliases else None
     if args.source is not None:
         try:
@@ -241,5 +245,4 @@ def make_parser() -> ScriptParser:
 
 
 if __name__ == "__main__":
-    (parsed,) = make_parser().parse_args_and_config()
-    main(parsed)
+    run_script(make_parser().parse_args_and_config, main)

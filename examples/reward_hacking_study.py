@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rrpo_hf.script_utils import parse_study_configs
+from rrpo_hf.script_utils import parse_study_configs, run_studies
 from rrpo_hf.study import RewardHackingStudyConfig, format_table1, format_table2, run_study
 from rrpo_hf.study.report import format_overoptimisation_table, format_paired_table, format_presets_overview
 from rrpo_hf.utils.saving import atomic_write_text
@@ -43,7 +43,7 @@ def main(config: RewardHackingStudyConfig) -> dict:
 
 if __name__ == "__main__":
     configs = parse_study_configs()
-    summaries = {config.preset: main(config)["summary"] for config in configs}
+    summaries = {config.preset: result["summary"] for config, result in zip(configs, run_studies(configs, main))}
     if len(configs) > 1:
         overview = format_presets_overview(summaries)
         print("\nEvery preset: DiffRO's change from SFT and each row's paired difference against DiffRO\n")

@@ -20,7 +20,7 @@ Several rewards (docs/architecture.md, "Several rewards"): an ensemble of emotio
 heads of a multi-task reward model, their weights, and an ASR gate on the emotion reward
 (recipes/toy/rrpo_multi_reward.yaml):
 
-    accelerate launch examples/train_rm.py --tasks emotion,asr,quality --output_dir outputs/multitask_rm
+    accelerate launch examples/train_rm.py --config recipes/toy/rm_multitask.yaml   # -> outputs/multitask_rm
     accelerate launch examples/rrpo.py --ensemble_reward_model_paths outputs/reward_model_base \
         --reward_aggregation min --reward_funcs outputs/multitask_rm --reward_weights 1.0 0.5 0.2 \
         --reward_gate asr --reward_gate_threshold -1.5
@@ -29,23 +29,29 @@ The real model on GPUs:
 
     accelerate launch --config_file recipes/accelerate_configs/zero2.yaml examples/rrpo.py \
         --config recipes/cosyvoice2-0.5b/rrpo_lora.yaml \
-        --model_name_or_path <SFT'd CosyVoice2 dir> --reward_model_path <robust RM> --dataset_name <dataset>
+        --model_name_or_path $SFT_DIR --reward_model_path $RM_DIR --dataset_name $TOKEN_DATASET
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict
 from transformers import set_seed
 from trl import ModelConfig, ScriptArguments
 
 from rrpo_hf import DiffROConfig, DiffROTrainer, OracleScorer
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
-from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
+from rrpo_hf.script_utils import (
+    ScriptParser,
+    load_dataset_source,
+    require_saved_model,
+    resolve_path,
+    resolve_resume_from_checkpoint,
+    run_script,
+)
 
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
@@ -60,8 +66,9 @@ class RRPOScriptArguments(ScriptArguments):
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "Hub dataset or `save_to_disk` folder with `text`, `emotion` and (offline rollouts) "
-            "`speech_tokens`. Empty: the built-in testbed corpus."
+            "help": "Dataset with `text`, `emotion` and (offline rollouts) `speech_tokens`: a `save_to_disk` folder, "
+            "a folder of data files (train.jsonl, ...), one data file (.jsonl, .json, .csv, .parquet) or a Hub id "
+            "(with --dataset_config). Empty: the built-in testbed corpus."
         },
     )
     reward_model_path: str = field(
@@ -110,16 +117,9 @@ class RRPOScriptArguments(ScriptArguments):
     )
 
 
-def require_stage_output(path: str, what: str, command: str) -> None:
-    """Exit with the command to run when an earlier stage's local output is missing (Hub ids `org/name` pass)."""
-    if os.path.exists(path):
-        markers = ("config.json", "llm.pt", "adapter_config.json")
-        if os.path.isdir(path) and not any((Path(path) / name).is_file() for name in markers):
-            sys.exit(f"{path} holds no {what} (no config.json or adapter_config.json). Re-run `{command}`.")
-        return
-    looks_local = path.startswith((".", "/", "~", "outputs")) or path.count("/") != 1
-    if looks_local:
-        sys.exit(f"No {what} at {path}. Run `{command}` first (or pass the {what}'s location).")
+def require_stage_output(path: str, what: str, command: str) -> str:
+    """The saved model of an earlier stage: a missing local folder fails now, with the command that writes it."""
+    return require_saved_model(path, what, command)
 
 
 def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | None, object | None]:
@@ -136,8 +136,7 @@ def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | 
         )
         oracle = Oracle(TestbedConfig(codebook_size=script_args.testbed_codebook_size))
     else:
-        path = script_args.dataset_name
-        corpus = load_from_disk(path) if os.path.isdir(path) else load_dataset(path, script_args.dataset_config)
+        corpus = load_dataset_source(script_args.dataset_name, script_args.dataset_config)
         oracle = None
     if isinstance(corpus, Dataset):
         corpus = DatasetDict({script_args.dataset_train_split: corpus})
@@ -147,6 +146,38 @@ def load_datasets(script_args: RRPOScriptArguments) -> tuple[Dataset, Dataset | 
     if evaluation is not None and script_args.max_eval_samples is not None:
         evaluation = evaluation.select(range(min(script_args.max_eval_samples, len(evaluation))))
     return corpus[script_args.dataset_train_split], evaluation, oracle
+
+
+def usability_line(trainer: DiffROTrainer, before: dict, after: dict) -> str:
+    """One line: whether the run did what it is for: the gate (if any) let samples through, and the eval reward
+    (and the testbed oracle's emotion score, when there is one) moved the right way."""
+    args = trainer.args
+    logs = [entry for entry in trainer.state.log_history if "reward" in entry and "eval_reward" not in entry]
+    problems, figures = [], []
+    if args.reward_gate is not None:
+        weights = [entry["gate_weight"] for entry in logs if "gate_weight" in entry]
+        gating = [entry.get(f"reward/{args.reward_gate}") for entry in logs]
+        gating = [value for value in gating if value is not None]
+        passed = sum(weights) / len(weights) if weights else 0.0
+        figures.append(f"gate passed {100 * passed:.0f}% of samples")
+        if passed < 0.05:
+            mean = f"{sum(gating) / len(gating):.2f}" if gating else "?"
+            problems.append(
+                f"the {args.reward_gate} gate passed (almost) no sample, so the emotion reward did not train the "
+                f"policy (mean reward/{args.reward_gate} {mean} < reward_gate_threshold "
+                f"{args.reward_gate_threshold:g}): lower --reward_gate_threshold, or start from a policy whose speech "
+                "the ASR head reads"
+            )
+    for key, name in (("eval_reward", "eval reward"), ("eval_oracle_emotion_score", "oracle emotion score")):
+        old, new = before.get(key.replace("eval_", "eval_before_", 1)), after.get(key)
+        if old is not None and new is not None:
+            figures.append(f"{name} {old:.3f} -> {new:.3f}")
+            if new <= old:
+                problems.append(f"the {name} did not rise")
+    summary = ", ".join(figures) or "no evaluation"
+    if problems:
+        return f"NOT usable: {'; '.join(problems)} ({summary})."
+    return f"usable: {summary}."
 
 
 def save_policy(trainer: DiffROTrainer, script_args: RRPOScriptArguments, output_dir: str) -> None:
@@ -164,7 +195,11 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         training_args.resume_from_checkpoint, training_args.output_dir
     )
     model_path = model_args.model_name_or_path or "outputs/sft_policy"
-    require_stage_output(model_path, "SFT policy", "accelerate launch examples/sft.py")
+    model_path = require_stage_output(model_path, "SFT policy", "accelerate launch examples/sft.py")
+    if script_args.tokenizer_path:
+        resolve_path(script_args.tokenizer_path, "tokenizer")
+    if script_args.judge_model_path:
+        require_saved_model(script_args.judge_model_path, "judge model")
     require_stage_output(script_args.reward_model_path, "reward model", "accelerate launch examples/train_rm.py")
     for path in script_args.ensemble_reward_model_paths or []:
         require_stage_output(path, "ensemble reward model", "accelerate launch examples/train_rm.py")
@@ -234,6 +269,7 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
                 name = key.removeprefix("eval_")
                 old = before.get(f"eval_before_{name}")
                 print(f"{name:<28}{'' if old is None else f'{old:.4f}':>10}{value:>10.4f}")
+        print(usability_line(trainer, before, after))
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer
@@ -244,6 +280,4 @@ def make_parser() -> ScriptParser:
 
 
 if __name__ == "__main__":
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
-    main(script_args, training_args, model_args)
-    end_distributed_run()
+    run_script(make_parser().parse_args_and_config, main)

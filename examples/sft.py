@@ -2,9 +2,9 @@
 
 `CosyVoice2SFTTrainer` (a `transformers.Trainer` that saves LoRA runs merged) on `CosyVoice2LM` with
 `DataCollatorForCosyVoice2` (targets: speech tokens + eos, CosyVoice2's loss). With no arguments it trains a tiny
-policy from scratch on the built-in testbed (language `alpha`, instruct-emotion prompts) on CPU in one to two
-minutes, saves model + tokenizer to `outputs/sft_policy`, and prints the final eval loss and the lengths of a few
-generated samples:
+policy from scratch on 4800 utterances of the built-in testbed (language `alpha`, instruct-emotion prompts) on CPU,
+saves model + tokenizer to `outputs/sft_policy`, prints the final eval loss and the lengths of a few generated
+samples, and ends with one line: whether the policy speaks (the testbed oracle's CER on 32 test prompts <= 0.2):
 
     accelerate launch examples/sft.py     # = --config recipes/toy/sft.yaml
 
@@ -16,7 +16,7 @@ The real model (LoRA or full fine-tuning of a `FunAudioLLM/CosyVoice2-0.5B` down
 
     accelerate launch --config_file recipes/accelerate_configs/zero2.yaml examples/sft.py \
         --config recipes/cosyvoice2-0.5b/sft_lora.yaml \
-        --model_name_or_path <CosyVoice2-0.5B dir> --dataset_name <dataset with text, speech_tokens, emotion>
+        --model_name_or_path $COSYVOICE2_DIR --dataset_name $TOKEN_DATASET  # text, speech_tokens, emotion
 
 `--model_name_or_path` accepts a CosyVoice2 release dir (or its `llm.pt`; the text tokenizer is then read from
 `<dir>/CosyVoice-BlankEN` unless `--tokenizer_path` says otherwise) or a `save_pretrained` folder of this library.
@@ -30,7 +30,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict
 from transformers import AutoModel, AutoTokenizer, Trainer, TrainingArguments, set_seed
 from trl import ModelConfig, ScriptArguments
 
@@ -41,8 +41,14 @@ from rrpo_hf.models.cosyvoice2 import CosyVoice2LM
 from rrpo_hf.models.cosyvoice2.generation import generate_speech_tokens, unwrap_for_generation
 from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
 from rrpo_hf.models.cosyvoice2.tokenization import COSYVOICE2_END_OF_PROMPT
-from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
-from rrpo_hf.testbed import build_testbed_tokenizer
+from rrpo_hf.script_utils import (
+    ScriptParser,
+    load_dataset_source,
+    resolve_path,
+    resolve_resume_from_checkpoint,
+    run_script,
+)
+from rrpo_hf.testbed import Oracle, TestbedConfig, build_testbed_tokenizer
 
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
@@ -57,8 +63,9 @@ class SFTScriptArguments(ScriptArguments):
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "Hub dataset name or a `save_to_disk` folder with `text`, `speech_tokens` and `emotion` or "
-            "`instruction` columns. Empty: the built-in testbed corpus."
+            "help": "Dataset with `text`, `speech_tokens` and `emotion` or `instruction` columns: a `save_to_disk` "
+            "folder, a folder of data files (train.jsonl, test.jsonl, ...), one data file (.jsonl, .json, .csv, "
+            ".parquet; the train split) or a Hub id (with --dataset_config). Empty: the built-in testbed corpus."
         },
     )
     tokenizer_path: str | None = field(
@@ -101,6 +108,17 @@ class SFTScriptArguments(ScriptArguments):
     num_generation_samples: int = field(
         default=4, metadata={"help": "After training, generate for this many eval prompts and print their lengths."}
     )
+    oracle_check_prompts: int = field(
+        default=32,
+        metadata={
+            "help": "Testbed runs: generate for this many test prompts after training and score them with the "
+            "testbed oracle; the last line says whether the policy speaks (oracle CER <= usable_max_cer). 0: skip."
+        },
+    )
+    usable_max_cer: float = field(
+        default=0.2,
+        metadata={"help": "Highest oracle CER (edits per phoneme) of a policy that counts as speaking. Default 0.2."},
+    )
     save_merged: bool = field(
         default=True,
         metadata={
@@ -127,10 +145,7 @@ def load_sft_datasets(script_args: SFTScriptArguments) -> tuple[Dataset, Dataset
         )
         codebook_size = script_args.testbed_codebook_size
     else:
-        if os.path.isdir(script_args.dataset_name):
-            corpus = load_from_disk(script_args.dataset_name)
-        else:
-            corpus = load_dataset(script_args.dataset_name, script_args.dataset_config)
+        corpus = load_dataset_source(script_args.dataset_name, script_args.dataset_config)
         codebook_size = None
     if isinstance(corpus, Dataset):
         corpus = DatasetDict({script_args.dataset_train_split: corpus})
@@ -156,6 +171,8 @@ def load_sft_datasets(script_args: SFTScriptArguments) -> tuple[Dataset, Dataset
 
 def load_policy_and_tokenizer(script_args: SFTScriptArguments, model_args: ModelConfig, codebook_size: int | None):
     name = model_args.model_name_or_path
+    if script_args.tokenizer_path:
+        resolve_path(script_args.tokenizer_path, "tokenizer")
     if name is None:
         tokenizer = (
             AutoTokenizer.from_pretrained(script_args.tokenizer_path)
@@ -179,6 +196,7 @@ def load_policy_and_tokenizer(script_args: SFTScriptArguments, model_args: Model
         )
         return model, tokenizer
 
+    name = resolve_path(name, "CosyVoice2 model")
     return load_cosyvoice2_lm_and_tokenizer(
         name, script_args.tokenizer_path, dtype=model_args.dtype, attn_implementation=model_args.attn_implementation
     )
@@ -191,7 +209,8 @@ def apply_lora(model: CosyVoice2LM, model_args: ModelConfig):
 
 
 def generation_report(trainer: Trainer, collator: DataCollatorForCosyVoice2, rows: Dataset, seed: int) -> list[dict]:
-    """Generate for `rows` with the trained policy (all ranks, ZeRO-3-safe) and compare lengths to the references."""
+    """Generate for `rows` with the trained policy (all ranks, ZeRO-3-safe) and compare lengths to the references;
+    each sample also carries its `tokens`."""
     if len(rows) == 0:
         return []
     batch = collator([rows[i] for i in range(len(rows))])
@@ -206,9 +225,46 @@ def generation_report(trainer: Trainer, collator: DataCollatorForCosyVoice2, row
             seed=seed,
         )
     return [
-        {"text": rows[i]["text"], "reference_length": len(rows[i]["speech_tokens"]), "generated_length": len(t)}
+        {
+            "text": rows[i]["text"],
+            "reference_length": len(rows[i]["speech_tokens"]),
+            "generated_length": len(t),
+            "tokens": list(t),
+        }
         for i, t in enumerate(tokens)
     ]
+
+
+def oracle_check(samples: list[dict], rows: Dataset, codebook_size: int, max_cer: float) -> dict:
+    """The testbed oracle's verdict on generated samples: mean CER and naturalness, and whether the policy speaks."""
+    import numpy as np
+
+    feature = rows.features.get("emotion")
+    emotions = [feature.int2str(e) if hasattr(feature, "int2str") else e for e in rows["emotion"]]
+    scores = Oracle(TestbedConfig(codebook_size=codebook_size)).score(
+        rows["text"], [s["tokens"] for s in samples], emotions
+    )
+    cer, naturalness = float(np.mean(scores["cer"])), float(np.mean(scores["naturalness"]))
+    return {"oracle_cer": cer, "oracle_naturalness": naturalness, "usable": cer <= max_cer}
+
+
+def usability_line(check: dict | None, max_cer: float, num_prompts: int) -> str:
+    """The last line of the run: whether the saved policy is one the next stage (DiffRO / RRPO) can start from."""
+    if check is None:
+        return (
+            "usable? not checked (no testbed oracle for this dataset, or --oracle_check_prompts 0): listen to "
+            "generated samples (--export_cosyvoice writes an llm.pt that CosyVoice2 synthesizes from)."
+        )
+    figures = (
+        f"oracle CER {check['oracle_cer']:.3f}, naturalness {check['oracle_naturalness']:.2f} of 5 on "
+        f"{num_prompts} test prompts"
+    )
+    if check["usable"]:
+        return f"usable: the policy speaks ({figures}; CER <= {max_cer:g})."
+    return (
+        f"NOT usable: the policy does not speak yet ({figures}; CER > {max_cer:g}). Train on more texts "
+        "(--testbed_num_train) or for more epochs (--num_train_epochs)."
+    )
 
 
 def check_export_options(script_args: SFTScriptArguments, model) -> None:
@@ -272,10 +328,20 @@ def main(script_args: SFTScriptArguments, training_args: TrainingArguments, mode
         trainer.save_metrics("eval", metrics)
     save_policy(trainer, script_args, training_args.output_dir)
 
-    samples = []
-    if eval_dataset is not None and script_args.num_generation_samples > 0:
-        rows = eval_dataset.select(range(min(script_args.num_generation_samples, len(eval_dataset))))
+    samples, check, samples_rows = [], None, None
+    count = script_args.num_generation_samples
+    testbed = codebook_size is not None and script_args.oracle_check_prompts > 0
+    if testbed:
+        count = max(count, script_args.oracle_check_prompts)
+    if eval_dataset is not None and count > 0:
+        rows = eval_dataset.select(range(min(count, len(eval_dataset))))
         samples = generation_report(trainer, collator, rows, seed=training_args.seed)
+        if testbed:
+            check = oracle_check(samples, rows, codebook_size, script_args.usable_max_cer)
+            metrics.update({k: v for k, v in check.items() if k != "usable"})
+            if trainer.is_world_process_zero():
+                trainer.save_metrics("eval", metrics)
+        samples, samples_rows = samples[: script_args.num_generation_samples], rows
     if trainer.is_world_process_zero():
         print(f"\nSFT policy saved to {training_args.output_dir}")
         if "eval_loss" in metrics:
@@ -285,9 +351,10 @@ def main(script_args: SFTScriptArguments, training_args: TrainingArguments, mode
                 f"generated {sample['generated_length']:4d} tokens (reference {sample['reference_length']:4d}) "
                 f"for: {sample['text']}"
             )
+        print(usability_line(check, script_args.usable_max_cer, len(samples_rows) if check else 0))
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset=script_args.dataset_name)
-    return {"metrics": metrics, "samples": samples, "trainer": trainer}
+    return {"metrics": metrics, "samples": samples, "check": check, "trainer": trainer}
 
 
 def make_parser() -> ScriptParser:
@@ -295,6 +362,4 @@ def make_parser() -> ScriptParser:
 
 
 if __name__ == "__main__":
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
-    main(script_args, training_args, model_args)
-    end_distributed_run()
+    run_script(make_parser().parse_args_and_config, main)

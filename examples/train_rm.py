@@ -9,18 +9,20 @@ With no arguments it trains a small reward model on the built-in testbed (langua
 The paper's setting (continue from a pretrained RM at lr 1e-5, ε 0.1, ε_adv 0.5, α 0.5), on 8 GPUs:
 
     accelerate launch --config_file recipes/accelerate_configs/zero2.yaml examples/train_rm.py \
-        --config recipes/cosyvoice2-0.5b/rm_robust.yaml --model_name_or_path <pretrained RM> --dataset_name <data>
+        --config recipes/cosyvoice2-0.5b/rm_robust.yaml --model_name_or_path $PRETRAINED_RM_DIR \\
+        --dataset_name $TOKEN_DATASET
 
 Ablation rows (Table 2): `--label_smoothing 0 --use_eam false --adv_alpha 0` (base), `--use_eam false --adv_alpha 0`
 (+LS), `--adv_alpha 0` (+EAM), defaults (+Adv = RRPO). `--config recipes/toy/rm_base.yaml` is the toy base row.
 
 Without `--config` and `--dataset_name` the script runs the CPU toy, `recipes/toy/rm_robust.yaml` (small model,
-lr 1e-3, a few epochs; flags override it). With a recipe or a dataset, keys the recipe and flags do not set keep
+lr 1e-3, a few epochs; flags override it), or with `--tasks` naming an ASR or quality head
+`recipes/toy/rm_multitask.yaml`. With a recipe or a dataset, keys the recipe and flags do not set keep
 `RobustRewardConfig`'s defaults. `--resume_from_checkpoint true` resumes from the latest checkpoint in `output_dir`.
 
 Multi-task reward model (DiffRO: one token encoder with an emotion, an ASR and a quality head, docs/multitask_rm.md):
 
-    accelerate launch examples/train_rm.py --tasks emotion,asr,quality
+    accelerate launch examples/train_rm.py --tasks emotion,asr,quality   # toy recipe: recipes/toy/rm_multitask.yaml
 
 trains `RobustSERForMultiTaskReward` with `MultiTaskRewardTrainer` on the testbed quality corpus (natural and
 degraded speech, `make_quality_corpus`) or on `--dataset_name` (columns `speech_tokens`, `text`, `emotion`,
@@ -31,11 +33,11 @@ a RobustSER emotion model, whose encoder and emotion head then start the multi-t
 
 from __future__ import annotations
 
-import os
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import Dataset, DatasetDict
 from transformers import set_seed
 from trl import ScriptArguments
 
@@ -47,12 +49,20 @@ from rrpo_hf import (
     build_robust_ser_config,
 )
 from rrpo_hf.data.labels import CANONICAL_EMOTIONS, UnknownEmotionError, normalize_emotion
-from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
+from rrpo_hf.script_utils import (
+    ScriptParser,
+    load_dataset_source,
+    require_saved_model,
+    resolve_resume_from_checkpoint,
+    run_script,
+)
 
 
 # The argument-free run (no --config, no --dataset_name) is this recipe; every other run starts from the library's
 # defaults (RobustRewardConfig: the paper's regularization).
 TOY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "toy" / "rm_robust.yaml"
+#: ... and with --tasks naming an ASR or quality head, this one.
+MULTITASK_TOY_RECIPE = TOY_RECIPE.with_name("rm_multitask.yaml")
 
 
 @dataclass
@@ -62,15 +72,17 @@ class RewardScriptArguments(ScriptArguments):
     dataset_name: str | None = field(
         default=None,
         metadata={
-            "help": "Hub dataset name or a `save_to_disk` folder (Dataset or DatasetDict) with `speech_tokens` and "
-            "the emotion column. Empty: the built-in testbed corpus."
+            "help": "Dataset with `speech_tokens` and the emotion column: a `save_to_disk` folder (Dataset or "
+            "DatasetDict), a folder of data files (train.jsonl, test.jsonl, ...), one data file (.jsonl, .json, "
+            ".csv, .parquet; the train split) or a Hub id (with --dataset_config). Empty: the built-in testbed corpus."
         },
     )
     extra_eval_datasets: list[str] = field(
         default_factory=list,
         metadata={
-            "help": "More evaluation sets for the cross-corpus table: Hub names or `save_to_disk` folders, each "
-            "evaluated on its `dataset_test_split` (or as a whole if it is a single Dataset)."
+            "help": "More evaluation sets for the cross-corpus table: Hub names, `save_to_disk` folders, folders of "
+            "data files or data files, each evaluated on its `dataset_test_split` (or as a whole if it is a single "
+            "Dataset)."
         },
     )
     testbed_train_language: str = field(default="alpha", metadata={"help": "Testbed language of the training split."})
@@ -128,9 +140,7 @@ def _split_names(dataset) -> list[str]:
 
 
 def _load(name_or_path: str, config_name: str | None = None):
-    if os.path.isdir(name_or_path):
-        return load_from_disk(name_or_path)
-    return load_dataset(name_or_path, config_name)
+    return load_dataset_source(name_or_path, config_name)
 
 
 def _pick_split(dataset, split: str, source: str) -> Dataset:
@@ -298,7 +308,16 @@ def main_multitask(
     return _train_evaluate_save(trainer, script_args, training_args, eval_datasets, resume_from_checkpoint)
 
 
+def check_model_path(model_args: RewardModelArguments) -> None:
+    """A missing local `--model_name_or_path` fails now, naming it, before the datasets or any Hub call."""
+    if model_args.model_name_or_path is not None:
+        model_args.model_name_or_path = require_saved_model(
+            model_args.model_name_or_path, "reward model", "accelerate launch examples/train_rm.py"
+        )
+
+
 def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, model_args: RewardModelArguments):
+    check_model_path(model_args)
     if is_multitask_run(training_args):
         return main_multitask(script_args, training_args, model_args)
     set_seed(training_args.seed)
@@ -322,6 +341,49 @@ def main(script_args: RewardScriptArguments, training_args: RobustRewardConfig, 
     return _train_evaluate_save(trainer, script_args, training_args, eval_datasets, resume_from_checkpoint)
 
 
+#: A multi-task RM's ASR head counts as learned below this CER (the untrained CTC head's all-blank output: 1.0).
+USABLE_MAX_ASR_CER = 0.5
+
+
+def majority_share(dataset: Dataset, column: str) -> float:
+    """The share of the most common value of `column`: the accuracy of always guessing it."""
+    from collections import Counter
+
+    counts = Counter(dataset[column])
+    return max(counts.values()) / max(sum(counts.values()), 1)
+
+
+def usability_line(trainer, eval_datasets: dict[str, Dataset], training_args) -> str:
+    """One line: whether the saved reward model learned what the next stage needs, judged on its first eval set."""
+    if not eval_datasets:
+        return "usable? not checked: no evaluation set (add a test split or --extra_eval_datasets)."
+    name, dataset = next(iter(eval_datasets.items()))
+    problems, figures = [], []
+    emotion = trainer.eval_results.get(name)
+    if emotion is not None and training_args.label_column in dataset.column_names:
+        floor = majority_share(dataset, training_args.label_column)
+        figures.append(f"emotion WA {100 * emotion['wa']:.1f}% (majority class {100 * floor:.1f}%)")
+        if emotion["wa"] <= floor + 0.05:
+            problems.append("the emotion head is at the majority-class level")
+    tasks = getattr(trainer, "task_eval_results", {}).get(name, {})
+    if "asr_cer" in tasks:
+        figures.append(f"ASR CER {100 * tasks['asr_cer']:.1f}%")
+        if tasks["asr_cer"] > USABLE_MAX_ASR_CER:
+            problems.append(
+                f"the ASR head's CER is above {100 * USABLE_MAX_ASR_CER:.0f}% (CTC starts on an all-blank plateau: "
+                "train longer or at a larger lr, as recipes/toy/rm_multitask.yaml does)"
+            )
+    if "quality_accuracy" in tasks and training_args.quality_column in dataset.column_names:
+        floor = majority_share(dataset, training_args.quality_column)
+        figures.append(f"quality accuracy {100 * tasks['quality_accuracy']:.1f}% (majority class {100 * floor:.1f}%)")
+        if tasks["quality_accuracy"] <= floor + 0.05:
+            problems.append("the quality head is at the majority-class level")
+    where = f"on {name}: {', '.join(figures)}"
+    if problems:
+        return f"NOT usable as a reward ({where}): {'; '.join(problems)}."
+    return f"usable: every head learned ({where})."
+
+
 def _train_evaluate_save(trainer, script_args, training_args, eval_datasets, resume_from_checkpoint):
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
@@ -342,17 +404,31 @@ def _train_evaluate_save(trainer, script_args, training_args, eval_datasets, res
         print(f"\nReward model saved to {training_args.output_dir}")
         if trainer.eval_results or getattr(trainer, "task_eval_results", None):
             print(trainer.eval_table())
+        print(usability_line(trainer, eval_datasets, training_args))
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer
 
 
+def toy_recipe_for(args: list[str]) -> Path:
+    """The argument-free run's recipe: the robust emotion RM, or with `--tasks` naming another head the multi-task
+    RM's (whose CTC head needs its longer schedule to leave the all-blank plateau)."""
+    tasks = []
+    for i, arg in enumerate(args):
+        if arg == "--tasks":
+            values = itertools.takewhile(lambda value: not value.startswith("--"), args[i + 1 :])
+            tasks = [task for value in values for task in value.split(",")]
+        elif arg.startswith("--tasks="):
+            tasks = arg.split("=", 1)[1].split(",")
+    return MULTITASK_TOY_RECIPE if any(task.strip() not in ("", "emotion") for task in tasks) else TOY_RECIPE
+
+
 def make_parser() -> ScriptParser:
     # MultiTaskRewardConfig is RobustRewardConfig plus the --tasks options; without --tasks nothing else changes.
-    return ScriptParser((RewardScriptArguments, MultiTaskRewardConfig, RewardModelArguments), toy_config=TOY_RECIPE)
+    return ScriptParser(
+        (RewardScriptArguments, MultiTaskRewardConfig, RewardModelArguments), toy_config=toy_recipe_for
+    )
 
 
 if __name__ == "__main__":
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
-    main(script_args, training_args, model_args)
-    end_distributed_run()
+    run_script(make_parser().parse_args_and_config, main)

@@ -189,7 +189,8 @@ def test_outputs_are_not_overwritten_and_unknown_emotions_are_named(workspace, t
     assert (out / "notes.txt").read_text() == "mine"
 
     (tmp_path / "not_a_model").mkdir()
-    with pytest.raises(SystemExit, match="does not load with AutoModelForAudioClassification.*train_rm.py"):
+    # An empty folder is refused before anything loads (script_utils.require_saved_model), naming the fix.
+    with pytest.raises(ValueError, match="holds no reward model.*train_rm.py"):
         run(script, ["--reward_model", str(tmp_path / "not_a_model"), *base, "--output_dir", str(tmp_path / "y")])
     with pytest.raises(SystemExit, match=r"no split 'dev' \(its splits: \['test', 'train'\]\)"):
         run(script, ["--reward_model", str(workspace["rm_a"]), *base, "--dataset_split", "dev"])

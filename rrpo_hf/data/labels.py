@@ -134,6 +134,29 @@ class UnknownEmotionError(ValueError):
     """Raised when a corpus label has no canonical emotion."""
 
 
+#: How a user fixes labels no model or alias knows: the same advice from every script and trainer.
+UNKNOWN_EMOTION_FIX = (
+    "Rename them to known emotions in the dataset (`dataset.map`, or `examples/prepare_data.py --emotion_aliases "
+    '\'{"label": "happy"}\'` when preparing audio), or drop those rows (`dataset.filter`).'
+)
+
+
+def rows_with_labels(dataset, column: str, labels, limit: int = 5) -> str:
+    """Where `labels` occur in `column` of `dataset` (class ids of a ClassLabel or names): "rows 3, 17 (+4 more)"."""
+    feature = dataset.features.get(column) if hasattr(dataset, "features") else None
+    wanted = {str(label) for label in labels}
+    if hasattr(feature, "names"):
+        wanted_ids = {i for i, name in enumerate(feature.names) if name in wanted}
+        hits = [i for i, value in enumerate(dataset[column]) if value in wanted_ids]
+    else:
+        hits = [i for i, value in enumerate(dataset[column]) if str(value) in wanted]
+    if not hits:
+        return "no row"
+    shown = ", ".join(str(i) for i in hits[:limit])
+    more = f" (+{len(hits) - limit} more)" if len(hits) > limit else ""
+    return f"row{'s' if len(hits) > 1 else ''} {shown}{more}"
+
+
 def normalize_emotion(label: str, extra_aliases: Mapping[str, str] | None = None) -> str:
     """Return the canonical emotion name of a corpus label (case- and whitespace-insensitive)."""
     if not isinstance(label, str):
@@ -147,8 +170,8 @@ def normalize_emotion(label: str, extra_aliases: Mapping[str, str] | None = None
         return EMOTION_ALIASES[key]
     raise UnknownEmotionError(
         f"Unknown emotion label {label!r}. Known labels: {sorted(set(EMOTION_ALIASES.values()))}. "
-        "Map it to a canonical name with `extra_aliases={'" + label + "': 'happy'}` (or extend "
-        "rrpo_hf.data.labels.EMOTION_ALIASES)."
+        + UNKNOWN_EMOTION_FIX
+        + (" In Python: `extra_aliases=`." if extra_aliases is None else "")
     )
 
 

@@ -12,7 +12,7 @@ import torch
 from .labels import CANONICAL_EMOTIONS, UnknownEmotionError
 from .padding import right_pad
 from .prompts import COSYVOICE2_END_OF_PROMPT, build_instruct_text, build_plain_text, join_zero_shot_text
-from .validation import check_token_range, describe_row
+from .validation import ROW_INDEX_COLUMN, check_token_range, describe_row
 
 
 #: Cross-entropy ignore index of `CosyVoice2LM` labels (upstream uses -1; transformers' convention is -100).
@@ -159,6 +159,20 @@ class DataCollatorForCosyVoice2:
             )
         # Seeded from the global RNG when no seed is given, so `transformers.set_seed` makes runs repeatable.
         self._bistream_rng = random.Random(self.seed if self.seed is not None else random.getrandbits(64))
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The dataset columns this collator reads: a trainer must keep them (they are no arguments of the model's
+        `forward`, so `Trainer(remove_unused_columns=True)` would drop them)."""
+        return [
+            self.text_column,
+            self.speech_column,
+            self.instruction_column,
+            self.emotion_column,
+            self.prompt_text_column,
+            self.prompt_speech_column,
+            ROW_INDEX_COLUMN,
+        ]
 
     def _emotion_name(self, value, row_index: int | str) -> str:
         # `row_index`: the row's position in the batch, or already a description such as "Dataset row 12".

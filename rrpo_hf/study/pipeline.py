@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import datasets
 import torch
-from tqdm.auto import tqdm
 
 from ..testbed import EmotionWorld
+from ..utils.processes import run_in_processes
 from ..utils.saving import atomic_write_text
 from .config import POLICY_METHODS, RewardHackingStudyConfig
 from .presets import preset_names
@@ -38,22 +36,35 @@ def _seed_in_worker(cfg: RewardHackingStudyConfig, seed: int, workdir: str, mult
     return run_seed(cfg, seed, f"{workdir}/seed{seed}", print_flushed, multitask_rm=multitask_rm)
 
 
-def _run_seeds_in_processes(cfg: RewardHackingStudyConfig, workers: int, workdir: str, multitask_rm) -> list[dict]:
+def seed_result_path(output_dir: str | os.PathLike, seed: int) -> Path:
+    """Where a finished seed's results are written as soon as it finishes (`<output_dir>/seeds/seed<N>.json`)."""
+    return Path(output_dir) / "seeds" / f"seed{seed}.json"
+
+
+def _save_seed(output_dir: Path, seed: int, result: dict) -> None:
+    atomic_write_text(seed_result_path(output_dir, seed), json.dumps(result, indent=2, default=float))
+
+
+def _run_seeds_in_processes(
+    cfg: RewardHackingStudyConfig, workers: int, workdir: str, multitask_rm, on_result: Callable[[int, dict], None]
+) -> list[dict]:
     """Every seed in a pool of `workers` fresh ("spawn") processes with `threads_per_seed` threads each; the results
-    in the order of `cfg.seeds`. A seed seeds everything it draws, so its result is the one a sequential run gives."""
-    results: dict[int, dict] = {}
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(_seed_in_worker, cfg, seed, workdir, multitask_rm): seed for seed in cfg.seeds}
-        for future in tqdm(
-            as_completed(futures), total=len(futures), desc=f"reward-hacking study ({workers} workers)"
-        ):
-            results[futures[future]] = future.result()
+    in the order of `cfg.seeds`. A seed seeds everything it draws, so its result is the one a sequential run gives.
+    Ctrl-C or SIGTERM stops every worker within seconds (`run_in_processes`); finished seeds are on disk already."""
+    results = run_in_processes(
+        _seed_in_worker,
+        [(seed, (cfg, seed, workdir, multitask_rm)) for seed in cfg.seeds],
+        workers,
+        on_result=on_result,
+    )
     return [results[seed] for seed in cfg.seeds]
 
 
 def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every seed, aggregate, write ``results.json``, ``report.md`` and the curve PNGs to ``cfg.output_dir``.
+
+    Each seed's results are written to ``seeds/seed<N>.json`` as it finishes, so Ctrl-C or SIGTERM (which stop every
+    worker process within seconds) keep the finished seeds. Every training stage logs its progress (steps, epochs).
 
     ``results.json`` holds the study config and, under ``"world"``, every parameter of the testbed world the seeds
     were drawn in (the resolved `TestbedConfig`, languages included), so that a run can be reproduced or another
@@ -88,11 +99,21 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
                     cfg, EmotionWorld(cfg.testbed_config()), f"{workdir}/multitask_rm"
                 )
             workers = _worker_count(cfg)
+            done: list[int] = []
+
+            def on_result(seed: int, result: dict) -> None:
+                # Each seed is saved when it finishes: an interrupted study keeps what it has computed.
+                _save_seed(output_dir, seed, result)
+                done.append(seed)
+                log(f"seed {seed} done ({len(done)}/{len(cfg.seeds)}): {seed_result_path(output_dir, seed)}")
+
+            log(f"{len(cfg.seeds)} seed(s), {workers} at a time; each stage reports its steps as it trains")
             if workers == 1:
-                for seed in tqdm(cfg.seeds, desc="reward-hacking study (seeds)"):
+                for seed in cfg.seeds:
                     per_seed.append(run_seed(cfg, seed, f"{workdir}/seed{seed}", log, multitask_rm=multitask_rm))
+                    on_result(seed, per_seed[-1])
             else:
-                per_seed = _run_seeds_in_processes(cfg, workers, workdir, multitask_rm)
+                per_seed = _run_seeds_in_processes(cfg, workers, workdir, multitask_rm, on_result)
     finally:
         torch.set_num_threads(threads_before)
         if progress_bars_were_enabled:
@@ -119,4 +140,4 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
     return {**results, "report": report, "plots": plots}
 
 
-__all__ = ["run_study"]
+__all__ = ["run_study", "seed_result_path"]

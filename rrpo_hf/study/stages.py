@@ -52,6 +52,7 @@ from .config import (
     RewardHackingStudyConfig,
     audit_target,
 )
+from .progress import StageProgress
 
 
 #: Offset of the fine-tuning set's corpus seed from the study seed: its texts are not those of the RM corpus.
@@ -84,8 +85,10 @@ def print_flushed(message: str) -> None:
 
 
 def _silenced(trainer):
-    """Drop the per-log console printer: the study logs its stages and collects every metric from the log history."""
+    """Drop the per-log console printer (the study collects every metric from the log history); keep one progress
+    line per quarter of the stage."""
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(StageProgress(trainer.args.output_dir))
     return trainer
 
 

@@ -13,7 +13,8 @@ import torch
 import transformers
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..utils.saving import atomic_write_text
+from ..utils.saving import atomic_write, atomic_write_text
+from .model_cards import MODEL_CARD_FALLBACK_NAME, MODEL_CARD_MARKER, is_replaceable_card
 
 
 logger = logging.getLogger(__name__)
@@ -91,10 +92,21 @@ class _BaseTrainer:
     # ------------------------------------------------------------------ saving and model card
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        # Every save (final model and checkpoints) gets a card describing what it holds.
+        # Every save (final model and checkpoints) gets a card describing what it holds. A README.md that rrpo-hf
+        # did not write is the user's: PEFT's adapter save would rewrite it, so it is put back as it was.
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        readme = os.path.join(folder, "README.md")
+        users_readme = None
+        if self.args.should_save and not is_replaceable_card(readme):
+            with open(readme, "rb") as handle:
+                users_readme = handle.read()
         super()._save(output_dir, state_dict=state_dict)
         if self.args.should_save:
-            self._write_model_card(output_dir if output_dir is not None else self.args.output_dir)
+            if users_readme is not None:
+                with open(readme, "rb") as handle:
+                    if handle.read() != users_readme:
+                        atomic_write(readme, lambda temporary: Path(temporary).write_bytes(users_readme))
+            self._write_model_card(folder, keep_readme=users_readme is not None)
 
     def create_model_card(
         self,
@@ -123,7 +135,11 @@ class _BaseTrainer:
         """`huggingface_hub.EvalResult`s for the card's metadata (None: none)."""
         return None
 
-    def _write_model_card(self, output_dir, model_name=None, dataset_name=None, tags=None) -> None:
+    def _write_model_card(
+        self, output_dir, model_name=None, dataset_name=None, tags=None, keep_readme: bool | None = None
+    ) -> None:
+        """Render the card into `output_dir`: `README.md`, or `MODEL_CARD.md` when `keep_readme` (default: when the
+        README there is not one rrpo-hf wrote)."""
         from .. import __version__ as rrpo_version
 
         if model_name is None:
@@ -153,8 +169,20 @@ class _BaseTrainer:
             **self._model_card_fields(),
         )
         os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, "README.md")
+        if keep_readme is None:
+            keep_readme = not is_replaceable_card(path)
+        if keep_readme:
+            # A README the user wrote (or another tool did) stays; the card is written next to it instead.
+            path = os.path.join(output_dir, MODEL_CARD_FALLBACK_NAME)
+            if not getattr(self, "_warned_kept_readme", False):
+                logger.warning(
+                    f"{output_dir}/README.md was not written by rrpo-hf: kept as it is; the model card goes to "
+                    f"{MODEL_CARD_FALLBACK_NAME} (push_to_hub uploads your README)."
+                )
+                self._warned_kept_readme = True
         # Atomic: a crash mid-write never leaves a truncated card next to a good checkpoint.
-        atomic_write_text(os.path.join(output_dir, "README.md"), str(card))
+        atomic_write_text(path, f"{card}\n{MODEL_CARD_MARKER}\n")
 
 
 __all__ = ["_BaseTrainer"]

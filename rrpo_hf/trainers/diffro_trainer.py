@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, Trainer, TrainerCallback
 
 from ..data.diffro_collator import DataCollatorForDiffRO, pad_speech_tokens
-from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
+from ..data.labels import UNKNOWN_EMOTION_FIX, UnknownEmotionError, emotion_key, emotion_label_ids, rows_with_labels
 from ..data.validation import check_token_range_in_column
 from ..evaluation.scorers import EmotionClassifierScorer
 from ..models.cosyvoice2 import CosyVoice2LM
@@ -408,9 +408,9 @@ class DiffROTrainer(_BaseTrainer, MergedSaveMixin, Trainer):
         unknown = [name for name in names if emotion_key(name) not in self.emotion_to_label_id]
         if unknown:
             raise UnknownEmotionError(
-                f"The {split} dataset's target emotion(s) {unknown} are not labels of the reward model "
-                f"({sorted(self.emotion_to_label_id)}): the reward cannot score them. Filter those rows out or use a "
-                "reward model trained with these emotions."
+                f"The {split} dataset's target emotion(s) {unknown} "
+                f"({rows_with_labels(dataset, args.emotion_column, unknown)}) are not labels of the reward model "
+                f"({sorted(self.emotion_to_label_id)}): the reward cannot score them. {UNKNOWN_EMOTION_FIX}"
             )
         for func, func_name in zip(self.reward_funcs, self.reward_func_names):
             if isinstance(func, (EmotionReward, EmotionRMEnsemble)) and func is not self.emotion_reward:

@@ -1,8 +1,36 @@
-"""Model-card templates of the rrpo-hf trainers, rendered by `_BaseTrainer` (Jinja, `ModelCard.from_template`).
+"""Model-card templates of the rrpo-hf trainers, rendered by `_BaseTrainer` (Jinja, `ModelCard.from_template`), and
+the rule of what a save may replace.
 
 Each names the paper, the settings that distinguish a run (the ablation row of the reward model, DiffRO vs. RRPO
-for the policy), the latest evaluation and how to load what the folder holds.
+for the policy), the latest evaluation and how to load what the folder holds. A card ends with `MODEL_CARD_MARKER`;
+a save replaces `README.md` only when it is missing or a card of rrpo-hf (`is_replaceable_card`), and otherwise
+writes the card to `MODEL_CARD_FALLBACK_NAME` next to the user's README.
 """
+
+import os
+
+
+#: Last line of every card rrpo-hf writes: what marks a README.md as one a later save may replace.
+MODEL_CARD_MARKER = (
+    "<!-- Model card written by rrpo-hf: every save replaces it. A README.md without this line is kept. -->"
+)
+
+#: Where the card goes when output_dir holds a README.md that rrpo-hf did not write.
+MODEL_CARD_FALLBACK_NAME = "MODEL_CARD.md"
+
+
+def is_replaceable_card(path: str | os.PathLike) -> bool:
+    """Whether a save may write its card to `path`: nothing is there, or a card rrpo-hf wrote (with the marker, or
+    an older one: the trainer tag and rrpo-hf's framework-versions line)."""
+    if not os.path.exists(path):
+        return True
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return MODEL_CARD_MARKER in text or ("generated_from_trainer" in text and "\n- rrpo-hf: " in text)
+
 
 REWARD_MODEL_CARD_TEMPLATE = """---
 {{ card_data }}
@@ -101,4 +129,10 @@ policy = CosyVoice2LM.from_pretrained("{{ model_id }}")
 """
 
 
-__all__ = ["DIFFRO_MODEL_CARD_TEMPLATE", "REWARD_MODEL_CARD_TEMPLATE"]
+__all__ = [
+    "DIFFRO_MODEL_CARD_TEMPLATE",
+    "MODEL_CARD_FALLBACK_NAME",
+    "MODEL_CARD_MARKER",
+    "REWARD_MODEL_CARD_TEMPLATE",
+    "is_replaceable_card",
+]

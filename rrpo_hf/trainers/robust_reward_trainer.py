@@ -26,7 +26,7 @@ from transformers import AutoModelForAudioClassification, PreTrainedModel, Train
 from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
 
 from ..data.collators import DataCollatorForEnergyAdaptiveMixup, DataCollatorForSpeechEmotion
-from ..data.labels import UnknownEmotionError, emotion_key, emotion_label_ids
+from ..data.labels import UNKNOWN_EMOTION_FIX, UnknownEmotionError, emotion_key, emotion_label_ids, rows_with_labels
 from ..data.validation import check_token_range_in_column
 from ..evaluation.metrics import compute_emotion_metrics, format_emotion_eval_table
 from ..models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
@@ -243,8 +243,8 @@ class RobustRewardTrainer(_BaseTrainer, Trainer):
             if unknown:
                 raise UnknownEmotionError(
                     f"The {split} dataset's `{label_column}` has emotion(s) {unknown} that the model cannot predict "
-                    f"(model labels: {model_names}). Map them to one of these (rrpo_hf.data.labels aliases are "
-                    "applied automatically), filter those rows out, or build the model with matching `id2label`."
+                    f"({rows_with_labels(dataset, label_column, unknown)}; model labels: {model_names}; "
+                    f"rrpo_hf.data.labels aliases are applied automatically). {UNKNOWN_EMOTION_FIX}"
                 )
             if isinstance(feature, ClassLabel):
                 old_to_new = [mapping[name] for name in feature.names]
