@@ -10,6 +10,7 @@ from rrpo_hf.data.labels import UnknownEmotionError, emotion_label_maps
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 from rrpo_hf.ops import fgm_perturbation, mixup_emotion_loss, sample_gumbel_noise
+from rrpo_hf.script_utils import ScriptUsageError
 from rrpo_hf.testbed import Oracle, OracleScorer, TestbedConfig, build_testbed_tokenizer, make_emotion_corpus
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 
@@ -514,7 +515,10 @@ def _run_example(argv):
 
 
 def test_example_tells_which_stage_to_run_first(tmp_path):
-    with pytest.raises(SystemExit, match=r"Run `accelerate launch examples/sft.py` first"):
+    # The script's resolver names the missing folder and the stage that writes it (run_script prints it as one line).
+    with pytest.raises(
+        ScriptUsageError, match=r"No SFT policy at .*missing_policy.*Run `accelerate launch examples/sft.py` first"
+    ):
         _run_example(["--model_name_or_path", str(tmp_path / "missing_policy"), "--output_dir", str(tmp_path / "o")])
 
 

@@ -41,9 +41,23 @@ def test_every_launched_script_ends_the_run(script):
     ]
     assert main_blocks, f"{script.name} has no `if __name__ == '__main__':` block"
     last = main_blocks[-1].body[-1]
-    assert isinstance(last, ast.Expr) and ast.unparse(last.value) == "end_distributed_run()", (
-        f"{script.name} must call end_distributed_run() last"
-    )
+    # Either directly, or through `run_script`, which ends the run after `main` returns (checked below).
+    assert isinstance(last, ast.Expr) and (
+        ast.unparse(last.value) == "end_distributed_run()" or ast.unparse(last.value).startswith("run_script(")
+    ), f"{script.name} must call end_distributed_run() last"
+
+
+def test_run_script_ends_the_distributed_run_after_main():
+    from rrpo_hf import script_utils
+
+    calls = []
+    original = script_utils.end_distributed_run
+    script_utils.end_distributed_run = lambda: calls.append("end")
+    try:
+        script_utils.run_script(lambda: ("x",), lambda value: calls.append(value))
+    finally:
+        script_utils.end_distributed_run = original
+    assert calls == ["x", "end"]
 
 
 @pytest.mark.slow
