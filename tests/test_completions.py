@@ -146,3 +146,32 @@ def test_completion_log_keeps_the_newest_rows_and_only_on_the_main_process(tmp_p
     assert len(other) == 0 and other.flush(step=1) is None and not os.path.exists(tmp_path / "other")
     with pytest.raises(ValueError, match="num_completions_to_print"):
         CompletionLog(tmp_path, num_completions_to_print=0)
+
+
+def test_the_table_goes_to_a_running_wandb_with_trls_name_and_the_rows(tmp_path, monkeypatch):
+    """The wandb path without wandb installed: a stand-in module with a running `run` records what is logged."""
+    import sys
+    import types
+
+    logged = []
+    fake = types.ModuleType("wandb")
+    fake.run = object()
+    fake.Table = lambda dataframe: ("table", dataframe)
+    fake.Audio = lambda waveform, sample_rate: ("audio", len(waveform), sample_rate)
+    fake.log = logged.append
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    rows = [
+        {"prompt": "a b", "target_emotion": "angry", "completion": "1 2", "completion_length": 2, "reward": -0.5},
+        {"prompt": "c", "target_emotion": "sad", "completion": "3", "completion_length": 1, "reward": -1.5},
+    ]
+    log = CompletionLog(tmp_path, report_to=["wandb"], token2wav=lambda tokens: (np.zeros(160), 16000))
+    log.write([{**row, "speech_tokens": [1, 2]} for row in rows], step=3, prefix="eval")
+    assert len(logged) == 1 and list(logged[0]) == ["eval_completions"]
+    kind, frame = logged[0]["eval_completions"]
+    assert kind == "table" and "speech_tokens" not in frame.columns
+    assert list(frame["reward"]) == [-0.5, -1.5] and list(frame["step"]) == [3, 3]
+    assert list(frame["audio"]) == [("audio", 160, 16000)] * 2
+    # No run started (wandb.init not called): nothing is logged, the parquet file is still written.
+    fake.run = None
+    path = CompletionLog(tmp_path / "b", report_to=["wandb"]).write(rows, step=4)
+    assert len(logged) == 1 and os.path.exists(path)

@@ -109,6 +109,21 @@ def test_diffro_deepspeed_zero3_offline_and_online(zero3_summary):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("config", ["cpu_zero2.yaml", "cpu_zero3.yaml"])
+def test_diffro_cosyvoice3_under_deepspeed(config, tmp_path):
+    """A toy CosyVoice3 policy (v3 reward model) trains offline and online under ZeRO-2 and ZeRO-3, as the
+    recipes/cosyvoice3-0.5b/ recipes run it; ZeRO-3 also resumes exactly."""
+    extra = ["--check_resume"] if config == "cpu_zero3.yaml" else []
+    summary = launch(config, tmp_path, "--rollouts", "offline,online", "--cosyvoice_version", "3", *extra)
+    assert summary["policy_class"] == "CosyVoice3LM"
+    check_cases(summary, "DistributedType.DEEPSPEED")
+    if extra:
+        resume = summary["resume"]
+        assert resume["losses_after_resume"] == pytest.approx(resume["uninterrupted_losses"], rel=1e-5, abs=1e-6)
+        assert resume["max_param_diff"] <= 1e-6
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ddp", "zero3"])
 def test_diffro_resume_matches_uninterrupted_run(backend, request):
     """Resuming the step-2 checkpoint to step 4 reproduces the uninterrupted 4-step run exactly.

@@ -23,10 +23,12 @@ from pathlib import Path
 
 import torch
 
+from rrpo_hf.data.prompts import instruction_words
 from rrpo_hf.models.cosyvoice2 import CosyVoice2LM, CosyVoice2LMConfig
+from rrpo_hf.models.cosyvoice3 import CosyVoice3LM, build_tiny_cosyvoice3_tokenizer, tiny_cosyvoice3_config
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
 from rrpo_hf.script_utils import end_distributed_run
-from rrpo_hf.testbed import build_testbed_tokenizer, make_emotion_corpus
+from rrpo_hf.testbed import TestbedConfig, build_testbed_tokenizer, make_emotion_corpus
 from rrpo_hf.trainers import DiffROConfig, DiffROTrainer
 
 
@@ -41,12 +43,40 @@ def parse_args():
     parser.add_argument("--beta", type=float, default=0.1, help="> 0 also exercises the frozen reference policy.")
     parser.add_argument("--check_resume", action="store_true", help="Also check resuming from a checkpoint.")
     parser.add_argument("--expected_processes", type=int, default=2)
+    parser.add_argument(
+        "--cosyvoice_version", type=int, default=2, choices=[2, 3], help="3: a toy CosyVoice3 policy and a v3 RM."
+    )
     return parser.parse_args()
 
 
-def build_models(tokenizer, seed: int = 0):
+def build_models(tokenizer, seed: int = 0, cosyvoice_version: int = 2):
     """Identical toy policy and reward model on every rank (same seed), as `from_pretrained` would give."""
     torch.manual_seed(seed)
+    if cosyvoice_version == 3:
+        policy = CosyVoice3LM(
+            tiny_cosyvoice3_config(
+                tokenizer,
+                CODEBOOK_SIZE,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=512,
+            )  # fmt: skip
+        )
+        reward_model = RobustSERForAudioClassification(
+            RobustSERConfig(
+                vocab_size=CODEBOOK_SIZE,
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                max_position_embeddings=512,
+                speech_tokenizer_version="v3",
+            )  # fmt: skip
+        )
+        return policy, reward_model
     policy = CosyVoice2LM(
         CosyVoice2LMConfig(
             llm_config=dict(
@@ -146,7 +176,7 @@ def logged(trainer, key: str) -> list[float]:
 
 
 def train_once(cli, tokenizer, dataset, rollout: str, output_dir: str, **overrides):
-    policy, reward_model = build_models(tokenizer)
+    policy, reward_model = build_models(tokenizer, cosyvoice_version=cli.cosyvoice_version)
     initial_policy = {k: v.detach().clone() for k, v in policy.named_parameters()}
     reward_snapshot = {k: v.detach().clone() for k, v in reward_model.state_dict().items()}
     resume = overrides.pop("resume_from_checkpoint", None)
@@ -228,15 +258,20 @@ def check_resume(cli, tokenizer, dataset, root: Path) -> dict:
 def main():
     cli = parse_args()
     root = Path(cli.output_dir)
-    tokenizer = build_testbed_tokenizer()
+    if cli.cosyvoice_version == 3:
+        phonemes = [phoneme for spec in TestbedConfig().languages for phoneme in spec.phonemes]
+        tokenizer = build_tiny_cosyvoice3_tokenizer(phonemes + instruction_words("en"))
+    else:
+        tokenizer = build_testbed_tokenizer()
     corpus = make_emotion_corpus(num_train=32, num_test=4, codebook_size=CODEBOOK_SIZE, seed=0)
     dataset = corpus["train"]
 
-    summary = {"cases": {}}
+    summary = {"cases": {}, "policy_class": None}
     distributed_type = None
     for rollout in [r for r in cli.rollouts.split(",") if r]:
         trainer, _ = train_once(cli, tokenizer, dataset, rollout, str(root / rollout))
         distributed_type = str(trainer.accelerator.distributed_type)
+        summary["policy_class"] = type(trainer.accelerator.unwrap_model(trainer.model_wrapped)).__name__
         summary["cases"][rollout] = {
             "num_processes": trainer.accelerator.num_processes,
             "global_step": trainer.state.global_step,
