@@ -32,7 +32,7 @@ from rrpo_hf.audit import (
     AuditConfig,
     audit_reward_model,
     format_audit_table,
-    load_reward_model,
+    load_audit_model,
     plot_audit,
     write_audit,
 )
@@ -124,7 +124,7 @@ def main(args: AuditScriptArguments, audit: AuditConfig) -> dict:
     for path in args.reward_model:
         logger.info("Auditing %s", path)
         try:
-            model = load_reward_model(path, device, args.trust_remote_code)
+            model = load_audit_model(path, device, args.trust_remote_code)
         except (OSError, ValueError, TypeError) as error:
             raise SystemExit(
                 f"error: reward model {path} does not load as an emotion reward model: {error}. Pass a folder saved "

@@ -31,6 +31,7 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "RobustSERConfig",
         "RobustSERForAudioClassification",
         "RobustSERForMultiTaskReward",
+        "RobustSERModel",
         "RobustSEROutput",
     ],
     "models.cosyvoice2": [
@@ -76,6 +77,8 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "EmotionReward",
         "QualityReward",
         "RewardFunction",
+        "RewardSet",
+        "build_reward_set",
         "task_rewards",
     ],
     "ops": [
@@ -84,6 +87,7 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "fgm_perturbation",
         "gate_weights",
         "gumbel_softmax_sample",
+        "RobustLossSettings",
         "mixup_emotion_loss",
         "sample_eam_plan",
         "smooth_labels",
@@ -145,9 +149,11 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         RobustSERConfig,
         RobustSERForAudioClassification,
         RobustSERForMultiTaskReward,
+        RobustSERModel,
         RobustSEROutput,
     )
     from .ops import (
+        RobustLossSettings,
         aggregate_rewards,
         apply_energy_adaptive_mixup,
         fgm_perturbation,
@@ -168,6 +174,8 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         EmotionRMEnsemble,
         QualityReward,
         RewardFunction,
+        RewardSet,
+        build_reward_set,
         task_rewards,
     )
     from .testbed import EmotionWorld, Oracle, OracleScorer, TestbedConfig, make_emotion_corpus, make_quality_corpus

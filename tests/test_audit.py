@@ -11,6 +11,7 @@ from datasets import ClassLabel, Dataset, Features, Sequence, Value
 
 from rrpo_hf.audit import AuditConfig, audit_reward_model, greedy_token_edits, rare_token_ids, rm_loss_settings
 from rrpo_hf.models.robust_ser import RobustSERConfig, RobustSERForAudioClassification
+from rrpo_hf.ops import RobustLossSettings
 
 
 VOCAB = 32
@@ -45,11 +46,11 @@ def linear_count_rm(slope: float = SLOPE) -> RobustSERForAudioClassification:
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.zero_()
-        model.encoder.final_layer_norm.weight.fill_(1.0)
+        model.robust_ser.encoder.final_layer_norm.weight.fill_(1.0)
         direction = torch.zeros(8)
         direction[0], direction[1] = 1.0, -1.0
-        model.token_embedding.weight[TOKEN] = direction
-        image = model.encoder.final_layer_norm(direction)
+        model.robust_ser.token_embedding.weight[TOKEN] = direction
+        image = model.robust_ser.encoder.final_layer_norm(direction)
         model.classifier.weight[1] = slope * image / image.dot(image)
         model.classifier.bias[1] = BIAS
     return model
@@ -130,11 +131,12 @@ def test_a_flat_rm_has_no_gain():
 def test_fgm_and_scale_figures_follow_the_saved_settings():
     model = linear_count_rm()
     model.config.adv_epsilon, model.config.adv_alpha, model.config.label_smoothing = 0.25, 0.5, 0.1
-    assert rm_loss_settings(model) == {"label_smoothing": 0.1, "adv_alpha": 0.5, "adv_epsilon": 0.25}
+    assert rm_loss_settings(model) == RobustLossSettings(label_smoothing=0.1, adv_alpha=0.5, adv_epsilon=0.25)
+    assert rm_loss_settings(model) == model.config.robust_loss
     data = token_dataset(utterances(6), ["angry"] * 6)
     row = audit_reward_model(model, data, AuditConfig(**SMALL))
     # h' is the LayerNorm image of TOKEN's embedding at its one frame and 0 elsewhere.
-    image = model.encoder.final_layer_norm(model.token_embedding.weight[TOKEN]).detach()
+    image = model.robust_ser.encoder.final_layer_norm(model.robust_ser.token_embedding.weight[TOKEN]).detach()
     norm = float(image.norm())
     assert row["hidden_norm_utterance"] == pytest.approx(norm, rel=1e-5)
     assert row["hidden_norm_frame"] == pytest.approx(norm / LENGTH, rel=1e-5)
@@ -145,6 +147,22 @@ def test_fgm_and_scale_figures_follow_the_saved_settings():
     expected = -math.log1p(math.exp(-(logit + 0.25 * weight / math.sqrt(LENGTH)))) - log_p_angry(1)
     assert row["fgm_gain"] == pytest.approx(expected, rel=1e-4)
     assert row["fgm_gain@rel0.05"] > 0
+
+
+def test_a_relative_rm_is_audited_at_the_radius_its_rule_gives():
+    """ε_adv = 1 relative: ‖δ‖ is the RMS frame norm of h', here ‖h'‖/√L (one non-zero frame of L)."""
+    model = linear_count_rm()
+    model.config.adv_epsilon, model.config.adv_epsilon_scale = 1.0, "relative"
+    assert rm_loss_settings(model).adv_epsilon_scale == "relative"
+    row = audit_reward_model(model, token_dataset(utterances(6), ["angry"] * 6), AuditConfig(**SMALL))
+    assert row["loss_adv_epsilon_scale"] == "relative"
+    assert row["adv_epsilon_over_hidden_norm"] == pytest.approx(1 / math.sqrt(LENGTH), rel=1e-5)
+    image = model.robust_ser.encoder.final_layer_norm(model.robust_ser.token_embedding.weight[TOKEN]).detach()
+    radius = float(image.norm()) / math.sqrt(LENGTH)
+    weight = float(model.classifier.weight[1].detach().norm())
+    logit = SLOPE / LENGTH + BIAS
+    expected = -math.log1p(math.exp(-(logit + radius * weight / math.sqrt(LENGTH)))) - log_p_angry(1)
+    assert row["fgm_gain"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_rare_ids_and_intensity_response():

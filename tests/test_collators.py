@@ -164,7 +164,7 @@ def test_collated_eam_batch_trains_the_reward_model():
     assert torch.isfinite(output.loss) and (output.mixup_lambda > 0).all()
     assert torch.equal(output.partner_labels, batch["labels"][batch["eam_partner"]])
     output.loss.backward()
-    assert model.token_embedding.weight.grad.abs().sum() > 0
+    assert model.robust_ser.token_embedding.weight.grad.abs().sum() > 0
 
 
 def test_dataloader_workers_draw_different_plans():

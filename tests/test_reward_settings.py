@@ -60,7 +60,9 @@ def hand_reward_loss_on(model, token_probs, mask, labels, settings: RobustLossSe
     grad = grad * mask[..., None]
     radius = torch.full((len(labels),), settings.adv_epsilon)
     if settings.adv_epsilon_scale == "relative":
-        radius = settings.adv_epsilon * (hidden.detach() * mask[..., None]).flatten(1).norm(dim=1)
+        # ε_adv times the RMS over valid frames of each frame's norm of h'
+        frame_norms = (hidden.detach() * mask[..., None]).norm(dim=-1)
+        radius = settings.adv_epsilon * (frame_norms.pow(2).sum(dim=1) / mask.sum(dim=1)).sqrt()
     delta = radius[:, None, None] * grad / grad.flatten(1).norm(dim=1)[:, None, None]
     adv_logits = model.classify(hidden + delta, mask)
     loss_adv = -(smoothed * adv_logits.log_softmax(-1)).sum(-1)
@@ -104,14 +106,23 @@ def test_the_bounds_are_the_same_everywhere(bad, tmp_path):
     DiffROConfig(output_dir=str(tmp_path), **{f"reward_{key}": value for key, value in edge.items()})
 
 
-def test_the_relative_radius_is_epsilon_times_the_norm_of_h_per_utterance():
+def test_the_relative_radius_is_epsilon_times_the_rms_frame_norm_of_h_per_utterance():
     torch.manual_seed(0)
     hidden, grad = torch.randn(3, 6, 4) * torch.tensor([1.0, 5.0, 0.2])[:, None, None], torch.randn(3, 6, 4)
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
     delta = fgm_perturbation(grad, mask, adversarial_radius(hidden, mask, 0.3, "relative"))
-    valid_norm = (hidden * mask[..., None]).flatten(1).norm(dim=1)
-    torch.testing.assert_close(delta.flatten(1).norm(dim=1), 0.3 * valid_norm)
+    rms_frame_norm = torch.stack(
+        [hidden[b, : int(mask[b].sum())].norm(dim=-1).pow(2).mean().sqrt() for b in range(3)]
+    )  # padded frames (here filled with noise) count for nothing
+    torch.testing.assert_close(delta.flatten(1).norm(dim=1), 0.3 * rms_frame_norm)
     assert bool((delta[mask == 0] == 0).all())
+    # A length-independent radius: the same frames repeated twice give the same ‖δ‖ (the per-utterance norm would
+    # grow by √2), and a frame of norm 1 everywhere gives ‖δ‖ = ε_adv.
+    frames = torch.randn(1, 5, 4)
+    once = adversarial_radius(frames, torch.ones(1, 5), 1.0, "relative")
+    torch.testing.assert_close(adversarial_radius(frames.repeat(1, 2, 1), torch.ones(1, 10), 1.0, "relative"), once)
+    unit = torch.nn.functional.normalize(torch.randn(2, 7, 4), dim=-1)
+    torch.testing.assert_close(adversarial_radius(unit, None, 1.0, "relative"), torch.ones(2))
     absolute = fgm_perturbation(grad, mask, adversarial_radius(hidden, mask, 0.3, "absolute"))
     torch.testing.assert_close(absolute.flatten(1).norm(dim=1), torch.full((3,), 0.3))
 
@@ -370,7 +381,7 @@ def test_the_reward_set_is_built_without_a_trainer_and_runs_a_multitask_rms_enco
     probs = F.one_hot(ids, 32).float().requires_grad_(True)
     batch = {"target_emotions": TARGETS, "texts": ["a b", "c", "a a b", "b c"]}
     passes = []
-    handle = model.encoder.register_forward_hook(lambda module, args, output: passes.append(1))
+    handle = model.robust_ser.encoder.register_forward_hook(lambda module, args, output: passes.append(1))
     shared = rewards.compute(probs, mask, batch)
     assert len(passes) == 1  # three rewards, one encoder pass
     separate = [rewards.terms(func, name, probs, mask, batch) for func, name in zip(rewards.funcs, rewards.names)]

@@ -150,7 +150,7 @@ def test_adversarial_term_changes_encoder_gradients(tmp_path):
     loss_adv, grads_adv = grads_of(with_adv, model, batch)
     loss_plain, grads_plain = grads_of(without_adv, model, batch)
     assert loss_adv > loss_plain
-    encoder_names = [name for name in grads_plain if name.startswith("encoder.")]
+    encoder_names = [name for name in grads_plain if name.startswith("robust_ser.encoder.")]
     assert encoder_names
     # δ flows back through h' into the encoder: every encoder gradient is different
     for name in encoder_names:

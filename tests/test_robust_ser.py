@@ -111,7 +111,7 @@ def test_one_hot_probs_give_exactly_the_token_logits_and_gradients_reach_the_pro
 def test_inputs_embeds_path_and_head_reuse(model):
     input_ids, attention_mask = padded_batch()
     output = model(input_ids=input_ids, attention_mask=attention_mask)
-    features = model.embed_tokens(input_ids=input_ids, attention_mask=attention_mask)
+    features = model.robust_ser.embed_tokens(input_ids=input_ids, attention_mask=attention_mask)
     from_embeds = model(inputs_embeds=features, attention_mask=attention_mask)
     assert torch.equal(output.logits, from_embeds.logits)
     # The head alone reproduces the logits from h', so an adversarial step needs no second encoder pass.
@@ -126,7 +126,7 @@ def test_eam_plan_is_applied_to_the_features_and_enters_the_loss(model):
     labels = torch.tensor([1, 2, 4])
     plan = sample_eam_plan(attention_mask.sum(1), (-5.0, 5.0), torch.Generator().manual_seed(3))
     output = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **plan)
-    features = model.embed_tokens(input_ids=input_ids, attention_mask=attention_mask)
+    features = model.robust_ser.embed_tokens(input_ids=input_ids, attention_mask=attention_mask)
     mixed, mixup_lambda = apply_energy_adaptive_mixup(features, attention_mask, **plan)
     assert torch.equal(output.mixup_lambda, mixup_lambda) and (mixup_lambda > 0).all()
     assert torch.equal(output.partner_labels, labels[plan["eam_partner"]])
@@ -147,7 +147,7 @@ def test_training_step_with_gradient_checkpointing_updates_every_trained_paramet
     model(input_ids=input_ids, attention_mask=attention_mask, labels=torch.tensor([0, 1, 2]), **plan).loss.backward()
     without_grad = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert without_grad == []
-    assert model.token_embedding.weight.grad[VOCAB].abs().sum() == 0  # the padding row stays zero
+    assert model.robust_ser.token_embedding.weight.grad[VOCAB].abs().sum() == 0  # the padding row stays zero
 
 
 @pytest.mark.parametrize(

@@ -49,13 +49,17 @@ def hand_built_model(artifact_weight: float = 0.0, pooling: str = "mean", suppre
     )
     model = RobustSERForAudioClassification(config)
     with torch.no_grad():
-        for parameter in (model.encoder.position_embeddings.weight, model.classifier.weight, model.classifier.bias):
+        for parameter in (
+            model.robust_ser.encoder.position_embeddings.weight,
+            model.classifier.weight,
+            model.classifier.bias,
+        ):
             parameter.zero_()
-        for layer in model.encoder.layers:
+        for layer in model.robust_ser.encoder.layers:
             for linear in (layer.attention.out_proj, layer.feed_forward.down_proj):
                 linear.weight.zero_()
                 linear.bias.zero_()
-        embedding = model.token_embedding.weight
+        embedding = model.robust_ser.token_embedding.weight
         embedding.zero_()
         embedding[CUE, 0:2] = torch.tensor([1.0, -1.0])
         embedding[list(FILLERS), 2:4] = torch.tensor([1.0, -1.0])

@@ -19,7 +19,7 @@ from .report import AUDIT_COLUMNS, format_audit_table, plot_audit, write_audit
 from .scoring import (
     check_reward_model,
     hidden_state_norms,
-    load_reward_model,
+    load_audit_model,
     rm_loss_settings,
     score_tokens,
     target_label_id,
@@ -38,7 +38,7 @@ __all__ = [
     "gumbel_token_attack",
     "hidden_state_norms",
     "intensity_response",
-    "load_reward_model",
+    "load_audit_model",
     "plot_audit",
     "rare_token_ids",
     "rm_loss_settings",

@@ -16,44 +16,27 @@ import torch
 
 from ..data.labels import emotion_key, emotion_label_ids
 from ..data.padding import right_pad
+from ..ops.adversarial import adversarial_radius
+from ..ops.robust_loss import RobustLossSettings
+from ..rewards.builder import load_reward_model
+from ..rewards.emotion import reward_loss_settings
 
 
 TokenLists = Sequence[Sequence[int]]
 
 
-def rm_loss_settings(model: torch.nn.Module) -> dict[str, float]:
-    """The robust-loss settings a reward model was trained with, as saved in its config: ``label_smoothing`` (ε of
-    Eq. 2), ``adv_alpha`` (α of Eq. 5) and ``adv_epsilon`` (ε_adv of Eq. 4).
-
-    The audit reads them only through this function, so that it follows wherever the settings are kept. A config
-    without a field gives the plain-DiffRO value (0), except ``adv_epsilon``, whose absence is an error when
-    ``adv_alpha > 0``.
-    """
-    config = model.config
-    settings = {
-        "label_smoothing": float(getattr(config, "label_smoothing", 0.0) or 0.0),
-        "adv_alpha": float(getattr(config, "adv_alpha", 0.0) or 0.0),
-        "adv_epsilon": float(getattr(config, "adv_epsilon", 0.0) or 0.0),
-    }
-    if settings["adv_alpha"] > 0 and settings["adv_epsilon"] <= 0:
-        raise ValueError(
-            f"The reward model's config has adv_alpha={settings['adv_alpha']} but no positive adv_epsilon; save it "
-            "with the ε_adv it was trained with (RobustRewardTrainer writes both)."
-        )
-    return settings
+def rm_loss_settings(model: torch.nn.Module) -> RobustLossSettings:
+    """The robust-loss settings a reward model was trained with (ε of Eq. 2, ε_adv and its radius rule of Eq. 4, α of
+    Eq. 5): its `RobustLossSettings` as saved in its config (`config.robust_loss`), read as the reward built from it
+    reads them (`rewards.emotion.reward_loss_settings`; the paper's values for a config without them). The audit
+    reads them only through this function."""
+    return reward_loss_settings(model)
 
 
-def load_reward_model(path: str, device: str | torch.device = "cpu", trust_remote_code: bool = False):
-    """A reward-model folder (or Hub id) loaded as `DiffROTrainer` loads a path: `AutoModel` for a multi-task folder
-    (its config lists `tasks`), else `AutoModelForAudioClassification`; in eval mode on ``device``."""
-    from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
-
-    import rrpo_hf.models.robust_ser  # noqa: F401  (registers RobustSER with the Auto classes)
-
-    kwargs = {"trust_remote_code": True} if trust_remote_code else {}
-    config = AutoConfig.from_pretrained(path, **kwargs)
-    auto_class = AutoModel if getattr(config, "tasks", None) is not None else AutoModelForAudioClassification
-    model = auto_class.from_pretrained(path, **kwargs)
+def load_audit_model(path: str, device: str | torch.device = "cpu", trust_remote_code: bool = False):
+    """A reward-model folder (or Hub id) loaded as `DiffROTrainer` loads a path (`rewards.load_reward_model`: frozen,
+    `AutoModel` for a multi-task folder), checked to be an emotion classifier the audit can read, on ``device``."""
+    model = load_reward_model(path, {"trust_remote_code": True} if trust_remote_code else None, name=str(path))
     check_reward_model(model, path)
     return model.to(device).eval()
 
@@ -119,11 +102,14 @@ def log_prob_of(logits: torch.Tensor, label: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def score_tokens(model, token_lists: TokenLists, label: int, batch_size: int = 64) -> dict[str, torch.Tensor]:
+def score_tokens(
+    model, token_lists: TokenLists, label: int, batch_size: int = 64, settings: RobustLossSettings | None = None
+) -> dict[str, torch.Tensor]:
     """Per sequence: ``log_prob`` = log P_RM(label | tokens) and the L2 norms of h': ``hidden_norm`` over the whole
-    utterance (every valid frame and dimension, the norm Eq. 4's ε_adv is measured against) and ``frame_norm``, the
-    mean over frames of each frame's norm. CPU tensors."""
-    log_probs, utterance_norms, frame_norms = [], [], []
+    utterance (every valid frame and dimension, the norm Eq. 4's δ is measured in) and ``frame_norm``, the mean over
+    frames of each frame's norm; with ``settings``, also ``adv_radius``, the radius ‖δ‖ of Eq. 4 by their rule
+    (`ops.adversarial.adversarial_radius`). CPU tensors."""
+    log_probs, utterance_norms, frame_norms, radii = [], [], [], []
     for start in range(0, len(token_lists), batch_size):
         ids, mask = pad(model, token_lists[start : start + batch_size])
         outputs = model(input_ids=ids, attention_mask=mask)
@@ -132,28 +118,38 @@ def score_tokens(model, token_lists: TokenLists, label: int, batch_size: int = 6
         per_frame = hidden.pow(2).sum(dim=-1).sqrt()
         utterance_norms.append(per_frame.pow(2).sum(dim=1).sqrt().cpu())
         frame_norms.append((per_frame.sum(dim=1) / mask.sum(dim=1)).cpu())
+        if settings is not None:
+            radius = adversarial_radius(
+                outputs.last_hidden_state, mask, settings.adv_epsilon, settings.adv_epsilon_scale
+            )
+            radii.append(torch.as_tensor(radius, dtype=torch.float32).expand(len(ids)).cpu())
     if not log_probs:
         empty = torch.zeros(0)
-        return {"log_prob": empty, "hidden_norm": empty, "frame_norm": empty}
-    return {
+        return {"log_prob": empty, "hidden_norm": empty, "frame_norm": empty} | (
+            {} if settings is None else {"adv_radius": empty}
+        )
+    scores = {
         "log_prob": torch.cat(log_probs),
         "hidden_norm": torch.cat(utterance_norms),
         "frame_norm": torch.cat(frame_norms),
     }
+    if settings is not None:
+        scores["adv_radius"] = torch.cat(radii)
+    return scores
 
 
 def hidden_state_norms(model, token_lists: TokenLists, batch_size: int = 64) -> dict[str, float]:
-    """Mean L2 norm of h' per utterance and per frame over ``token_lists``, and ε_adv (the model's saved
-    ``adv_epsilon``) relative to the per-utterance norm, averaged over utterances: the scale an absolute ε_adv is
-    read against."""
+    """Mean L2 norm of h' per utterance and per frame over ``token_lists``, the model's saved ``adv_epsilon``, and the
+    radius ‖δ‖ its rule gives (ε_adv itself when absolute, ε_adv times the RMS frame norm when relative) over the
+    per-utterance norm, averaged over utterances: how far Eq. 4 pushes h', relative to its scale."""
+    settings = rm_loss_settings(model)
     with frozen_eval(model):
-        scores = score_tokens(model, token_lists, 0, batch_size)
-    epsilon = rm_loss_settings(model)["adv_epsilon"]
+        scores = score_tokens(model, token_lists, 0, batch_size, settings)
     return {
         "hidden_norm_utterance": float(scores["hidden_norm"].mean()),
         "hidden_norm_frame": float(scores["frame_norm"].mean()),
-        "adv_epsilon": epsilon,
-        "adv_epsilon_over_hidden_norm": float((epsilon / scores["hidden_norm"].clamp_min(1e-12)).mean()),
+        "adv_epsilon": settings.adv_epsilon,
+        "adv_epsilon_over_hidden_norm": float((scores["adv_radius"] / scores["hidden_norm"].clamp_min(1e-12)).mean()),
     }
 
 
@@ -161,7 +157,7 @@ __all__ = [
     "check_reward_model",
     "frozen_eval",
     "hidden_state_norms",
-    "load_reward_model",
+    "load_audit_model",
     "log_prob_of",
     "rm_loss_settings",
     "score_tokens",

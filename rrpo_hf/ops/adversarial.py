@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 
-#: How the radius of δ is set: "absolute" (the paper, ``‖δ‖ = ε_adv``) or "relative" (``‖δ‖ = ε_adv·‖h'‖``).
+#: How the radius of δ is set: "absolute" (the paper, ``‖δ‖ = ε_adv``) or "relative" (``‖δ‖ = ε_adv`` times the RMS
+#: norm of h' over the utterance's valid frames).
 ADV_EPSILON_SCALES = ("absolute", "relative")
 
 
@@ -17,19 +18,25 @@ def adversarial_radius(
 ) -> float | torch.Tensor:
     """The radius ``‖δ_b‖`` of Eq. 4's perturbation for each utterance.
 
-    ``"absolute"`` is the paper's rule, ``ε_adv`` itself. ``"relative"`` is ``ε_adv·‖h'_b‖`` (``(B,)``, detached), with
-    the norm over the utterance's valid frames and all hidden dimensions, as Eq. 4's gradient norm: a radius that
-    means the same relative push whatever the scale of the encoder's output, so an RM cannot become robust to a
-    fixed ε_adv merely by growing ‖h'‖.
+    ``"absolute"`` is the paper's rule, ``ε_adv`` itself. ``"relative"`` is ``ε_adv·‖h'_b‖/√T_b`` (``(B,)``,
+    detached): ε_adv times the RMS over the utterance's ``T_b`` valid frames of each frame's norm, i.e. of one
+    typical frame of h'. The perturbation itself stays one FGM step per utterance (one norm over all its frames, Eq.
+    4). Per frame rather than per utterance because one token edit moves h' by about one frame's norm whatever the
+    length (docs/audit.md), while ``‖h'_b‖`` grows with ``√T_b``: the same ε_adv then covers the same number of token
+    edits at every length, and an RM cannot become robust to a fixed radius merely by growing ‖h'‖.
     """
     if scale == "absolute":
         return epsilon
     if scale != "relative":
         raise ValueError(f"adv_epsilon_scale must be one of {list(ADV_EPSILON_SCALES)}, got {scale!r}.")
     hidden = hidden_states.detach().float()
-    if attention_mask is not None:
-        hidden = hidden * attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return epsilon * hidden.pow(2).sum(dim=(1, 2)).sqrt()
+    if attention_mask is None:
+        frames = torch.full(hidden.shape[:1], hidden.shape[1], dtype=hidden.dtype, device=hidden.device)
+    else:
+        valid = attention_mask.to(device=hidden.device, dtype=hidden.dtype)
+        hidden = hidden * valid.unsqueeze(-1)
+        frames = valid.sum(dim=1).clamp_min(1)
+    return epsilon * (hidden.pow(2).sum(dim=(1, 2)) / frames).sqrt()
 
 
 def fgm_perturbation(

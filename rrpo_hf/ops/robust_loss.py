@@ -52,8 +52,9 @@ class RobustLossSettings:
         adv_epsilon: ε_adv of Eq. 4, the perturbation radius on h'.
         adv_alpha: α of Eq. 5; 0 = no adversarial term (a vanilla RM's reward is its plain cross-entropy).
         adv_epsilon_scale: ``"absolute"`` (the paper: ``‖δ‖ = ε_adv`` per utterance) or ``"relative"``
-            (``‖δ‖ = ε_adv·‖h'‖``, both norms per utterance over its valid frames), so that one ε_adv means the
-            same relative push whatever the scale of the encoder's output.
+            (``‖δ‖ = ε_adv·‖h'‖/√T``, ε_adv times the RMS frame norm of h' over the utterance's T valid frames), so
+            that one ε_adv covers the same number of token edits whatever the length and the scale of the encoder's
+            output; with it, ε_adv = 1.0 (one frame's norm ≈ one token edit's shift of h', docs/audit.md).
 
     The defaults are the paper's (and those of a reward-model config saved before these settings were saved).
     """

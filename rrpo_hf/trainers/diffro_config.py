@@ -80,7 +80,8 @@ class DiffROConfig(_BaseConfig):
         reward_adv_alpha (`float` or `None`, *optional*, defaults to `None`):
             α of Eq. 5, `L_ser = L_emo + α·L_adv`; `0` drops the adversarial term. `None`: the reward model's own.
         reward_adv_epsilon_scale (`str` or `None`, *optional*, defaults to `None`):
-            Radius rule of Eq. 4, `"absolute"` or `"relative"` (`‖δ‖ = ε_adv·‖h'‖`). `None`: the reward model's own.
+            Radius rule of Eq. 4, `"absolute"` or `"relative"` (`‖δ‖ = ε_adv·‖h'‖/√T`, the RMS frame norm of h' over
+            the T valid frames; ε_adv = 1.0 recommended with it, docs/audit.md). `None`: the reward model's own.
 
         > Several rewards (docs/architecture.md, "Several rewards")
 
@@ -247,8 +248,9 @@ class DiffROConfig(_BaseConfig):
     reward_adv_epsilon_scale: str | None = field(
         default=None,
         metadata={
-            "help": "Radius rule of Eq. 4: 'absolute' (‖δ‖ = ε_adv) or 'relative' (‖δ‖ = ε_adv·‖h'‖). Default None: "
-            "the reward model's own."
+            "help": "Radius rule of Eq. 4: 'absolute' (‖δ‖ = ε_adv) or 'relative' (‖δ‖ = ε_adv·‖h'‖/√T, ε_adv times "
+            "the RMS frame norm of h' over the T valid frames; ε_adv = 1.0 is the recommended value with it, one "
+            "frame's norm ≈ one token edit's shift of h', docs/audit.md). Default None: the reward model's own."
         },
     )
     reward_weights: list[float] | None = field(

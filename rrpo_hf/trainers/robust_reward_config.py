@@ -46,8 +46,10 @@ class RobustRewardConfig(_BaseConfig):
         adv_alpha (`float`, *optional*, defaults to `0.5`):
             α of Eq. 5, `L_ser = L_emo + α·L_adv`. `0` disables adversarial training (and its extra cost).
         adv_epsilon_scale (`str`, *optional*, defaults to `"absolute"`):
-            Radius rule of δ: `"absolute"` (`‖δ‖ = ε_adv`, the paper) or `"relative"` (`‖δ‖ = ε_adv·‖h'‖`, both norms
-            per utterance over its valid frames).
+            Radius rule of δ: `"absolute"` (`‖δ‖ = ε_adv`, the paper, with its 0.5; the default, so existing runs are
+            unchanged) or `"relative"` (`‖δ‖ = ε_adv·‖h'‖/√T`: ε_adv times the RMS frame norm of h' over the
+            utterance's T valid frames; δ stays one FGM step per utterance). With `"relative"`, `adv_epsilon=1.0` is
+            the recommended value: one frame's norm is about one token edit's shift of h' (docs/audit.md).
 
         These four settings are saved in the model's config: the DiffRO / RRPO reward built from the saved model
         computes the same `L_ser` unless `DiffROConfig.reward_*` overrides them.
@@ -122,8 +124,10 @@ class RobustRewardConfig(_BaseConfig):
     adv_epsilon_scale: str = field(
         default="absolute",
         metadata={
-            "help": "Radius rule of the adversarial perturbation: 'absolute' (‖δ‖ = ε_adv, the paper) or 'relative' "
-            "(‖δ‖ = ε_adv·‖h'‖ per utterance over its valid frames).",
+            "help": "Radius rule of the adversarial perturbation: 'absolute' (‖δ‖ = ε_adv, the paper; the default) or "
+            "'relative' (‖δ‖ = ε_adv·‖h'‖/√T, ε_adv times the RMS frame norm of h' over the utterance's T valid "
+            "frames). With 'relative', --adv_epsilon 1.0 is the recommended value: one frame's norm ≈ one token "
+            "edit's shift of h' (docs/audit.md).",
             "choices": list(ADV_EPSILON_SCALES),
         },
     )

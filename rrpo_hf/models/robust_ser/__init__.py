@@ -1,12 +1,18 @@
-"""The robust speech-emotion reward model and the multi-task token reward model built on its encoder; importing this
-registers both with the Auto classes."""
+"""The robust speech-emotion reward model and the multi-task token reward model, two heads on one encoder
+(`RobustSERModel`); importing this registers both heads with the Auto classes."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForAudioClassification
 
 from .configuration_robust_multitask import DEFAULT_QUALITY_LABELS, MULTITASK_TASKS, RobustMultiTaskRMConfig
 from .configuration_robust_ser import DEFAULT_EMOTIONS, RobustSERConfig
 from .modeling_robust_multitask import RobustMultiTaskRMOutput, RobustSERForMultiTaskReward, encode_symbol_texts
-from .modeling_robust_ser import RobustSERForAudioClassification, RobustSEROutput, RobustSERPreTrainedModel
+from .modeling_robust_ser import (
+    RobustSERForAudioClassification,
+    RobustSERModel,
+    RobustSERModelOutput,
+    RobustSEROutput,
+    RobustSERPreTrainedModel,
+)
 from .remote_code import bundle_remote_code_dependencies
 
 
@@ -30,6 +36,8 @@ __all__ = [
     "RobustSERConfig",
     "RobustSERForAudioClassification",
     "RobustSERForMultiTaskReward",
+    "RobustSERModel",
+    "RobustSERModelOutput",
     "RobustSEROutput",
     "RobustSERPreTrainedModel",
     "bundle_remote_code_dependencies",

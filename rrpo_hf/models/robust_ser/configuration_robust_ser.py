@@ -57,8 +57,10 @@ class RobustSERConfig(PreTrainedConfig):
         adv_alpha (`float`, *optional*, defaults to 0.5):
             Eq. 5 weight of the adversarial loss (0 disables it).
         adv_epsilon_scale (`str`, *optional*, defaults to `"absolute"`):
-            Eq. 4 radius rule: `"absolute"` (`‖δ‖ = adv_epsilon`, the paper) or `"relative"`
-            (`‖δ‖ = adv_epsilon·‖h'‖` per utterance).
+            Eq. 4 radius rule: `"absolute"` (`‖δ‖ = adv_epsilon`, the paper, with its 0.5) or `"relative"`
+            (`‖δ‖ = adv_epsilon·‖h'‖/√T`, the RMS frame norm of h' over the utterance's T valid frames; with it,
+            `adv_epsilon=1.0` is the recommended value: one frame's norm ≈ one token edit's shift of h',
+            docs/audit.md).
 
             These four are the robust loss the model was trained with (`RobustRewardTrainer` writes them) and the
             defaults of the DiffRO / RRPO reward built from it (`robust_loss`, `EmotionReward`).

@@ -28,16 +28,16 @@ from transformers.utils import ModelOutput
 # Absolute on purpose, as in modeling_robust_ser.py: `save_pretrained` copies these modules next to this file and
 # rewrites the lines to same-folder imports (remote_code.py).
 from rrpo_hf.ops.ctc import ctc_greedy_decode, ctc_log_likelihood, ctc_min_input_lengths
-from rrpo_hf.ops.eam import EAM_PLAN_KEYS, apply_energy_adaptive_mixup
+from rrpo_hf.ops.eam import EAM_PLAN_KEYS
 from rrpo_hf.ops.label_smoothing import mixup_emotion_loss
 
 from .configuration_robust_multitask import RobustMultiTaskRMConfig
 from .modeling_robust_ser import (
-    RobustSEREncoder,
     RobustSERForAudioClassification,
+    RobustSERModel,
     RobustSERPooling,
     RobustSERPreTrainedModel,
-    RobustSERTokenEmbedding,
+    eam_partner_labels,
 )
 
 
@@ -120,9 +120,10 @@ def encode_symbol_texts(
 
 
 class RobustSERForMultiTaskReward(RobustSERPreTrainedModel):
-    """RobustSER's encoder with an emotion, an ASR (CTC) and a quality head; only the heads of `config.tasks` exist.
+    """The [`RobustSERModel`] encoder with an emotion, an ASR (CTC) and a quality head; only the heads of
+    `config.tasks` exist.
 
-    Module names are RobustSER's (`token_embedding`, `encoder`, `pooler`, `classifier`), so a
+    Module names are RobustSER's (`robust_ser` for the encoder, `pooler`, `classifier`), so a
     [`RobustSERForAudioClassification`] checkpoint fills the shared encoder and the emotion head:
     [`from_robust_ser`] (every weight of the checkpoint is used; the new heads start fresh).
     """
@@ -134,8 +135,7 @@ class RobustSERForMultiTaskReward(RobustSERPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.tasks = tuple(config.tasks)
-        self.token_embedding = RobustSERTokenEmbedding(config)
-        self.encoder = RobustSEREncoder(config)
+        self.robust_ser = RobustSERModel(config, init_by_head=True)
         if "emotion" in self.tasks:
             self.pooler = RobustSERPooling(config)
             self.classifier_dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -149,14 +149,6 @@ class RobustSERForMultiTaskReward(RobustSERPreTrainedModel):
             self.quality_dropout = nn.Dropout(config.hidden_dropout_prob)
             self.quality_head = nn.Linear(config.hidden_size, config.num_quality_labels)
         self.post_init()
-
-    # The encoder stages are RobustSER's own (same checks, same two input paths), not copies.
-    get_input_embeddings = RobustSERForAudioClassification.get_input_embeddings
-    set_input_embeddings = RobustSERForAudioClassification.set_input_embeddings
-    embed_tokens = RobustSERForAudioClassification.embed_tokens
-    input_features = RobustSERForAudioClassification.input_features
-    encode = RobustSERForAudioClassification.encode
-    _check_lengths = RobustSERForAudioClassification._check_lengths
 
     # ------------------------------------------------------------------------------------------------ heads
     def _require(self, task: str) -> None:
@@ -248,36 +240,32 @@ class RobustSERForMultiTaskReward(RobustSERPreTrainedModel):
             An EAM plan, applied to the emotion head's features only (module docstring).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        features, attention_mask = self.input_features(input_ids, input_token_probs, inputs_embeds, attention_mask)
-        batch_size = features.shape[0]
-        self._check_label_inputs(labels, asr_targets, asr_target_lengths, quality_labels, batch_size)
-
-        plan = dict(zip(EAM_PLAN_KEYS, (eam_partner, eam_mix_length, eam_start, eam_partner_start, eam_snr_db)))
-        missing = [name for name, value in plan.items() if value is None]
-        partner_labels = None
-        mixed = len(missing) < len(plan)
-        if mixed:
-            if missing:
-                raise ValueError(f"An EAM plan needs all of {list(EAM_PLAN_KEYS)}; missing {missing}.")
-            if "emotion" not in self.tasks:
-                raise ValueError(
-                    f"An EAM plan was given but this model has no emotion head (tasks={list(self.tasks)}); EAM "
-                    "regularizes the emotion head only. Drop the plan (use_eam=False)."
-                )
-            mixed_features, mixup_lambda = apply_energy_adaptive_mixup(features, attention_mask, **plan)
-            if labels is not None:
-                partner_labels = labels[plan["eam_partner"].to(labels.device).long()]
-        else:
-            mixup_lambda = torch.zeros(batch_size, device=features.device)
-
-        other_heads = [task for task in self.tasks if task != "emotion"]
-        if mixed and other_heads:
-            # One encoder pass over [mixed; un-mixed]: the emotion head reads the first half, the others the second.
-            both = self.encode(torch.cat([mixed_features, features]), torch.cat([attention_mask, attention_mask]))
-            hidden_states, clean_states = both[:batch_size], both[batch_size:]
-        else:
-            hidden_states = self.encode(mixed_features if mixed else features, attention_mask)
-            clean_states = hidden_states
+        given = [value for value in (input_ids, input_token_probs, inputs_embeds) if value is not None]
+        if given:  # labels are checked before the encoder runs (the encoder checks the inputs themselves)
+            self._check_label_inputs(labels, asr_targets, asr_target_lengths, quality_labels, given[0].shape[0])
+        plan = (eam_partner, eam_mix_length, eam_start, eam_partner_start, eam_snr_db)
+        if any(value is not None for value in plan) and "emotion" not in self.tasks:
+            raise ValueError(
+                f"An EAM plan was given but this model has no emotion head (tasks={list(self.tasks)}); EAM "
+                "regularizes the emotion head only. Drop the plan (use_eam=False)."
+            )
+        encoded = self.robust_ser(
+            input_ids=input_ids,
+            input_token_probs=input_token_probs,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            **dict(zip(EAM_PLAN_KEYS, plan)),
+            # The ASR and quality heads read h' of the un-mixed features (module docstring).
+            return_unmixed_hidden_state=any(task != "emotion" for task in self.tasks),
+            return_dict=True,
+        )
+        hidden_states, attention_mask, mixup_lambda = (
+            encoded.last_hidden_state,
+            encoded.attention_mask,
+            encoded.mixup_lambda,
+        )
+        clean_states = hidden_states if encoded.unmixed_hidden_state is None else encoded.unmixed_hidden_state
+        partner_labels = eam_partner_labels(labels, eam_partner)
 
         logits = self.classify(hidden_states, attention_mask) if "emotion" in self.tasks else None
         asr_logits = self.transcribe(clean_states) if "asr" in self.tasks else None

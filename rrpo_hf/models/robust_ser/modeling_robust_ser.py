@@ -181,11 +181,37 @@ class RobustSERPooling(nn.Module):
         return torch.einsum("bl,bld->bd", weights, hidden_states)
 
 
+@dataclass
+class RobustSERModelOutput(ModelOutput):
+    r"""
+    Output of [`RobustSERModel`], the shared encoder.
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            h' of the (EAM-mixed, when the batch carries a plan) features: what the emotion head reads.
+        attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            The mask used for h' (derived from the pad id when not given).
+        mixup_lambda (`torch.FloatTensor` of shape `(batch_size,)`):
+            Energy-adaptive mixing coefficients (all zero without an EAM plan).
+        unmixed_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`, *optional*):
+            h' of the un-mixed features, with `return_unmixed_hidden_state=True`: `last_hidden_state` itself without
+            a plan, else a second half of the same encoder pass.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    attention_mask: torch.LongTensor | None = None
+    mixup_lambda: torch.FloatTensor | None = None
+    unmixed_hidden_state: torch.FloatTensor | None = None
+
+
 class RobustSERPreTrainedModel(ConsistentSaveMixin, PreTrainedModel):
     config_class = RobustSERConfig
     config: RobustSERConfig
+    # The heads hold the encoder at `self.robust_ser`. Checkpoints saved before the encoder was its own model have its
+    # weights at the top level (`token_embedding.*`, `encoder.*`); `from_pretrained` adds this prefix to such keys.
     base_model_prefix = "robust_ser"
     main_input_name = "input_ids"
+    _input_embed_layer = "token_embedding"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _no_split_modules = ["RobustSEREncoderLayer"]
@@ -210,24 +236,29 @@ class RobustSERPreTrainedModel(ConsistentSaveMixin, PreTrainedModel):
             bundle_remote_code_dependencies(staging_folder, Path(sys.modules[type(self).__module__].__file__).name)
 
 
-class RobustSERForAudioClassification(RobustSERPreTrainedModel):
-    """Speech-emotion classifier over discrete speech tokens with the RRPO hybrid-regularised loss."""
+class RobustSERModel(RobustSERPreTrainedModel):
+    """The RobustSER encoder shared by every head: token ids, token distributions or the features F -> Energy-Adaptive
+    Mixup (Algorithm 1, when the batch carries a plan) -> Transformer encoder -> high-level embeddings h'.
 
-    def __init__(self, config: RobustSERConfig):
+    Args:
+        config ([`RobustSERConfig`]): the encoder fields of the config (a head's config works as is).
+        init_by_head (`bool`, *optional*, defaults to `False`):
+            Leave the weight initialisation to the head that holds this encoder: its `post_init` then initialises every
+            module once, in module order, so a head built on a fixed seed gets the weights (and a seeded study the
+            numbers) it got when the encoder's modules were the head's own.
+    """
+
+    def __init__(self, config: RobustSERConfig, init_by_head: bool = False):
         super().__init__(config)
-        self.num_labels = config.num_labels
         self.token_embedding = RobustSERTokenEmbedding(config)
         self.encoder = RobustSEREncoder(config)
-        self.pooler = RobustSERPooling(config)
-        self.classifier_dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self._init_by_head = init_by_head
         self.post_init()
+        self._init_by_head = False
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.token_embedding
-
-    def set_input_embeddings(self, value: nn.Embedding):
-        self.token_embedding = value
+    def init_weights(self):
+        if not self._init_by_head:
+            super().init_weights()
 
     # ----------------------------------------------------------------------------------------------- stages
     def embed_tokens(
@@ -311,12 +342,6 @@ class RobustSERForAudioClassification(RobustSERPreTrainedModel):
         """F (B, L, D) -> high-level embeddings h' (B, L, D)."""
         return self.encoder(features, attention_mask)
 
-    def classify(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The head: masked pooling of h' + classifier. `classify(h' + delta, mask)` is the adversarial logit."""
-        if attention_mask is None:
-            attention_mask = torch.ones(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
-        return self.classifier(self.classifier_dropout(self.pooler(hidden_states, attention_mask)))
-
     # ------------------------------------------------------------------------------------------------ forward
     def forward(
         self,
@@ -324,15 +349,15 @@ class RobustSERForAudioClassification(RobustSERPreTrainedModel):
         input_token_probs: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
         eam_partner: torch.LongTensor | None = None,
         eam_mix_length: torch.LongTensor | None = None,
         eam_start: torch.LongTensor | None = None,
         eam_partner_start: torch.LongTensor | None = None,
         eam_snr_db: torch.Tensor | None = None,
+        return_unmixed_hidden_state: bool = False,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> RobustSEROutput | tuple:
+    ) -> RobustSERModelOutput | tuple:
         r"""
         input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
             Speech tokens in `[0, vocab_size)`, padded with `pad_token_id`. Without `attention_mask`, the mask is
@@ -341,49 +366,40 @@ class RobustSERForAudioClassification(RobustSERPreTrainedModel):
             Token distributions (soft or straight-through one-hot): F = probs @ embedding; differentiable (DiffRO).
         inputs_embeds (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`):
             The low-level features F directly.
-        labels (`torch.LongTensor` of shape `(batch_size,)`):
-            Emotion ids; the loss is Eq. 3 with `config.label_smoothing`.
         eam_partner, eam_mix_length, eam_start, eam_partner_start, eam_snr_db (`torch.Tensor`, each `(batch_size,)`):
             An Energy-Adaptive Mixup plan (see `rrpo_hf.ops.sample_eam_plan`); applied to F when given (all five).
+        return_unmixed_hidden_state (`bool`, *optional*, defaults to `False`):
+            Also return h' of the un-mixed features (heads that EAM does not regularise read it); with a plan, both
+            are encoded in one pass over `[mixed; un-mixed]`.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         features, attention_mask = self.input_features(input_ids, input_token_probs, inputs_embeds, attention_mask)
-        batch_size = features.shape[0]
-
         plan = dict(zip(EAM_PLAN_KEYS, (eam_partner, eam_mix_length, eam_start, eam_partner_start, eam_snr_db)))
         missing = [name for name, value in plan.items() if value is None]
-        partner_labels = None
-        if len(missing) < len(plan):
-            if missing:
-                raise ValueError(f"An EAM plan needs all of {list(EAM_PLAN_KEYS)}; missing {missing}.")
-            features, mixup_lambda = apply_energy_adaptive_mixup(features, attention_mask, **plan)
-            if labels is not None:
-                partner_labels = labels[plan["eam_partner"].to(labels.device).long()]
-        else:
-            mixup_lambda = torch.zeros(batch_size, device=features.device)
-
-        hidden_states = self.encode(features, attention_mask)
-        logits = self.classify(hidden_states, attention_mask)
-
-        loss = None
-        if labels is not None:
-            if labels.shape != (batch_size,):
-                raise ValueError(f"`labels` must have shape ({batch_size},), got {tuple(labels.shape)}.")
-            loss = mixup_emotion_loss(
-                logits,
-                labels,
-                partner_labels,
-                mixup_lambda if partner_labels is not None else None,
-                epsilon=self.config.label_smoothing,
+        if len(missing) == len(plan):
+            hidden_states = self.encode(features, attention_mask)
+            output = RobustSERModelOutput(
+                last_hidden_state=hidden_states,
+                attention_mask=attention_mask,
+                mixup_lambda=torch.zeros(features.shape[0], device=features.device),
+                unmixed_hidden_state=hidden_states if return_unmixed_hidden_state else None,
             )
-
-        output = RobustSEROutput(
-            loss=loss,
-            logits=logits,
+            return output if return_dict else output.to_tuple()
+        if missing:
+            raise ValueError(f"An EAM plan needs all of {list(EAM_PLAN_KEYS)}; missing {missing}.")
+        mixed_features, mixup_lambda = apply_energy_adaptive_mixup(features, attention_mask, **plan)
+        unmixed_states = None
+        if return_unmixed_hidden_state:
+            batch_size = features.shape[0]
+            both = self.encode(torch.cat([mixed_features, features]), torch.cat([attention_mask, attention_mask]))
+            hidden_states, unmixed_states = both[:batch_size], both[batch_size:]
+        else:
+            hidden_states = self.encode(mixed_features, attention_mask)
+        output = RobustSERModelOutput(
             last_hidden_state=hidden_states,
             attention_mask=attention_mask,
             mixup_lambda=mixup_lambda,
-            partner_labels=partner_labels,
+            unmixed_hidden_state=unmixed_states,
         )
         return output if return_dict else output.to_tuple()
 
@@ -408,9 +424,106 @@ class RobustSERForAudioClassification(RobustSERPreTrainedModel):
             )
 
 
+class RobustSERForAudioClassification(RobustSERPreTrainedModel):
+    """Speech-emotion classifier over discrete speech tokens with the RRPO hybrid-regularised loss: the
+    [`RobustSERModel`] encoder, masked pooling and a classifier."""
+
+    def __init__(self, config: RobustSERConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.robust_ser = RobustSERModel(config, init_by_head=True)
+        self.pooler = RobustSERPooling(config)
+        self.classifier_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def classify(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The head: masked pooling of h' + classifier. `classify(h' + delta, mask)` is the adversarial logit."""
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden_states.shape[:2], dtype=torch.long, device=hidden_states.device)
+        return self.classifier(self.classifier_dropout(self.pooler(hidden_states, attention_mask)))
+
+    # ------------------------------------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_token_probs: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        eam_partner: torch.LongTensor | None = None,
+        eam_mix_length: torch.LongTensor | None = None,
+        eam_start: torch.LongTensor | None = None,
+        eam_partner_start: torch.LongTensor | None = None,
+        eam_snr_db: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> RobustSEROutput | tuple:
+        r"""
+        input_ids, input_token_probs, inputs_embeds, attention_mask, eam_partner, eam_mix_length, eam_start,
+        eam_partner_start, eam_snr_db:
+            As in [`RobustSERModel.forward`]: exactly one input path (speech tokens, token distributions for DiffRO,
+            or the features F), and an optional Energy-Adaptive Mixup plan.
+        labels (`torch.LongTensor` of shape `(batch_size,)`):
+            Emotion ids; the loss is Eq. 3 with `config.label_smoothing`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        encoded = self.robust_ser(
+            input_ids=input_ids,
+            input_token_probs=input_token_probs,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            eam_partner=eam_partner,
+            eam_mix_length=eam_mix_length,
+            eam_start=eam_start,
+            eam_partner_start=eam_partner_start,
+            eam_snr_db=eam_snr_db,
+            return_dict=True,
+        )
+        hidden_states, attention_mask, mixup_lambda = (
+            encoded.last_hidden_state,
+            encoded.attention_mask,
+            encoded.mixup_lambda,
+        )
+        logits = self.classify(hidden_states, attention_mask)
+
+        loss = partner_labels = None
+        if labels is not None:
+            batch_size = hidden_states.shape[0]
+            if labels.shape != (batch_size,):
+                raise ValueError(f"`labels` must have shape ({batch_size},), got {tuple(labels.shape)}.")
+            partner_labels = eam_partner_labels(labels, eam_partner)
+            loss = mixup_emotion_loss(
+                logits,
+                labels,
+                partner_labels,
+                mixup_lambda if partner_labels is not None else None,
+                epsilon=self.config.label_smoothing,
+            )
+
+        output = RobustSEROutput(
+            loss=loss,
+            logits=logits,
+            last_hidden_state=hidden_states,
+            attention_mask=attention_mask,
+            mixup_lambda=mixup_lambda,
+            partner_labels=partner_labels,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def eam_partner_labels(labels: torch.Tensor | None, eam_partner: torch.Tensor | None) -> torch.Tensor | None:
+    """The labels of each sample's EAM partner (Eq. 3's second target), or `None` without labels or a plan."""
+    if labels is None or eam_partner is None:
+        return None
+    return labels[eam_partner.to(labels.device).long()]
+
+
 __all__ = [
     "RobustSERTokenEmbedding",
     "RobustSERForAudioClassification",
+    "RobustSERModel",
+    "RobustSERModelOutput",
     "RobustSEROutput",
     "RobustSERPreTrainedModel",
 ]
