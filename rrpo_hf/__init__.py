@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 _IMPORT_STRUCTURE: dict[str, list[str]] = {
     "trainers": [
         "CosyVoice2SFTTrainer",
+        "CosyVoiceGRPOConfig",
+        "CosyVoiceGRPOTrainer",
         "DiffROConfig",
         "DiffROTrainer",
         "MultiTaskRewardConfig",
@@ -76,6 +78,7 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "EmotionReward",
         "QualityReward",
         "RewardFunction",
+        "SpeechTokenReward",
         "task_rewards",
     ],
     "ops": [
@@ -168,11 +171,14 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         EmotionRMEnsemble,
         QualityReward,
         RewardFunction,
+        SpeechTokenReward,
         task_rewards,
     )
     from .testbed import EmotionWorld, Oracle, OracleScorer, TestbedConfig, make_emotion_corpus, make_quality_corpus
     from .trainers import (
         CosyVoice2SFTTrainer,
+        CosyVoiceGRPOConfig,
+        CosyVoiceGRPOTrainer,
         DiffROConfig,
         DiffROTrainer,
         MultiTaskRewardConfig,

@@ -1,0 +1,237 @@
+"""`CosyVoiceGRPOTrainer`: GRPO's advantages and clipped loss against a hand computation (TRL's formulas), the
+log-probabilities of generated tokens, a seeded toy run that raises a token reward, exact resume, reward-output
+checks, TRL's config names and defaults."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from test_diffro_trainer import CODEBOOK, corpus, make_policy, make_reward_model, tokenizer  # noqa: F401  (fixtures)
+from trl import GRPOConfig
+
+from rrpo_hf import CosyVoiceGRPOConfig, CosyVoiceGRPOTrainer
+from rrpo_hf.data.diffro_collator import pad_speech_tokens
+from rrpo_hf.ops import aggregate_grpo_loss, group_relative_advantages, grpo_per_token_loss
+
+
+LOW_IDS = 64
+
+
+def low_id_share(prompts, completions, completion_ids, **kwargs):
+    """The share of speech tokens with an id below 64 (a TRL-style reward over the generated tokens)."""
+    return [sum(token < LOW_IDS for token in ids) / max(len(ids), 1) for ids in completion_ids]
+
+
+def make_args(tmp_path, **overrides):
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=4,
+        num_generations=4,
+        learning_rate=3e-3,
+        max_steps=2,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        max_new_tokens=12,
+        dataloader_num_workers=0,
+        reward_weights=[0.0, 1.0],
+    )
+    defaults.update(overrides)
+    return CosyVoiceGRPOConfig(**defaults)
+
+
+def make_trainer(tmp_path, corpus, tokenizer, reward_funcs=(low_id_share,), **overrides):  # noqa: F811
+    return CosyVoiceGRPOTrainer(
+        model=make_policy(tokenizer),
+        reward_model=make_reward_model(),
+        reward_funcs=list(reward_funcs),
+        args=make_args(tmp_path, **overrides),
+        train_dataset=corpus["train"],
+        processing_class=tokenizer,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the formulas
+
+
+def test_group_advantages_match_a_hand_computation():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0])
+    advantages, std = group_relative_advantages(rewards, 4, "group")
+    mean, sd = 3.0, math.sqrt(((1 - 3) ** 2 + (2 - 3) ** 2 + 0 + (6 - 3) ** 2) / 3)  # Bessel, as TRL's nanstd
+    expected = [(r - mean) / (sd + 1e-4) for r in (1.0, 2.0, 3.0, 6.0)] + [0.0] * 4
+    assert advantages.tolist() == pytest.approx(expected, rel=1e-6)
+    assert std.tolist() == pytest.approx([sd] * 4 + [0.0] * 4)  # the second group counts in frac_reward_zero_std
+    none, _ = group_relative_advantages(rewards, 4, "none")
+    assert none.tolist() == pytest.approx([-2.0, -1.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0])
+    batch, batch_std = group_relative_advantages(rewards, 4, "batch")
+    batch_mean_of_groups = [3.0] * 4 + [5.0] * 4
+    all_sd = float(torch.tensor(rewards.tolist()).std())
+    assert batch.tolist() == pytest.approx(
+        [(r - m) / (all_sd + 1e-4) for r, m in zip(rewards.tolist(), batch_mean_of_groups)]
+    )
+    assert batch_std.tolist() == pytest.approx([all_sd] * 8)
+    with pytest.raises(ValueError, match="groups of num_generations=3"):
+        group_relative_advantages(rewards, 3)
+
+
+def test_clipped_objective_and_each_loss_type_match_a_hand_computation():
+    # Two completions of 3 token slots, the second with one padded slot; ratios straddle both clipping bounds.
+    logps = torch.tensor([[-1.0, -0.5, -2.0], [-0.2, -1.5, -9.0]])
+    old = torch.tensor([[-1.3, -0.5, -1.7], [-0.2, -1.2, -9.0]])
+    ref = torch.tensor([[-1.1, -0.4, -2.0], [-0.3, -1.5, -9.0]])
+    advantages = torch.tensor([0.7, -1.2])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    eps_low, eps_high, beta = 0.2, 0.28, 0.05
+
+    def token_loss(lp, lo, lr, a):
+        ratio = math.exp(lp - lo)
+        clipped = min(max(ratio, 1 - eps_low), 1 + eps_high)
+        k3 = math.exp(lr - lp) - (lr - lp) - 1
+        return -min(ratio * a, clipped * a) + beta * k3
+
+    hand = [
+        [token_loss(logps[i, t].item(), old[i, t].item(), ref[i, t].item(), advantages[i].item()) for t in range(3)]
+        for i in range(2)
+    ]
+    per_token, is_clipped, kl = grpo_per_token_loss(logps, old, advantages, eps_low, eps_high, beta, ref)
+    assert per_token.tolist() == [pytest.approx(row, rel=1e-6) for row in hand]
+    # exp(0.3) = 1.35 > 1.28 with A > 0: clipped; exp(-0.3) = 0.74 < 0.8 with A < 0: clipped.
+    assert is_clipped.tolist() == [[True, False, False], [False, True, False]]
+    assert kl is not None
+
+    valid = [[hand[i][t] for t in range(3) if mask[i, t]] for i in range(2)]
+    expected = {
+        "grpo": sum(sum(row) / len(row) for row in valid) / 2,
+        "bnpo": sum(map(sum, valid)) / 5,
+        "dr_grpo": sum(map(sum, valid)) / (2 * 10),
+        "dapo": sum(map(sum, valid)) / 5,
+    }
+    for loss_type, value in expected.items():
+        loss = aggregate_grpo_loss(per_token, mask, loss_type, max_completion_length=10)
+        assert loss.item() == pytest.approx(value, rel=1e-6), loss_type
+    # DAPO divides by the global batch's tokens per process: 12 tokens over 2 processes here.
+    assert aggregate_grpo_loss(per_token, mask, "dapo", num_active_tokens=6.0).item() == pytest.approx(
+        sum(map(sum, valid)) / 6
+    )
+
+
+def test_config_keeps_trl_names_and_defaults(tmp_path):
+    ours = {f.name: f.default for f in dataclasses.fields(CosyVoiceGRPOConfig)}
+    theirs = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+    for name in (
+        "num_generations",
+        "loss_type",
+        "beta",
+        "epsilon",
+        "epsilon_high",
+        "scale_rewards",
+        "num_iterations",
+        "mask_truncated_completions",
+        "log_completions",
+        "reward_weights",
+        "learning_rate",
+        "num_completions_to_print",
+    ):
+        assert ours[name] == theirs[name], name
+    with pytest.raises(ValueError, match="multiple of num_generations=4"):
+        CosyVoiceGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=6, num_generations=4)
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        CosyVoiceGRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, loss_type="cispo")
+
+
+# ------------------------------------------------------------------------------------------------ the trainer
+
+
+def test_logps_of_generated_tokens_equal_the_step_by_step_forward(tmp_path, corpus, tokenizer):  # noqa: F811
+    trainer = make_trainer(tmp_path, corpus, tokenizer)
+    batch = trainer._prepare_inputs(trainer.data_collator([corpus["train"][i] for i in range(3)]))
+    tokens = trainer._generate(batch["text_ids"], batch["text_attention_mask"], torch.Generator().manual_seed(1))
+    speech_ids, speech_mask = pad_speech_tokens(tokens, batch["text_ids"].device)
+    truncated = trainer._truncated(tokens, batch)
+    targets, mask = trainer._completion_targets(speech_ids, speech_mask, truncated)
+    policy = trainer.model.eval()
+    with torch.no_grad():
+        logps, _ = trainer.completion_logps(policy, trainer._lm_inputs(batch, speech_ids, speech_mask), targets)
+        for row, ids in enumerate(tokens):
+            # As generation computes them: the prompt once, then one cached step per token.
+            keep = batch["text_attention_mask"][row].bool()
+            embeds, prompt_mask = policy.embed_prompt(batch["text_ids"][row : row + 1, keep])
+            out = policy.model(inputs_embeds=embeds, attention_mask=prompt_mask, use_cache=True)
+            expected, cache, attention = [], out.past_key_values, prompt_mask
+            for token in [*ids, policy.config.speech_eos_id]:
+                step_logps = policy.speech_logits(out.last_hidden_state[:, -1]).float().log_softmax(-1)
+                expected.append(step_logps[0, token].item())
+                attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
+                out = policy.model(
+                    inputs_embeds=policy.speech_embedding(torch.tensor([[token]])),
+                    attention_mask=attention,
+                    position_ids=attention.sum(dim=-1, keepdim=True) - 1,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                cache = out.past_key_values
+            counted = mask[row].sum().item()
+            assert counted == len(ids) + (0 if truncated[row] else 1)
+            assert logps[row, :counted].tolist() == pytest.approx(expected[:counted], abs=1e-5)
+
+
+def test_a_reward_with_the_wrong_shape_fails_at_init(tmp_path, corpus, tokenizer):  # noqa: F811
+    def one_number(prompts, completions, completion_ids, **kwargs):
+        return [1.0]
+
+    with pytest.raises(ValueError, match=r"'one_number' returned 1 rewards for 2 completions"):
+        make_trainer(tmp_path, corpus, tokenizer, reward_funcs=[one_number])
+
+
+@pytest.mark.slow
+def test_grpo_raises_a_token_reward_on_a_seeded_toy_run(tmp_path, corpus, tokenizer):  # noqa: F811
+    trainer = make_trainer(tmp_path, corpus, tokenizer, max_steps=12, learning_rate=1e-2, log_completions=True)
+    prompts = trainer._prepare_inputs(trainer.data_collator([corpus["test"][i] for i in range(8)]))
+
+    def share():
+        values = []
+        for seed in range(3):
+            tokens = trainer._generate(
+                prompts["text_ids"], prompts["text_attention_mask"], torch.Generator().manual_seed(seed)
+            )
+            values += low_id_share(None, tokens, tokens)
+        return sum(values) / len(values)
+
+    before = share()
+    trainer.train()
+    after = share()
+    logs = [entry for entry in trainer.state.log_history if "reward" in entry]
+    assert {"reward_std", "frac_reward_zero_std", "rewards/low_id_share/mean", "clip_ratio/region_mean"} <= set(
+        logs[0]
+    )
+    print("low-id share before, after:", before, after)
+    assert after > before + 0.2, (before, after)
+    assert list((tmp_path / "out" / "completions").glob("completions_*.parquet"))
+
+
+@pytest.mark.slow
+def test_resume_is_exact(tmp_path, corpus, tokenizer):  # noqa: F811
+    def run(output_dir, resume=None):
+        trainer = make_trainer(
+            output_dir, corpus, tokenizer, max_steps=4, save_strategy="steps", save_steps=2, beta=0.04
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        losses = [entry["loss"] for entry in trainer.state.log_history if "reward" in entry]
+        return trainer, losses
+
+    full, full_losses = run(tmp_path / "full")
+    checkpoint = tmp_path / "full" / "out" / "checkpoint-2"
+    assert (checkpoint / "grpo_rng_state_0.pth").is_file()
+    resumed, resumed_losses = run(tmp_path / "resumed", resume=str(checkpoint))
+    assert resumed_losses[-2:] == full_losses[-2:]
+    reference = dict(full.model.named_parameters())
+    assert all(torch.equal(param, reference[name]) for name, param in resumed.model.named_parameters())
+    full.save_model()
+    card = (tmp_path / "full" / "out" / "README.md").read_text()
+    assert "Method: **GRPO-robust**" in card  # the default test RM has α = 0.5
+    assert "num_generations G" in card
+    assert full.export_cosyvoice(tmp_path / "llm.pt") is not None
