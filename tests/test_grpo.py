@@ -235,3 +235,38 @@ def test_resume_is_exact(tmp_path, corpus, tokenizer):  # noqa: F811
     assert "Method: **GRPO-robust**" in card  # the default test RM has α = 0.5
     assert "num_generations G" in card
     assert full.export_cosyvoice(tmp_path / "llm.pt") is not None
+
+
+@pytest.mark.slow
+def test_example_script_trains_a_lora_policy_on_saved_folders(tmp_path, tokenizer):  # noqa: F811
+    import importlib.util
+    import os
+    import sys
+
+    from test_diffro_rewards import make_multitask_rm
+
+    folders = {name: tmp_path / name for name in ("sft", "rm", "mt")}
+    make_policy(tokenizer).save_pretrained(folders["sft"])
+    tokenizer.save_pretrained(folders["sft"])
+    make_reward_model(seed=1).save_pretrained(folders["rm"])
+    make_multitask_rm().save_pretrained(folders["mt"])
+    repo = os.path.join(os.path.dirname(__file__), "..")
+    spec = importlib.util.spec_from_file_location("grpo_example", os.path.join(repo, "examples", "grpo.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    argv = ["--config", os.path.join(repo, "recipes", "toy", "grpo.yaml")]
+    argv += ["--model_name_or_path", str(folders["sft"]), "--reward_model_path", str(folders["rm"])]
+    argv += ["--reward_funcs", str(folders["mt"]), "--reward_weights", "1.0", "0.5", "0.2"]
+    argv += ["--output_dir", str(tmp_path / "out"), "--testbed_num_train", "16", "--testbed_num_test", "4"]
+    argv += ["--max_steps", "2", "--logging_steps", "1", "--max_new_tokens", "8", "--per_device_train_batch_size", "8"]
+    argv += ["--use_peft", "true", "--lora_target_modules", "q_proj", "v_proj", "--beta", "0.04", "--eval_kl", "true"]
+    argv += ["--evaluate_before_training", "false", "--export_cosyvoice", "true"]
+    script_args, training_args, model_args = module.make_parser().parse_args_and_config(argv)
+    trainer = module.main(script_args, training_args, model_args)
+    assert trainer.is_peft_model and trainer.reward_func_names == ["emotion", "asr", "quality"]
+    logged = [entry for entry in trainer.state.log_history if "rewards/asr/mean" in entry]
+    assert len(logged) == 2 and all("kl" in entry and "frac_reward_zero_std" in entry for entry in logged)
+    assert "eval_oracle_emotion_score" in trainer.eval_results["eval"]
+    assert "eval_sqrt_kl_to_reference" in trainer.eval_results["eval"]
+    assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "llm.pt").is_file()

@@ -101,6 +101,12 @@ class CosyVoiceGRPOConfig(DiffROConfig):
             )
         if self.scale_rewards not in GRPO_REWARD_SCALINGS:
             raise ValueError(f"scale_rewards must be one of {list(GRPO_REWARD_SCALINGS)}, got {self.scale_rewards!r}.")
+        if self.reward_gate is not None:
+            raise ValueError(
+                f"reward_gate={self.reward_gate!r}: GRPO has no gate (it scales DiffRO's emotion loss, and a gated-off "
+                "reward would look perfect to the advantages). Leave reward_gate unset, or fold the condition into a "
+                "reward function."
+            )
         if self.num_generations < 2:
             raise ValueError(
                 f"num_generations must be >= 2 (advantages compare completions of one prompt), got "
