@@ -119,6 +119,62 @@ def test_clipped_objective_and_each_loss_type_match_a_hand_computation():
     )
 
 
+def trl_loss(loss_type, logps, old, ref, advantages, mask, eps_low, eps_high, beta, max_completion_length):
+    """TRL's own `GRPOTrainer._compute_loss` on these log-probs: the trainer's state stubbed, one process, eval mode
+    (no accumulation scaling), so that the number is TRL's formula itself."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from trl import GRPOTrainer
+
+    accelerator = SimpleNamespace(
+        num_processes=1, gather=lambda x: x, reduce=lambda x, reduction: x, sync_gradients=True
+    )
+    stub = SimpleNamespace(
+        _get_per_token_logps_and_entropies=lambda *args, **kwargs: (logps, torch.zeros_like(logps), None),
+        top_entropy_quantile=1.0,
+        off_policy_mask_threshold=None,
+        importance_sampling_level="token",
+        beta=beta,
+        args=SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1),
+        loss_type=loss_type,
+        epsilon_low=eps_low,
+        epsilon_high=eps_high,
+        use_vllm=False,
+        model=SimpleNamespace(training=False),
+        current_gradient_accumulation_steps=1,
+        max_completion_length=max_completion_length,
+        accelerator=accelerator,
+        _entropy_bonus_enabled=False,
+        aux_loss_enabled=False,
+        _metrics=defaultdict(lambda: defaultdict(list)),
+    )
+    inputs = {
+        "prompt_ids": torch.zeros(logps.shape[0], 0, dtype=torch.long),
+        "prompt_mask": torch.zeros(logps.shape[0], 0, dtype=torch.long),
+        "completion_ids": torch.zeros_like(mask),
+        "completion_mask": mask,
+        "advantages": advantages,
+        "old_per_token_logps": old,
+        "ref_per_token_logps": ref,
+        "num_items_in_batch": mask.sum().float(),
+    }
+    return GRPOTrainer._compute_loss(stub, None, inputs).item()
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_the_loss_is_trls_on_the_same_batch(loss_type):
+    generator = torch.Generator().manual_seed(0)
+    logps = -torch.rand(4, 6, generator=generator) * 3
+    old = logps + 0.4 * (torch.rand(4, 6, generator=generator) - 0.5)
+    ref = logps + 0.3 * (torch.rand(4, 6, generator=generator) - 0.5)
+    mask = (torch.arange(6)[None] < torch.tensor([[6], [4], [5], [2]])).long()
+    advantages, _ = group_relative_advantages(torch.tensor([0.3, 1.1, -0.2, 0.9]), 2)
+    per_token, _, _ = grpo_per_token_loss(logps, old, advantages, 0.2, 0.28, 0.04, ref)
+    ours = aggregate_grpo_loss(per_token, mask, loss_type, max_completion_length=6)
+    assert ours.item() == pytest.approx(trl_loss(loss_type, logps, old, ref, advantages, mask, 0.2, 0.28, 0.04, 6))
+
+
 def test_config_keeps_trl_names_and_defaults(tmp_path):
     ours = {f.name: f.default for f in dataclasses.fields(CosyVoiceGRPOConfig)}
     theirs = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
