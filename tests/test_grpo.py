@@ -44,13 +44,13 @@ def make_args(tmp_path, **overrides):
     return CosyVoiceGRPOConfig(**defaults)
 
 
-def make_trainer(tmp_path, corpus, tokenizer, reward_funcs=(low_id_share,), **overrides):  # noqa: F811
+def make_trainer(tmp_path, corpus, tokenizer, reward_funcs=(low_id_share,), train_dataset=None, **overrides):  # noqa: F811
     return CosyVoiceGRPOTrainer(
         model=make_policy(tokenizer),
         reward_model=make_reward_model(),
         reward_funcs=list(reward_funcs),
         args=make_args(tmp_path, **overrides),
-        train_dataset=corpus["train"],
+        train_dataset=corpus["train"] if train_dataset is None else train_dataset,
         processing_class=tokenizer,
     )
 
@@ -271,9 +271,19 @@ def test_grpo_raises_a_token_reward_on_a_seeded_toy_run(tmp_path, corpus, tokeni
 
 @pytest.mark.slow
 def test_resume_is_exact(tmp_path, corpus, tokenizer):  # noqa: F811
+    # 4 prompts, 2 per step: an epoch is 2 steps, so the resumed run (steps 3 to 6) crosses two epoch boundaries.
+    prompts = corpus["train"].select(range(4))
+
     def run(output_dir, resume=None):
         trainer = make_trainer(
-            output_dir, corpus, tokenizer, max_steps=4, save_strategy="steps", save_steps=2, beta=0.04
+            output_dir,
+            corpus,
+            tokenizer,
+            train_dataset=prompts,
+            max_steps=6,
+            save_strategy="steps",
+            save_steps=2,
+            beta=0.04,
         )
         trainer.train(resume_from_checkpoint=resume)
         losses = [entry["loss"] for entry in trainer.state.log_history if "reward" in entry]
@@ -281,9 +291,10 @@ def test_resume_is_exact(tmp_path, corpus, tokenizer):  # noqa: F811
 
     full, full_losses = run(tmp_path / "full")
     checkpoint = tmp_path / "full" / "out" / "checkpoint-2"
+    assert full.state.epoch == 3
     assert (checkpoint / "grpo_rng_state_0.pth").is_file()
     resumed, resumed_losses = run(tmp_path / "resumed", resume=str(checkpoint))
-    assert resumed_losses[-2:] == full_losses[-2:]
+    assert len(resumed_losses) == 6 and resumed_losses[2:] == full_losses[2:]  # steps 3-6 ran after the resume
     reference = dict(full.model.named_parameters())
     assert all(torch.equal(param, reference[name]) for name, param in resumed.model.named_parameters())
     full.save_model()

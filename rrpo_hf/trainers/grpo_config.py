@@ -103,9 +103,9 @@ class CosyVoiceGRPOConfig(DiffROConfig):
             raise ValueError(f"scale_rewards must be one of {list(GRPO_REWARD_SCALINGS)}, got {self.scale_rewards!r}.")
         if self.reward_gate is not None:
             raise ValueError(
-                f"reward_gate={self.reward_gate!r}: GRPO has no gate (it scales DiffRO's emotion loss, and a gated-off "
-                "reward would look perfect to the advantages). Leave reward_gate unset, or fold the condition into a "
-                "reward function."
+                f"reward_gate={self.reward_gate!r}: GRPO has no gate (it scales DiffRO's emotion loss, and a "
+                "gated-off reward would look perfect to the advantages). Leave reward_gate unset, or fold the "
+                "condition into a reward function."
             )
         if self.num_generations < 2:
             raise ValueError(

@@ -60,6 +60,15 @@ def _as_grpo_reward(func):
     return SpeechTokenReward(func)
 
 
+class _EpochSeededRepeatSampler(RepeatSampler):
+    """TRL's `RepeatSampler` whose order in epoch e depends on (seed, e) alone: the Trainer calls `set_epoch` before
+    every epoch, also the first one after a resume (it skips earlier epochs without iterating them), so a resumed
+    run sees the uninterrupted run's order in every epoch."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+
 class CosyVoiceGRPOTrainer(DiffROTrainer):
     """GRPO (TRL's `GRPOTrainer` losses and names) for a [`CosyVoice2LM`] / [`CosyVoice3LM`] with the DiffRO rewards.
 
@@ -139,11 +148,12 @@ class CosyVoiceGRPOTrainer(DiffROTrainer):
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None):
         """TRL's `RepeatSampler`: each prompt `num_generations` times in a row, so that every micro-batch holds whole
-        groups (`per_device_train_batch_size` is a multiple of `num_generations`); seeded, so a resume replays it."""
+        groups (`per_device_train_batch_size` is a multiple of `num_generations`); seeded per epoch, so a resume
+        replays it."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
         args = self.args
         prompts_per_step = args.per_device_train_batch_size * args.world_size // args.num_generations
-        return RepeatSampler(
+        return _EpochSeededRepeatSampler(
             dataset, mini_repeat_count=args.num_generations, batch_size=prompts_per_step, shuffle=True, seed=args.seed
         )
 
