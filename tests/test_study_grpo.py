@@ -43,6 +43,7 @@ def test_a_tiny_study_with_grpo_rows_reports_paired_and_matched_differences_and_
     grpo = results["summary"]["grpo"]
     assert set(grpo["pairs"]) == {"GRPO − DiffRO", "GRPO-robust − RRPO"}
     assert "oracle_gold_score" in grpo["pairs"]["GRPO − DiffRO"]["end"]
+    assert "oracle_artifact_rate" in grpo["pairs"]["GRPO − DiffRO"]["matched"]
     assert grpo["cost"]["GRPO"]["seconds_per_step"]["mean"] > 0
     run = results["per_seed"][0]["policies"]["GRPO"]
     assert run["steps"] == config.policy_steps and len(run["curve"]) == config.policy_steps + 1

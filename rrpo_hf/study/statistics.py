@@ -264,7 +264,9 @@ def grpo_comparisons(methods: Sequence[str], per_seed: list[dict], confidence: f
                     [p[key] for p in finals[row]], [p[key] for p in finals[control]], confidence
                 )
                 end[key] = {"mean": mean, "half_width": half_width, "n": n}
-        matched = matched_sqrt_kl_differences([row, control], per_seed, control, confidence)
+        # The artifact rate too: whether GRPO exploits the artifact shortcut is what its prediction is about.
+        keys = (*MATCHED_SQRT_KL_KEYS, "oracle_artifact_rate")
+        matched = matched_sqrt_kl_differences([row, control], per_seed, control, confidence, keys)
         pairs[f"{row} − {control}"] = {"end": end, "matched": matched.get(f"{row} − {control}", {})}
     cost = {}
     rows = [m for m in methods if m in GRPO_COUNTERPARTS or m in GRPO_COUNTERPARTS.values()]
