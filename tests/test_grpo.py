@@ -242,6 +242,14 @@ def test_a_reward_with_the_wrong_shape_fails_at_init(tmp_path, corpus, tokenizer
     with pytest.raises(ValueError, match=r"'one_number' returned 1 rewards for 2 completions"):
         make_trainer(tmp_path, corpus, tokenizer, reward_funcs=[one_number])
 
+    def diffro_style(token_probs, attention_mask, batch):
+        return token_probs.sum(dim=(1, 2))
+
+    with pytest.raises(
+        TypeError, match=r"'diffro_style' does not take \['prompts', 'completions', 'completion_ids'\]"
+    ):
+        make_trainer(tmp_path, corpus, tokenizer, reward_funcs=[diffro_style])
+
 
 @pytest.mark.slow
 def test_grpo_raises_a_token_reward_on_a_seeded_toy_run(tmp_path, corpus, tokenizer):  # noqa: F811

@@ -10,6 +10,7 @@ DiffRO run (where it would get one-hot Gumbel samples) it is logged but does not
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +24,25 @@ __all__ = ["SpeechTokenReward"]
 
 # Batch entries passed to the function under TRL's names, and the batch's per-row lists passed as they are.
 _LIST_COLUMNS = ("target_emotions", "languages")
+
+
+def _check_trl_signature(func: Callable[..., Any], name: str) -> None:
+    """Fail at construction, naming the fix, when `func` cannot take TRL's keyword arguments (e.g. a DiffRO-style
+    `f(token_probs, attention_mask, batch)`)."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    names = {p.name for p in parameters if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    missing = [key for key in ("prompts", "completions", "completion_ids") if key not in names]
+    if missing:
+        raise TypeError(
+            f"Reward function {name!r} does not take {missing}: a plain callable reward takes TRL's signature "
+            "`f(prompts, completions, completion_ids, **kwargs) -> list[float]` over the generated speech tokens. "
+            "A differentiable `f(token_probs, attention_mask, batch)` reward belongs in a `RewardFunction` subclass."
+        )
 
 
 class SpeechTokenReward(RewardFunction):
@@ -40,6 +60,7 @@ class SpeechTokenReward(RewardFunction):
         super().__init__(name or reward_function_name(func))
         if not callable(func):
             raise TypeError(f"SpeechTokenReward needs a callable, got {type(func).__name__}.")
+        _check_trl_signature(func, self.name)
         self.func = func
 
     @property
