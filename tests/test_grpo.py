@@ -345,3 +345,34 @@ def test_example_script_trains_a_lora_policy_on_saved_folders(tmp_path, tokenize
     assert "eval_oracle_emotion_score" in trainer.eval_results["eval"]
     assert "eval_sqrt_kl_to_reference" in trainer.eval_results["eval"]
     assert (tmp_path / "out" / "config.json").is_file() and (tmp_path / "out" / "llm.pt").is_file()
+
+
+def test_a_cosyvoice3_policy_trains_and_its_eos_is_scored(tmp_path):
+    from test_cosyvoice3_training import make_policy as make_cosyvoice3_policy
+    from test_cosyvoice3_training import make_reward_model as make_v3_reward_model
+
+    from rrpo_hf.data.prompts import instruction_words
+    from rrpo_hf.models.cosyvoice3 import build_tiny_cosyvoice3_tokenizer
+    from rrpo_hf.testbed import TestbedConfig, make_emotion_corpus
+
+    phonemes = [phoneme for spec in TestbedConfig().languages for phoneme in spec.phonemes]
+    v3_tokenizer = build_tiny_cosyvoice3_tokenizer(phonemes + instruction_words("en"))
+    prompts = make_emotion_corpus(language="alpha", num_train=8, num_test=2, codebook_size=CODEBOOK, seed=0)["train"]
+    trainer = CosyVoiceGRPOTrainer(
+        model=make_cosyvoice3_policy(v3_tokenizer),
+        reward_model=make_v3_reward_model(),
+        reward_funcs=[low_id_share],
+        args=make_args(tmp_path),
+        train_dataset=prompts,
+        processing_class=v3_tokenizer,
+    )
+    speech_ids = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    targets, counted = trainer._completion_targets(speech_ids, mask, torch.tensor([False, True]))
+    eos = trainer.policy_config.speech_eos_id
+    assert eos == CODEBOOK + 1  # CosyVoice3: sos = V, eos = V + 1
+    assert targets.tolist() == [[5, 6, 7, eos], [8, 9, eos, 0]]
+    assert counted.tolist() == [[True] * 4, [True, True, False, False]]  # the cut completion drew no stop token
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "reward" in entry]
+    assert len(logs) == 2 and all("frac_reward_zero_std" in entry for entry in logs)
