@@ -594,6 +594,12 @@ class RewardHackingStudyConfig:
         return asdict(self)
 
 
+def step_time_key(row: str) -> str:
+    """The `timings_s` entry of a policy row's seconds in optimisation steps (evaluations left out): wall-clock, so
+    kept with the other timings, out of the results that must repeat exactly."""
+    return f"{row} (optimisation steps)"
+
+
 def audit_target(cfg: RewardHackingStudyConfig) -> str:
     """The emotion the audit attacks for: the policy's (first) target emotion, else the (first) spurious one."""
     return normalize_emotion((cfg.policy_target_emotions or cfg.spurious_emotions)[0])
@@ -617,4 +623,5 @@ __all__ = [
     "TABLE2_DOMAINS",
     "RewardHackingStudyConfig",
     "audit_target",
+    "step_time_key",
 ]

@@ -53,6 +53,7 @@ from .config import (
     RM_VARIANTS,
     RewardHackingStudyConfig,
     audit_target,
+    step_time_key,
 )
 
 
@@ -345,7 +346,9 @@ def optimize_policy(
     quality heads) gives the ASR / quality rewards and the CER gate of the rows that ask for them.
 
     Returns ``curve`` (evaluation points: step 0 = the SFT policy, then every ``eval_steps``), ``train_log``
-    (training reward and KL per logging window), ``start`` and ``final`` (first and last curve points). A row with
+    (training reward and KL per logging window), ``start`` and ``final`` (first and last curve points), ``steps``
+    and ``step_seconds`` (optimisation steps taken and their seconds, evaluations left out; `run_seed` moves the
+    seconds into its ``timings_s``). A `"grpo"` method trains with `CosyVoiceGRPOTrainer` instead of DiffRO. A row with
     several rewards reports its emotion reward as ``reward`` (Table 1's "reward of the method's own RM") and their
     weighted sum as ``reward_total``.
     """
@@ -612,6 +615,8 @@ def run_seed(
             multitask_rm=multitask_rm,
         )
         timings[row] = time.perf_counter() - start
+        # Wall-clock, so with the other timings (kept out of the results that must repeat exactly).
+        timings[step_time_key(row)] = policies[row].pop("step_seconds")
     return {
         "seed": seed,
         "sft": sft_metrics,

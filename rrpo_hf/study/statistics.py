@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import GRPO_COUNTERPARTS, TABLE1_COLUMNS, TABLE2_DOMAINS, RewardHackingStudyConfig
+from .config import GRPO_COUNTERPARTS, TABLE1_COLUMNS, TABLE2_DOMAINS, RewardHackingStudyConfig, step_time_key
 from .overoptimisation import fit_gao_over_seeds, value_at_sqrt_kl
 
 
@@ -272,12 +272,13 @@ def grpo_comparisons(methods: Sequence[str], per_seed: list[dict], confidence: f
     rows = [m for m in methods if m in GRPO_COUNTERPARTS or m in GRPO_COUNTERPARTS.values()]
     for method in rows:
         runs = [run["policies"][method] for run in per_seed]
-        if not all(run.get("steps") for run in runs):
+        seconds = [run.get("timings_s", {}).get(step_time_key(method)) for run in per_seed]
+        if not all(run.get("steps") for run in runs) or None in seconds:
             continue
-        per_step = [run["step_seconds"] / run["steps"] for run in runs]
+        per_step = [s / run["steps"] for s, run in zip(seconds, runs)]
         gains = [run["final"].get(GOLD_KEY, math.nan) - run["start"].get(GOLD_KEY, math.nan) for run in runs]
         # Seconds per unit of gold: only where the gold rose (a loss has no cost per unit of gain).
-        per_gold = [run["step_seconds"] / gain if gain > 0 else math.nan for run, gain in zip(runs, gains)]
+        per_gold = [s / gain if gain > 0 else math.nan for s, gain in zip(seconds, gains)]
         cost[method] = {
             name: dict(zip(("mean", "ci"), mean_confidence_interval(values, confidence)), n=len(values))
             for name, values in (("seconds_per_step", per_step), ("gold_gain", gains), ("seconds_per_gold", per_gold))
