@@ -616,7 +616,8 @@ def run_seed(
         )
         timings[row] = time.perf_counter() - start
         # Wall-clock, so with the other timings (kept out of the results that must repeat exactly).
-        timings[step_time_key(row)] = policies[row].pop("step_seconds")
+        if "step_seconds" in policies[row]:
+            timings[step_time_key(row)] = policies[row].pop("step_seconds")
     return {
         "seed": seed,
         "sft": sft_metrics,
