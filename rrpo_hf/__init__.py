@@ -16,6 +16,8 @@ __version__ = "0.1.0"
 _IMPORT_STRUCTURE: dict[str, list[str]] = {
     "trainers": [
         "CosyVoice2SFTTrainer",
+        "CosyVoiceGRPOConfig",
+        "CosyVoiceGRPOTrainer",
         "DiffROConfig",
         "DiffROTrainer",
         "MultiTaskRewardConfig",
@@ -79,6 +81,7 @@ _IMPORT_STRUCTURE: dict[str, list[str]] = {
         "RewardFunction",
         "RewardSet",
         "build_reward_set",
+        "SpeechTokenReward",
         "task_rewards",
     ],
     "ops": [
@@ -175,12 +178,15 @@ if TYPE_CHECKING:  # static type checkers and IDEs see the eager imports
         QualityReward,
         RewardFunction,
         RewardSet,
+        SpeechTokenReward,
         build_reward_set,
         task_rewards,
     )
     from .testbed import EmotionWorld, Oracle, OracleScorer, TestbedConfig, make_emotion_corpus, make_quality_corpus
     from .trainers import (
         CosyVoice2SFTTrainer,
+        CosyVoiceGRPOConfig,
+        CosyVoiceGRPOTrainer,
         DiffROConfig,
         DiffROTrainer,
         MultiTaskRewardConfig,

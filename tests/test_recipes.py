@@ -33,6 +33,8 @@ def script_of(recipe: Path) -> str:
         return "train_rm"
     if name.startswith(("rrpo", "diffro")):
         return "rrpo"
+    if name.startswith("grpo"):
+        return "grpo"
     raise AssertionError(f"No example script is known for {recipe}; add it to script_of().")
 
 
@@ -133,7 +135,8 @@ def test_no_recipe_uses_deprecated_training_arguments():
 
 
 @pytest.mark.parametrize(
-    ("script", "toy_recipe"), [("sft", "sft.yaml"), ("train_rm", "rm_robust.yaml"), ("rrpo", "rrpo.yaml")]
+    ("script", "toy_recipe"),
+    [("sft", "sft.yaml"), ("train_rm", "rm_robust.yaml"), ("rrpo", "rrpo.yaml"), ("grpo", "grpo.yaml")],
 )
 def test_argument_free_run_is_the_toy_recipe_and_a_dataset_run_is_not(script, toy_recipe):
     parser_of = lambda: make_parser(script)  # noqa: E731  (fresh parser: parsing a config mutates defaults)

@@ -84,3 +84,23 @@ from .edit_distance import edit_distance, error_rate  # noqa: E402
 
 
 __all__ += ["edit_distance", "error_rate"]
+
+# GRPO: group-relative advantages, the clipped surrogate and TRL's loss normalisations.
+from .grpo import (  # noqa: E402
+    ADVANTAGE_STD_EPS,
+    GRPO_LOSS_TYPES,
+    GRPO_REWARD_SCALINGS,
+    aggregate_grpo_loss,
+    group_relative_advantages,
+    grpo_per_token_loss,
+)
+
+
+__all__ += [
+    "ADVANTAGE_STD_EPS",
+    "GRPO_LOSS_TYPES",
+    "GRPO_REWARD_SCALINGS",
+    "aggregate_grpo_loss",
+    "group_relative_advantages",
+    "grpo_per_token_loss",
+]

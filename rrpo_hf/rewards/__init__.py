@@ -12,6 +12,7 @@ from .base import RewardFunction, check_reward_loss, model_tasks, require_head, 
 from .builder import RewardSet, build_reward_set, load_reward_model
 from .emotion import EmotionReward, EmotionRMEnsemble, reward_loss_settings
 from .multitask import ASRErrorRate, ASRReward, QualityReward, task_rewards
+from .tokens import SpeechTokenReward
 
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "QualityReward",
     "RewardFunction",
     "RewardSet",
+    "SpeechTokenReward",
     "build_reward_set",
     "check_reward_loss",
     "load_reward_model",

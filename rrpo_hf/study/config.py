@@ -63,6 +63,9 @@ class PolicyMethod(NamedTuple):
     cer_gate: bool = False
     #: `DiffROConfig.gumbel_sampling`: "full" (DiffRO's full softmax) or "rollout" (the rollout's top-k / top-p)
     gumbel_sampling: str = "full"
+    #: "diffro" (the analytical gradient through the Gumbel sample) or "grpo" (`CosyVoiceGRPOTrainer`: the policy
+    #: gradient of group-relative advantages of the same reward, read on generated tokens)
+    optimizer: str = "diffro"
 
     @property
     def needs_multitask_rm(self) -> bool:
@@ -90,7 +93,30 @@ POLICY_METHODS: dict[str, PolicyMethod] = {
     # What the reward reads: DiffRO whose Gumbel sample comes from the rollout's nucleus (top-k / top-p) instead of
     # the full softmax, so the RM scores the kind of token generation emits, not tail tokens it rarely does.
     "DiffRO-nucleus": PolicyMethod("base", gumbel_sampling="rollout"),
+    # The policy gradient on the same rewards (`recipes/toy/study_grpo.yaml`): GRPO against DiffRO's vanilla RM,
+    # against RRPO's +Adv RM with RRPO's Eq. 5 reward, and against the clean RM (control).
+    "GRPO": PolicyMethod("base", optimizer="grpo"),
+    "GRPO-robust": PolicyMethod("+Adv", 0.1, 0.5, optimizer="grpo"),
+    "GRPO-clean": PolicyMethod("clean", optimizer="grpo"),
 }
+
+#: Each GRPO row and the DiffRO-family row on the same reward it is compared with (paired, end and matched sqrt KL).
+GRPO_COUNTERPARTS: dict[str, str] = {"GRPO": "DiffRO", "GRPO-robust": "RRPO", "GRPO-clean": "DiffRO-clean"}
+
+#: What the GRPO rows were predicted to do, written before their first run (the report prints it).
+GRPO_PREDICTION = (
+    "GRPO's reward reads only the tokens the policy generates, drawn from the RAS nucleus, and its gradient raises "
+    "the log-probability of whole completions that beat their group. The artifact ids that DiffRO's Gumbel sample "
+    "reads in the tail (dataset-bias, paper-protocol) are drawn at a rate of ~0.003 per token, so GRPO rarely sees "
+    "the shortcut pay and the group advantage of one rare artifact is drowned by the prosody of the rest of the "
+    "utterance: at matched sqrt KL, GRPO - DiffRO has a lower artifact rate and higher naturalness (the sign of the "
+    "DiffRO-nucleus row, larger), with emotion within its interval. At matched steps GRPO moves less far from the "
+    "SFT policy (a noisier, sampled gradient at the same learning rate), so its end-of-run differences mostly "
+    "reflect less optimisation. Where the hacking is intensity over-shoot that every RM rewards (brittle, "
+    "cue-exaggeration), GRPO hacks the same way along the same curve: differences near 0 at matched sqrt KL. "
+    "GRPO-robust - RRPO and GRPO-clean - DiffRO-clean follow GRPO - DiffRO. Cost: a GRPO step generates "
+    "num_generations completions per prompt, so it costs several DiffRO steps, and more per unit of gold gained."
+)
 
 #: What the DiffRO-nucleus row was predicted to do, written before its first run (the report prints it).
 SAMPLING_PREDICTION = (
@@ -400,6 +426,17 @@ class RewardHackingStudyConfig:
         },
     )
     beta: float = field(default=0.1, metadata={"help": "KL weight β of DiffRO / RRPO (papers: 0.1)."})
+    grpo_num_generations: int = field(
+        default=4,
+        metadata={
+            "help": "Completions per prompt of the GRPO rows (G, default 4); a GRPO step reads policy_batch_size "
+            "prompts, as a DiffRO step, so it generates G times as many samples."
+        },
+    )
+    grpo_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the GRPO rows (None: policy_learning_rate, the DiffRO rows')."},
+    )
     policy_batch_size: int = field(default=16, metadata={"help": "Prompts per DiffRO step."})
     max_new_tokens: int = field(default=100, metadata={"help": "Cap on generated tokens per sample."})
     eval_steps: int = field(default=5, metadata={"help": "Evaluate the policy (generate + score) every N steps."})
@@ -460,6 +497,8 @@ class RewardHackingStudyConfig:
         repeated = sorted(set(self.reward_remedies) & set(self.policy_methods))
         if repeated:
             raise ValueError(f"{repeated} are in both policy_methods and reward_remedies; list each row once.")
+        if self.grpo_num_generations < 2:
+            raise ValueError(f"grpo_num_generations must be >= 2, got {self.grpo_num_generations}.")
         if self.ensemble_size < 2:
             raise ValueError(f"ensemble_size must be >= 2 (an ensemble of one is DiffRO), got {self.ensemble_size}.")
         if self.ensemble_std_coef < 0 or self.asr_reward_weight < 0 or self.quality_reward_weight < 0:
@@ -555,6 +594,12 @@ class RewardHackingStudyConfig:
         return asdict(self)
 
 
+def step_time_key(row: str) -> str:
+    """The `timings_s` entry of a policy row's seconds in optimisation steps (evaluations left out): wall-clock, so
+    kept with the other timings, out of the results that must repeat exactly."""
+    return f"{row} (optimisation steps)"
+
+
 def audit_target(cfg: RewardHackingStudyConfig) -> str:
     """The emotion the audit attacks for: the policy's (first) target emotion, else the (first) spurious one."""
     return normalize_emotion((cfg.policy_target_emotions or cfg.spurious_emotions)[0])
@@ -564,6 +609,8 @@ __all__ = [
     "AUDIT_INTENSITIES",
     "CLEAN_CORPUS_VARIANTS",
     "FINETUNED_VARIANTS",
+    "GRPO_COUNTERPARTS",
+    "GRPO_PREDICTION",
     "POLICY_METHODS",
     "REMEDY_DESCRIPTIONS",
     "REMEDY_PREDICTION",
@@ -576,4 +623,5 @@ __all__ = [
     "TABLE2_DOMAINS",
     "RewardHackingStudyConfig",
     "audit_target",
+    "step_time_key",
 ]

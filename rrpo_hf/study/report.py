@@ -16,6 +16,8 @@ from ..utils.saving import atomic_write
 from .config import (
     AUDIT_INTENSITIES,
     FINETUNED_VARIANTS,
+    GRPO_COUNTERPARTS,
+    GRPO_PREDICTION,
     POLICY_METHODS,
     REMEDY_DESCRIPTIONS,
     REMEDY_PREDICTION,
@@ -468,6 +470,82 @@ def format_sampling_rows(cfg: RewardHackingStudyConfig) -> list[str]:
     ]
 
 
+_GRPO_HEADERS = {
+    GOLD_KEY: "Δ gold",
+    "oracle_emotion_score": "Δ emotion",
+    "oracle_naturalness": "Δ naturalness",
+    "oracle_artifact_rate": "Δ artifact rate",
+    SQRT_KL_KEY: "Δ sqrt KL",
+}
+
+
+def _difference_cell(cell: dict | None) -> str:
+    if cell is None or not math.isfinite(cell["mean"]):
+        return "n/a"
+    spread = f" ± {cell['half_width']:.3f}" if math.isfinite(cell["half_width"]) else ""
+    return f"{cell['mean']:+.3f}{spread}"
+
+
+def format_grpo_section(cfg: RewardHackingStudyConfig, summary: dict) -> list[str]:
+    """The GRPO rows against the DiffRO-family row on the same reward: the prediction, paired differences at the end
+    and at matched sqrt KL, and the cost per step and per unit of gold gained. Empty without GRPO rows."""
+    grpo = summary.get("grpo")
+    rows = [row for row in cfg.policy_rows() if row in GRPO_COUNTERPARTS]
+    if not rows or grpo is None:
+        return []
+    lines = [
+        "### Policy gradient (GRPO) against the analytical gradient (DiffRO) on the same rewards",
+        "",
+        f"GRPO rows: {cfg.grpo_num_generations} completions per prompt (RAS sampling), {cfg.policy_batch_size} "
+        f"prompts per step, lr {cfg.grpo_learning_rate or cfg.policy_learning_rate}, the same seeds, corpora, SFT "
+        "policy, RMs and β as their counterparts ("
+        + ", ".join(f"{row} vs {GRPO_COUNTERPARTS[row]}" for row in rows)
+        + ").",
+        "",
+        f"**Prediction (written before their first run).** {GRPO_PREDICTION}",
+        "",
+    ]
+    pairs = grpo["pairs"]
+    if pairs:
+        keys = list(_GRPO_HEADERS)
+        lines += [
+            "| comparison | where | " + " | ".join(_GRPO_HEADERS[k] for k in keys) + " |",
+            "|---|---|" + "---:|" * len(keys),
+        ]
+        for comparison, entry in pairs.items():
+            lines.append(
+                f"| {comparison} | end | " + " | ".join(_difference_cell(entry["end"].get(k)) for k in keys) + " |"
+            )
+            matched = entry.get("matched") or {}
+            if matched:
+                cells = [_difference_cell(matched.get(k)) if k != SQRT_KL_KEY else "0" for k in keys]
+                lines.append(f"| {comparison} | sqrt KL {matched['sqrt_kl']:.2f} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Paired per-seed differences (mean ± the half-width of the "
+            f"{cfg.confidence:.0%} t-interval) after {cfg.policy_steps} steps and at the largest sqrt KL both rows "
+            "reach in every seed (curves read as in the matched-sqrt-KL table).",
+            "",
+        ]
+    cost = grpo.get("cost") or {}
+    if cost:
+        lines += [
+            "| row | seconds per step | gold gain (end − SFT) | seconds per unit of gold |",
+            "|---|---:|---:|---:|",
+        ]
+        for row, entry in cost.items():
+            cells = [format_mean_ci(entry[k]["mean"], entry[k]["ci"]) for k in ("seconds_per_step", "gold_gain")]
+            cells.append(format_mean_ci(entry["seconds_per_gold"]["mean"], entry["seconds_per_gold"]["ci"], 1))
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Seconds of optimisation steps (rollouts, rewards, backward, update; evaluations left out) on this "
+            "machine; seconds per unit of gold counts the seeds where the gold score rose.",
+            "",
+        ]
+    return lines
+
+
 def render_report(
     cfg: RewardHackingStudyConfig,
     summary: dict,
@@ -532,6 +610,7 @@ def render_report(
         "",
         *format_remedies(cfg, summary),
         *format_sampling_rows(cfg),
+        *format_grpo_section(cfg, summary),
         format_table1(summary),
         "",
         "### Paired differences against DiffRO",
@@ -592,6 +671,7 @@ def render_report(
 __all__ = [
     "format_changes",
     "format_gao_table",
+    "format_grpo_section",
     "format_matched_sqrt_kl_table",
     "format_remedies",
     "format_sampling_rows",

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from datasets import Value, concatenate_datasets
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from ..audit import AuditConfig, audit_reward_model
@@ -33,6 +33,8 @@ from ..testbed import (
 )
 from ..trainers import (
     CosyVoice2SFTTrainer,
+    CosyVoiceGRPOConfig,
+    CosyVoiceGRPOTrainer,
     DiffROConfig,
     DiffROTrainer,
     MultiTaskRewardConfig,
@@ -51,6 +53,7 @@ from .config import (
     RM_VARIANTS,
     RewardHackingStudyConfig,
     audit_target,
+    step_time_key,
 )
 from .progress import StageProgress
 
@@ -77,6 +80,23 @@ def _quiet_training_kwargs(output_dir: str, seed: int) -> dict[str, Any]:
         disable_tqdm=True,
         logging_steps=10,
     )
+
+
+class _StepTimer(TrainerCallback):
+    """Seconds spent in optimisation steps (rollouts, rewards, backward, update), evaluations left out: the cost per
+    step the GRPO rows are compared on."""
+
+    def __init__(self):
+        self.seconds, self.steps, self._start = 0.0, 0, None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self.steps += 1
+            self._start = None
 
 
 def print_flushed(message: str) -> None:
@@ -329,7 +349,9 @@ def optimize_policy(
     quality heads) gives the ASR / quality rewards and the CER gate of the rows that ask for them.
 
     Returns ``curve`` (evaluation points: step 0 = the SFT policy, then every ``eval_steps``), ``train_log``
-    (training reward and KL per logging window), ``start`` and ``final`` (first and last curve points). A row with
+    (training reward and KL per logging window), ``start`` and ``final`` (first and last curve points), ``steps``
+    and ``step_seconds`` (optimisation steps taken and their seconds, evaluations left out; `run_seed` moves the
+    seconds into its ``timings_s``). A `"grpo"` method trains with `CosyVoiceGRPOTrainer` instead of DiffRO. A row with
     several rewards reports its emotion reward as ``reward`` (Table 1's "reward of the method's own RM") and their
     weighted sum as ``reward_total``.
     """
@@ -349,20 +371,16 @@ def optimize_policy(
         gate = dict(reward_gate="asr_cer", reward_gate_threshold=-cfg.gate_max_cer)
     if spec.ensemble is not None:
         gate.update(reward_aggregation=spec.ensemble, reward_ensemble_std_coef=cfg.ensemble_std_coef)
-    args = DiffROConfig(
+    common = dict(
         **{**_quiet_training_kwargs(output_dir, seed), "logging_steps": cfg.eval_steps},
-        rollout=cfg.rollout,
         beta=cfg.beta if beta is None else beta,
         reward_label_smoothing=spec.label_smoothing,
         reward_adv_epsilon=cfg.adv_epsilon,
         reward_adv_alpha=spec.adv_alpha,
-        gumbel_sampling=spec.gumbel_sampling,
         reward_weights=weights if reward_funcs else None,
         **gate,
-        learning_rate=cfg.policy_learning_rate,
         lr_scheduler_type="constant",
         max_steps=cfg.policy_steps,
-        per_device_train_batch_size=cfg.policy_batch_size,
         per_device_eval_batch_size=64,
         max_new_tokens=cfg.max_new_tokens,
         eval_strategy="steps",
@@ -370,7 +388,27 @@ def optimize_policy(
         eval_seed=seed + 1234,
         eval_kl=True,  # the curves' x-axis: sqrt KL(policy || SFT policy) on the evaluation samples
     )
-    trainer = DiffROTrainer(
+    if spec.optimizer == "grpo":
+        # The same prompts per step as a DiffRO row, each generated G times (TRL's batch counts completions).
+        trainer_class = CosyVoiceGRPOTrainer
+        args = CosyVoiceGRPOConfig(
+            **common,
+            num_generations=cfg.grpo_num_generations,
+            per_device_train_batch_size=cfg.policy_batch_size * cfg.grpo_num_generations,
+            learning_rate=cfg.grpo_learning_rate or cfg.policy_learning_rate,
+        )
+    else:
+        trainer_class = DiffROTrainer
+        args = DiffROConfig(
+            **common,
+            rollout=cfg.rollout,
+            gumbel_sampling=spec.gumbel_sampling,
+            learning_rate=cfg.policy_learning_rate,
+            per_device_train_batch_size=cfg.policy_batch_size,
+        )
+    timer = _StepTimer()
+    trainer = trainer_class(
+        callbacks=[timer],
         model=copy.deepcopy(sft_policy),
         reward_model=reward_model,
         reward_funcs=reward_funcs or None,
@@ -402,7 +440,14 @@ def optimize_policy(
         for entry in trainer.state.log_history
         if "reward" in entry and "loss" in entry
     ]
-    return {"curve": curve, "train_log": train_log, "start": curve[0], "final": curve[-1]}
+    return {
+        "curve": curve,
+        "train_log": train_log,
+        "start": curve[0],
+        "final": curve[-1],
+        "step_seconds": timer.seconds,
+        "steps": timer.steps,
+    }
 
 
 def _intensity(values: Sequence[float]) -> float | tuple[float, float]:
@@ -573,6 +618,9 @@ def run_seed(
             multitask_rm=multitask_rm,
         )
         timings[row] = time.perf_counter() - start
+        # Wall-clock, so with the other timings (kept out of the results that must repeat exactly).
+        if "step_seconds" in policies[row]:
+            timings[step_time_key(row)] = policies[row].pop("step_seconds")
     return {
         "seed": seed,
         "sft": sft_metrics,

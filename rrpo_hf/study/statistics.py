@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import TABLE1_COLUMNS, TABLE2_DOMAINS, RewardHackingStudyConfig
+from .config import GRPO_COUNTERPARTS, TABLE1_COLUMNS, TABLE2_DOMAINS, RewardHackingStudyConfig, step_time_key
 from .overoptimisation import fit_gao_over_seeds, value_at_sqrt_kl
 
 
@@ -111,6 +111,7 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
         "overoptimisation": overoptimisation_summary(rows, per_seed),
         "gao_fits": gao_fits(rows, per_seed, cfg.confidence),
         "matched_sqrt_kl": matched_sqrt_kl_differences(rows, per_seed, PAIRED_CONTROL, cfg.confidence),
+        **({"grpo": grpo_comparisons(rows, per_seed, cfg.confidence)} if set(rows) & set(GRPO_COUNTERPARTS) else {}),
     }
 
 
@@ -238,6 +239,53 @@ def matched_sqrt_kl_differences(
     return differences
 
 
+#: The end-of-run values the GRPO rows are compared on, besides the matched-sqrt-KL keys.
+GRPO_END_KEYS = (GOLD_KEY, "oracle_emotion_score", "oracle_naturalness", "oracle_artifact_rate", SQRT_KL_KEY)
+
+
+def grpo_comparisons(methods: Sequence[str], per_seed: list[dict], confidence: float = 0.95) -> dict[str, Any]:
+    """Each GRPO row against the DiffRO-family row on the same reward (`GRPO_COUNTERPARTS`): paired differences at
+    the end and at matched sqrt KL (:func:`matched_sqrt_kl_differences` with the counterpart as control), and the
+    cost of each row: seconds per optimisation step (evaluations left out) and per unit of gold gained by the end.
+
+    Returns ``{"pairs": {"<GRPO row> − <counterpart>": {"end": {key: {mean, half_width, n}}, "matched": entry}},
+    "cost": {row: {"seconds_per_step": ci, "gold_gain": ci, "seconds_per_gold": ci}}}``. A row whose results lack the
+    step timings (older results) gets no cost entry.
+    """
+    pairs = {}
+    for row, control in GRPO_COUNTERPARTS.items():
+        if row not in methods or control not in methods:
+            continue
+        finals = {m: [run["policies"][m]["final"] for run in per_seed] for m in (row, control)}
+        end = {}
+        for key in GRPO_END_KEYS:
+            if all(key in point for points in finals.values() for point in points):
+                mean, half_width, n = paired_difference_ci(
+                    [p[key] for p in finals[row]], [p[key] for p in finals[control]], confidence
+                )
+                end[key] = {"mean": mean, "half_width": half_width, "n": n}
+        # The artifact rate too: whether GRPO exploits the artifact shortcut is what its prediction is about.
+        keys = (*MATCHED_SQRT_KL_KEYS, "oracle_artifact_rate")
+        matched = matched_sqrt_kl_differences([row, control], per_seed, control, confidence, keys)
+        pairs[f"{row} − {control}"] = {"end": end, "matched": matched.get(f"{row} − {control}", {})}
+    cost = {}
+    rows = [m for m in methods if m in GRPO_COUNTERPARTS or m in GRPO_COUNTERPARTS.values()]
+    for method in rows:
+        runs = [run["policies"][method] for run in per_seed]
+        seconds = [run.get("timings_s", {}).get(step_time_key(method)) for run in per_seed]
+        if not all(run.get("steps") for run in runs) or None in seconds:
+            continue
+        per_step = [s / run["steps"] for s, run in zip(seconds, runs)]
+        gains = [run["final"].get(GOLD_KEY, math.nan) - run["start"].get(GOLD_KEY, math.nan) for run in runs]
+        # Seconds per unit of gold: only where the gold rose (a loss has no cost per unit of gain).
+        per_gold = [s / gain if gain > 0 else math.nan for s, gain in zip(seconds, gains)]
+        cost[method] = {
+            name: dict(zip(("mean", "ci"), mean_confidence_interval(values, confidence)), n=len(values))
+            for name, values in (("seconds_per_step", per_step), ("gold_gain", gains), ("seconds_per_gold", per_gold))
+        }
+    return {"pairs": pairs, "cost": cost}
+
+
 #: The method every paired difference is taken against: the vanilla-RM baseline whose hacking RRPO should reduce.
 PAIRED_CONTROL = "DiffRO"
 
@@ -273,6 +321,7 @@ __all__ = [
     "aggregate",
     "format_mean_ci",
     "gao_fits",
+    "grpo_comparisons",
     "matched_sqrt_kl_differences",
     "mean_confidence_interval",
     "paired_difference_ci",
