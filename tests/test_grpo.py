@@ -3,10 +3,12 @@ log-probabilities of generated tokens, a seeded toy run that raises a token rewa
 checks, TRL's config names and defaults."""
 
 import dataclasses
+import importlib.metadata
 import math
 
 import pytest
 import torch
+from packaging.version import Version
 from test_diffro_trainer import CODEBOOK, corpus, make_policy, make_reward_model, tokenizer  # noqa: F401  (fixtures)
 from trl import GRPOConfig
 
@@ -162,6 +164,15 @@ def trl_loss(loss_type, logps, old, ref, advantages, mask, eps_low, eps_high, be
     return GRPOTrainer._compute_loss(stub, None, inputs).item()
 
 
+# `_compute_loss` is TRL's private method, stubbed here as trl 1.16 calls it; older releases (the floor, 1.0, in
+# `make test-min`) call their helpers differently. The hand computations above hold the definitions at every version.
+TRL_STUB_VERSION = "1.16"
+
+
+@pytest.mark.skipif(
+    Version(importlib.metadata.version("trl")) < Version(TRL_STUB_VERSION),
+    reason=f"the stub of TRL's private GRPOTrainer._compute_loss follows trl >= {TRL_STUB_VERSION}",
+)
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_the_loss_is_trls_on_the_same_batch(loss_type):
     generator = torch.Generator().manual_seed(0)
