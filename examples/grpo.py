@@ -31,8 +31,7 @@ from pathlib import Path
 from transformers import set_seed
 from trl import ModelConfig
 
-from rrpo_hf import CosyVoiceGRPOConfig, CosyVoiceGRPOTrainer, OracleScorer
-from rrpo_hf.models.cosyvoice2.loading import load_cosyvoice2_lm_and_tokenizer, lora_config_from_model_args
+from rrpo_hf import CosyVoiceGRPOConfig, CosyVoiceGRPOTrainer
 from rrpo_hf.script_utils import ScriptParser, end_distributed_run, resolve_resume_from_checkpoint
 
 
@@ -63,42 +62,15 @@ def main(
     resume_from_checkpoint = resolve_resume_from_checkpoint(
         training_args.resume_from_checkpoint, training_args.output_dir
     )
-    model_path = model_args.model_name_or_path or "outputs/sft_policy"
-    _rrpo.require_stage_output(model_path, "SFT policy", "accelerate launch examples/sft.py")
-    _rrpo.require_stage_output(script_args.reward_model_path, "reward model", "accelerate launch examples/train_rm.py")
-    for path in [*(script_args.ensemble_reward_model_paths or []), *(script_args.reward_funcs or [])]:
-        _rrpo.require_stage_output(path, "reward model", "accelerate launch examples/train_rm.py")
-    train_dataset, eval_dataset, oracle = _rrpo.load_datasets(script_args)
-    model, tokenizer = load_cosyvoice2_lm_and_tokenizer(
-        model_path,
-        script_args.tokenizer_path,
-        dtype=model_args.dtype,
-        attn_implementation=model_args.attn_implementation,
-    )
-    is_peft = hasattr(model, "peft_config")
-    reward_model = script_args.reward_model_path
-    if script_args.ensemble_reward_model_paths:
-        reward_model = [reward_model, *script_args.ensemble_reward_model_paths]
-    trainer = CosyVoiceGRPOTrainer(
-        model=model,
-        reward_model=reward_model,
-        reward_funcs=script_args.reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=tokenizer,
-        peft_config=lora_config_from_model_args(model_args) if model_args.use_peft and not is_peft else None,
-        judge_model=script_args.judge_model_path,
-        eval_scorers=None if oracle is None else [OracleScorer(oracle)],
-    )
+    trainer = _rrpo.build_policy_trainer(CosyVoiceGRPOTrainer, script_args, training_args, model_args)
     before = (
         trainer.evaluate(metric_key_prefix="eval_before")
-        if eval_dataset and script_args.evaluate_before_training
+        if trainer.eval_dataset and script_args.evaluate_before_training
         else {}
     )
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
-    after = trainer.evaluate() if eval_dataset is not None else {}
+    after = trainer.evaluate() if trainer.eval_dataset is not None else {}
     if after:
         trainer.save_metrics("eval", {**before, **after})
     trainer.save_model(training_args.output_dir)

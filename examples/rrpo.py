@@ -188,12 +188,9 @@ def save_policy(trainer: DiffROTrainer, script_args: RRPOScriptArguments, output
         trainer.export_cosyvoice(os.path.join(output_dir, "llm.pt"))
 
 
-def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_args: ModelConfig) -> DiffROTrainer:
-    # Before anything random (LoRA initialisation): the same seed gives the same policy.
-    set_seed(training_args.seed)
-    resume_from_checkpoint = resolve_resume_from_checkpoint(
-        training_args.resume_from_checkpoint, training_args.output_dir
-    )
+def build_policy_trainer(trainer_class, script_args, training_args, model_args):
+    """Every path checked before anything loads, then the datasets, the SFT policy and its tokenizer, and the policy
+    trainer (`DiffROTrainer` here, `CosyVoiceGRPOTrainer` in examples/grpo.py) on the reward models."""
     model_path = model_args.model_name_or_path or "outputs/sft_policy"
     model_path = require_stage_output(model_path, "SFT policy", "accelerate launch examples/sft.py")
     if script_args.tokenizer_path:
@@ -223,7 +220,7 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
     reward_model = script_args.reward_model_path
     if script_args.ensemble_reward_model_paths:
         reward_model = [reward_model, *script_args.ensemble_reward_model_paths]
-    trainer = DiffROTrainer(
+    return trainer_class(
         model=model,
         reward_model=reward_model,
         reward_funcs=script_args.reward_funcs,
@@ -236,17 +233,26 @@ def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_ar
         judge_model=script_args.judge_model_path,
         eval_scorers=None if oracle is None else [OracleScorer(oracle)],
     )
+
+
+def main(script_args: RRPOScriptArguments, training_args: DiffROConfig, model_args: ModelConfig) -> DiffROTrainer:
+    # Before anything random (LoRA initialisation): the same seed gives the same policy.
+    set_seed(training_args.seed)
+    resume_from_checkpoint = resolve_resume_from_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir
+    )
+    trainer = build_policy_trainer(DiffROTrainer, script_args, training_args, model_args)
     if trainer.is_world_process_zero() and len(trainer.reward_funcs) > 1:
         weighted = ", ".join(f"{name} x {w:g}" for name, w in zip(trainer.reward_func_names, trainer.reward_weights))
         print(f"Reward functions (weight): {weighted}")
     before = (
         trainer.evaluate(metric_key_prefix="eval_before")
-        if eval_dataset and script_args.evaluate_before_training
+        if trainer.eval_dataset and script_args.evaluate_before_training
         else {}
     )
     train_result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_metrics("train", train_result.metrics)
-    after = trainer.evaluate() if eval_dataset is not None else {}
+    after = trainer.evaluate() if trainer.eval_dataset is not None else {}
     if after:
         trainer.save_metrics("eval", {**before, **after})
     # Recorded so launch tests (and users) can see that every process joined the run.
