@@ -47,14 +47,16 @@ def greedy_token_edits(
 
     Returns (CPU tensors, one row per sequence): ``log_prob`` ``(N, budget + 1)``, the reward after 0, 1, ...
     edits (flat after the sequence stopped); ``new_tokens`` ``(N, budget)``, the id each accepted edit wrote (-1:
-    no edit); ``hidden_shift`` ``(N, budget)``, the L2 norm of the change of h' each edit caused (NaN: no edit).
+    no edit); ``hidden_shift`` ``(N, budget)``, the L2 norm of the change of h' each edit caused (NaN: no edit);
+    ``tokens``, the sequences after their edits (lists of ids, unpadded), so that a judge can score what the attack
+    wrote.
     """
     if budget < 1 or num_candidates < 1:
         raise ValueError(f"budget and num_candidates must be >= 1, got {budget} and {num_candidates}.")
     vocab_size = model.config.vocab_size
     device = model_device(model)
     allowed = _allowed_mask(vocab_size, allowed_ids, device)
-    log_probs, new_tokens, shifts = [], [], []
+    log_probs, new_tokens, shifts, edited = [], [], [], []
     for start in range(0, len(token_lists), batch_size):
         ids, mask = pad(model, token_lists[start : start + batch_size])
         ids = ids.masked_fill(~mask.bool(), 0)  # padded frames: any codebook id (one-hot), masked out everywhere
@@ -107,12 +109,15 @@ def greedy_token_edits(
             stopped = batch_tokens[:, step - 1] < 0
             batch_log_probs[stopped, step] = batch_log_probs[stopped, step - 1]
         log_probs.append(batch_log_probs)
+        lengths = mask.sum(dim=1).tolist()
+        edited.extend(row[:length] for row, length in zip(current.cpu().tolist(), lengths))
         new_tokens.append(batch_tokens)
         shifts.append(batch_shifts)
     return {
         "log_prob": torch.cat(log_probs),
         "new_tokens": torch.cat(new_tokens),
         "hidden_shift": torch.cat(shifts),
+        "tokens": edited,
     }
 
 

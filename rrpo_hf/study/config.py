@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 from ..data.labels import normalize_emotion
 from ..testbed import OracleConfig, TestbedConfig
+from .gate import MechanismGate
 from .presets import ALL_PRESETS, STUDY_PRESETS, get_preset, preset_names
 
 
@@ -20,6 +21,9 @@ RM_VARIANTS: dict[str, dict[str, Any]] = {
     "+LS": dict(label_smoothing=0.1, use_eam=False, adv_alpha=0.0),
     "+EAM": dict(label_smoothing=0.1, use_eam=True, adv_alpha=0.0),
     "+Adv": dict(label_smoothing=0.1, use_eam=True, adv_alpha=0.5),
+    # +Adv at the paper's literal radius, ε_adv = 0.5 in absolute units, whatever the study's `adv_epsilon` and
+    # `adv_epsilon_scale` (an extra row where those follow the scale rule).
+    "+Adv-0.5": dict(label_smoothing=0.1, use_eam=True, adv_alpha=0.5, adv_epsilon=0.5, adv_epsilon_scale="absolute"),
     # Control, not a paper row: the vanilla RM trained on the artifact-free corpus (no shortcut to learn).
     "clean": dict(label_smoothing=0.0, use_eam=False, adv_alpha=0.0),
 }
@@ -29,7 +33,7 @@ CLEAN_CORPUS_VARIANTS = frozenset({"clean"})
 
 #: Reward-model variants that, when the study has a fine-tuning set (`rm_finetune_num_train` > 0), fine-tune the
 #: pre-trained base RM on it (the paper's protocol) instead of training from scratch on the RM corpus.
-FINETUNED_VARIANTS = frozenset({"+FT", "+LS", "+EAM", "+Adv"})
+FINETUNED_VARIANTS = frozenset({"+FT", "+LS", "+EAM", "+Adv", "+Adv-0.5"})
 
 
 #: What the remedy rows were predicted to do, written before their first run (the report prints it above the tables).
@@ -77,6 +81,8 @@ class PolicyMethod(NamedTuple):
 POLICY_METHODS: dict[str, PolicyMethod] = {
     "DiffRO": PolicyMethod("base"),
     "RRPO": PolicyMethod("+Adv", 0.1, 0.5),
+    # RRPO against the +Adv RM trained at the paper's literal ε_adv = 0.5 (absolute); its reward reads the same ε.
+    "RRPO-0.5": PolicyMethod("+Adv-0.5", 0.1, 0.5),
     # DiffRO against the vanilla fine-tune of the pre-trained RM: the effect of the clean data alone.
     "DiffRO-FT": PolicyMethod("+FT"),
     # Control: DiffRO against the RM without the shortcut. Artifacts that appear under DiffRO but not here are
@@ -248,6 +254,13 @@ class RewardHackingStudyConfig:
             "(graded emotion; see sft_intensity)."
         },
     )
+    rm_num_train: int | None = field(
+        default=None,
+        metadata={
+            "help": "Utterances of the RM training corpus (default None: num_train). A small corpus is one an RM "
+            "can over-fit, learning chance correlations (the `chance-glitches` preset)."
+        },
+    )
     rm_finetune_num_train: int = field(
         default=0,
         metadata={
@@ -349,6 +362,23 @@ class RewardHackingStudyConfig:
         metadata={
             "help": "L2 radius ε of the FGM perturbation of h' (Eq. 4) in +Adv training and in RRPO's reward (paper: "
             "0.5). The norm is per utterance over all frames; compare it with the probes' `hidden_norm`."
+        },
+    )
+    adv_epsilon_scale: str = field(
+        default="absolute",
+        metadata={
+            "help": "How adv_epsilon is read (`RobustRewardConfig.adv_epsilon_scale`): 'absolute' (default, the "
+            "paper's: an L2 radius in the units of h') or 'relative' (adv_epsilon times the RMS frame norm of h', "
+            "the scale rule; 1.0 recommended). The +Adv-0.5 row always uses absolute 0.5."
+        },
+    )
+    mechanism_gate: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Thresholds of the mechanism gate (`rrpo_hf.study.gate.MechanismGate` fields; JSON on the "
+            "command line). Given, the study first trains every seed's vanilla (base) RM and measures the gate on "
+            "it alone; the robust RMs and the policies are built only if it passes, else the report says "
+            "'mechanism absent'. Default None: no gate (the presets that set one say so)."
         },
     )
     # --- policy optimisation
@@ -509,6 +539,16 @@ class RewardHackingStudyConfig:
             needed = POLICY_METHODS[method].rm_variant
             if needed not in self.rm_variants:
                 raise ValueError(f"Policy method {method!r} needs the reward model {needed!r}; add it to rm_variants.")
+        if self.rm_num_train is not None and self.rm_num_train < 1:
+            raise ValueError(f"rm_num_train must be >= 1 (or None: num_train), got {self.rm_num_train}.")
+        if self.adv_epsilon_scale not in ("absolute", "relative"):
+            raise ValueError(f"adv_epsilon_scale must be 'absolute' or 'relative', got {self.adv_epsilon_scale!r}.")
+        if isinstance(self.mechanism_gate, str):
+            self.mechanism_gate = json.loads(self.mechanism_gate)
+        if self.mechanism_gate is not None:
+            if "base" not in self.rm_variants:
+                raise ValueError("The mechanism gate is measured on the vanilla RM; add 'base' to rm_variants.")
+            self.gate()  # unknown or invalid thresholds fail now
         if "+FT" in self.rm_variants and self.rm_finetune_num_train <= 0:
             raise ValueError(
                 "The +FT reward model fine-tunes the pre-trained RM on the clean fine-tuning set; set "
@@ -585,6 +625,10 @@ class RewardHackingStudyConfig:
         rows = {method: (method, self.beta) for method in [*self.policy_methods, *self.reward_remedies]}
         rows.update({f"DiffRO-beta{beta:g}": ("DiffRO", float(beta)) for beta in self.beta_sweep})
         return rows
+
+    def gate(self) -> MechanismGate | None:
+        """The preset's mechanism gate (None: no gate)."""
+        return None if self.mechanism_gate is None else MechanismGate.from_dict(self.mechanism_gate)
 
     def oracle_config(self) -> OracleConfig:
         """The oracle every seed is scored by: `OracleConfig` defaults, then `oracle`."""

@@ -18,9 +18,10 @@ from ..testbed import EmotionWorld
 from ..utils.processes import run_in_processes
 from ..utils.saving import atomic_write_text
 from .config import POLICY_METHODS, RewardHackingStudyConfig
+from .gate import decide_gate
 from .presets import preset_names
-from .report import plot_curves, plot_overoptimisation, render_report
-from .stages import print_flushed, run_seed, train_multitask_reward_model
+from .report import plot_curves, plot_overoptimisation, render_gate_report, render_report
+from .stages import print_flushed, run_gate_seed, run_seed, stage_times, train_multitask_reward_model
 from .statistics import aggregate
 
 
@@ -30,10 +31,39 @@ def _worker_count(cfg: RewardHackingStudyConfig) -> int:
     return max(1, min(cfg.num_workers or cores, len(cfg.seeds)))
 
 
-def _seed_in_worker(cfg: RewardHackingStudyConfig, seed: int, workdir: str, multitask_rm) -> dict:
+def _seed_in_worker(cfg: RewardHackingStudyConfig, seed: int, workdir: str, multitask_rm, trained) -> dict:
     torch.set_num_threads(cfg.threads_per_seed)
     datasets.disable_progress_bars()
-    return run_seed(cfg, seed, f"{workdir}/seed{seed}", print_flushed, multitask_rm=multitask_rm)
+    return run_seed(
+        cfg, seed, f"{workdir}/seed{seed}", print_flushed, multitask_rm=multitask_rm, trained_reward_models=trained
+    )
+
+
+def _gate_in_worker(cfg: RewardHackingStudyConfig, seed: int, workdir: str) -> dict:
+    torch.set_num_threads(cfg.threads_per_seed)
+    datasets.disable_progress_bars()
+    return run_gate_seed(cfg, seed, f"{workdir}/seed{seed}", print_flushed)
+
+
+def run_gate(cfg: RewardHackingStudyConfig, workdir: str, log: Callable[[str], None]) -> tuple[dict, dict]:
+    """The mechanism gate on every seed's vanilla RM (`workers` at a time), before anything else of the study is
+    built. Returns the verdict (:func:`~rrpo_hf.study.gate.decide_gate` plus each seed's figures and seconds) and the
+    base RM of each seed (seed -> (model, Table 2 scores)) for `run_seed` to reuse."""
+    workers = _worker_count(cfg)
+    log(f"mechanism gate on the vanilla RM of {len(cfg.seeds)} seed(s), {workers} at a time")
+    if workers == 1:
+        runs = {seed: run_gate_seed(cfg, seed, f"{workdir}/seed{seed}", log) for seed in cfg.seeds}
+    else:
+        runs = run_in_processes(_gate_in_worker, [(seed, (cfg, seed, workdir)) for seed in cfg.seeds], workers)
+    figures = [runs[seed]["gate"] for seed in cfg.seeds]
+    verdict = {
+        **decide_gate(cfg.gate(), figures),
+        "thresholds": cfg.gate().to_dict(),
+        "per_seed": {seed: runs[seed]["gate"] for seed in cfg.seeds},
+        "seconds": {seed: runs[seed]["seconds"] for seed in cfg.seeds},
+    }
+    log(f"mechanism gate {'PASSED' if verdict['passed'] else 'FAILED: mechanism absent'}")
+    return verdict, {seed: runs[seed]["base"] for seed in cfg.seeds}
 
 
 def seed_result_path(output_dir: str | os.PathLike, seed: int) -> Path:
@@ -46,18 +76,32 @@ def _save_seed(output_dir: Path, seed: int, result: dict) -> None:
 
 
 def _run_seeds_in_processes(
-    cfg: RewardHackingStudyConfig, workers: int, workdir: str, multitask_rm, on_result: Callable[[int, dict], None]
+    cfg: RewardHackingStudyConfig,
+    workers: int,
+    workdir: str,
+    multitask_rm,
+    trained: dict[int, dict],
+    on_result: Callable[[int, dict], None],
 ) -> list[dict]:
     """Every seed in a pool of `workers` fresh ("spawn") processes with `threads_per_seed` threads each; the results
     in the order of `cfg.seeds`. A seed seeds everything it draws, so its result is the one a sequential run gives.
     Ctrl-C or SIGTERM stops every worker within seconds (`run_in_processes`); finished seeds are on disk already."""
     results = run_in_processes(
         _seed_in_worker,
-        [(seed, (cfg, seed, workdir, multitask_rm)) for seed in cfg.seeds],
+        [(seed, (cfg, seed, workdir, multitask_rm, trained.get(seed))) for seed in cfg.seeds],
         workers,
         on_result=on_result,
     )
     return [results[seed] for seed in cfg.seeds]
+
+
+def mean_stage_times(per_seed: list[dict]) -> dict[str, float]:
+    """Seconds per seed by kind of stage (:func:`~rrpo_hf.study.stages.stage_times`), mean over the seeds."""
+    per_kind: dict[str, list[float]] = {}
+    for run in per_seed:
+        for kind, seconds in stage_times(run.get("timings_s", {})).items():
+            per_kind.setdefault(kind, []).append(seconds)
+    return {kind: sum(values) / len(values) for kind, values in per_kind.items()}
 
 
 def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -85,13 +129,20 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
     output_dir.mkdir(parents=True, exist_ok=True)
 
     per_seed = []
-    multitask_rm_scores = None
+    multitask_rm_scores, gate = None, None
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads_per_seed)  # see its help: the thread count is part of the result
     progress_bars_were_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # dozens of tiny map/filter calls per seed
     try:
         with tempfile.TemporaryDirectory() as workdir:
+            trained: dict[int, dict] = {}
+            if cfg.gate() is not None:
+                # The gate reads the vanilla RM alone: nothing robust is trained and no policy optimised before it.
+                gate, base_models = run_gate(cfg, workdir, log)
+                if not gate["passed"]:
+                    return _write_gate_only(cfg, gate, output_dir, time.perf_counter() - start)
+                trained = {seed: {"base": base_models[seed]} for seed in cfg.seeds}
             multitask_rm = None
             if any(POLICY_METHODS[method].needs_multitask_rm for method, _ in cfg.policy_rows().values()):
                 log("multi-task reward model (ASR and quality heads), shared by every seed")
@@ -110,15 +161,27 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
             log(f"{len(cfg.seeds)} seed(s), {workers} at a time; each stage reports its steps as it trains")
             if workers == 1:
                 for seed in cfg.seeds:
-                    per_seed.append(run_seed(cfg, seed, f"{workdir}/seed{seed}", log, multitask_rm=multitask_rm))
+                    per_seed.append(
+                        run_seed(
+                            cfg,
+                            seed,
+                            f"{workdir}/seed{seed}",
+                            log,
+                            multitask_rm=multitask_rm,
+                            trained_reward_models=trained.get(seed),
+                        )
+                    )
                     on_result(seed, per_seed[-1])
             else:
-                per_seed = _run_seeds_in_processes(cfg, workers, workdir, multitask_rm, on_result)
+                per_seed = _run_seeds_in_processes(cfg, workers, workdir, multitask_rm, trained, on_result)
     finally:
         torch.set_num_threads(threads_before)
         if progress_bars_were_enabled:
             datasets.enable_progress_bars()
     summary = aggregate(cfg, per_seed)
+    if gate is not None:
+        summary["gate"] = gate
+    summary["stage_times"] = mean_stage_times(per_seed)
     if multitask_rm_scores is not None:
         summary["multitask_rm"] = multitask_rm_scores
     rows = list(cfg.policy_rows())
@@ -140,4 +203,22 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
     return {**results, "report": report, "plots": plots}
 
 
-__all__ = ["run_study", "seed_result_path"]
+def _write_gate_only(cfg: RewardHackingStudyConfig, gate: dict, output_dir: Path, wall_time: float) -> dict[str, Any]:
+    """The study of a failed gate: results.json and a report that says "mechanism absent" (no robust RM or policy
+    was built, and the world is not to be re-tuned until it passes)."""
+    world = asdict(cfg.testbed_config())
+    results = {
+        "config": cfg.to_dict(),
+        "world": world,
+        "oracle": asdict(cfg.oracle_config()),
+        "summary": {"gate": gate},
+        "per_seed": [],
+        "wall_time_s": wall_time,
+    }
+    atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2, default=float))
+    report = render_gate_report(cfg, gate, wall_time, world=world)
+    atomic_write_text(output_dir / "report.md", report)
+    return {**results, "report": report, "plots": []}
+
+
+__all__ = ["run_gate", "run_study", "seed_result_path"]

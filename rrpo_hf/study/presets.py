@@ -128,6 +128,52 @@ STUDY_PRESETS: dict[str, StudyPreset] = {
                 policy_methods=["DiffRO", "RRPO"],
             ),
         ),
+        StudyPreset(
+            name="chance-glitches",
+            summary="the paper's mechanism: a vanilla RM over-fitted on a small single-speaker set learns chance "
+            "correlations of rare ids and glitches; gate-first",
+            mechanism=(
+                "The RM corpus is small (120 utterances), of one speaker, with correct labels, and has "
+                "emotion-independent glitches (artifacts, density 0.15, in 30% of the utterances of every emotion). "
+                "Every RM row trains on it from scratch for 60 epochs (over-fitting: the vanilla RM memorises it). "
+                "Each artifact id and each timbre variant the speaker rarely uses occurs in a handful of utterances, "
+                "so its embedding carries the chance correlation of those few labels, and the policy (SFT on 4 "
+                "speakers, 5% glitches) can emit all of them. That is the flaw RRPO's paper names: perturbation "
+                "sensitivity and brittle boundaries of an RM fitted to little data, not a shortcut true of the "
+                "data. The robust rows train on the same data with the same budget: +LS, +EAM, +Adv with ε_adv by "
+                "the scale rule (1.0 x RMS frame norm of h'), and +Adv-0.5 at the paper's literal ε = 0.5. Prompts "
+                "of the five emotions of the paper. Gate, measured on the vanilla RM alone before anything else "
+                "(thresholds in the settings, the issue's): a single greedy edit gains >= +0.5 nats of "
+                "log P_RM(target), >= half the edits write an artifact or rare id, the oracle's P(target) rises "
+                "<= 0.02 after the edits."
+            ),
+            prediction=(
+                "The gate passes: the over-fitted vanilla RM pays >= 0.5 nats for one edit, mostly for rare or "
+                "artifact ids, which the oracle does not hear as emotion. DiffRO's analytical gradient raises those "
+                "ids: the artifact rate and CER rise, naturalness falls, and the oracle emotion score rises much "
+                "less than the RM's reward. LS caps the RM's logits, EAM trains on interpolated utterances (which "
+                "dilutes each id's chance correlation), Adv flattens the RM around h' at a radius comparable with "
+                "an edit's shift: the robust RMs' audited gain per edit is lower, and RRPO loses less naturalness "
+                "than DiffRO (RRPO - DiffRO naturalness > 0 at matched steps and at matched sqrt KL, artifact rate "
+                "< 0). RRPO-0.5 (ε = 0.5, ~1% of the norm of h') behaves like the +EAM row: the literal radius "
+                "adds nothing. DiffRO-Adv ~ RRPO-norm ~ RRPO: the effect is the robust RM's, not the Eq. 5 reward's. "
+                "RRPO-LS and RRPO-EAM lie between DiffRO and RRPO."
+            ),
+            settings=dict(
+                rm_num_train=120,
+                rm_num_speakers=1,
+                spurious_emotions=["neutral", "happy", "angry", "sad", "surprised", "fearful"],
+                spurious_artifact_rate=0.3,
+                rm_epochs=60.0,
+                adv_epsilon=1.0,
+                adv_epsilon_scale="relative",
+                rm_variants=["base", "+LS", "+EAM", "+Adv", "+Adv-0.5"],
+                policy_methods=["DiffRO", "RRPO", "RRPO-0.5"],
+                policy_target_emotions=["angry", "happy", "sad", "surprised", "fearful"],
+                beta_sweep=[],
+                mechanism_gate=dict(min_first_edit_gain=0.5, min_artifact_or_rare_share=0.5, max_oracle_p_rise=0.02),
+            ),
+        ),
     )
 }
 

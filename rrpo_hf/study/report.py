@@ -28,6 +28,7 @@ from .config import (
     RewardHackingStudyConfig,
     audit_target,
 )
+from .gate import format_gate_section
 from .overoptimisation import MIN_BOOTSTRAP_SEEDS, gao_reward
 from .presets import get_preset
 from .statistics import GOLD_KEY, MATCHED_SQRT_KL_KEYS, SQRT_KL_KEY, format_mean_ci
@@ -572,6 +573,7 @@ def render_report(
         "",
         format_preset_deviations(cfg),
         "",
+        *format_gate_section(summary.get("gate")),
         "## Setting",
         "",
         f"- **SFT corpus**: {cfg.sft_num_train or cfg.num_train} utterances at emotion intensity {cfg.sft_intensity} "
@@ -660,6 +662,45 @@ def render_report(
         "",
         *[f"![{Path(p).stem}]({Path(p).name})" for p in plots],
         "",
+        *format_stage_times(summary.get("stage_times")),
+        "## Configuration",
+        "",
+        format_configuration(cfg, world),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def format_stage_times(stage_times: dict[str, float] | None) -> list[str]:
+    """The report's section on where a seed's time goes (mean seconds per seed, one process each)."""
+    if not stage_times:
+        return []
+    total = stage_times.get("total") or float("nan")
+    lines = ["## Time per seed, by stage (mean seconds, one process)", "", "| stage | s | share |", "|---|---|---|"]
+    for kind, seconds in stage_times.items():
+        lines.append(f"| {kind} | {seconds:.1f} | {seconds / total:.0%} |")
+    return [*lines, ""]
+
+
+def render_gate_report(
+    cfg: RewardHackingStudyConfig, gate: dict, wall_time_s: float, world: dict | None = None
+) -> str:
+    """``report.md`` of a study whose mechanism gate failed: the preset, its prediction, the gate, the setting."""
+    preset = get_preset(cfg.preset)
+    parts = [
+        f"# Reward-hacking study (testbed): preset `{preset.name}` — mechanism absent",
+        "",
+        f"Seeds: {cfg.seeds}. Wall time: {wall_time_s:.0f} s.",
+        "",
+        f"## Preset `{preset.name}`: {preset.summary}",
+        "",
+        f"**Mechanism.** {preset.mechanism}",
+        "",
+        f"**Prediction (written when the preset was designed, before its first run).** {preset.prediction}",
+        "",
+        format_preset_deviations(cfg),
+        "",
+        *format_gate_section(gate),
         "## Configuration",
         "",
         format_configuration(cfg, world),
@@ -683,5 +724,7 @@ __all__ = [
     "format_table1",
     "format_table2",
     "plot_curves",
+    "format_stage_times",
+    "render_gate_report",
     "render_report",
 ]

@@ -55,6 +55,7 @@ from .config import (
     audit_target,
     step_time_key,
 )
+from .gate import measure_gate
 from .progress import StageProgress
 
 
@@ -174,8 +175,8 @@ def train_reward_model(
         num_train_epochs=epochs,
         per_device_train_batch_size=32,
         per_device_eval_batch_size=64,
-        adv_epsilon=cfg.adv_epsilon,
-        **RM_VARIANTS[variant],
+        # A row may fix its own radius (+Adv-0.5); the others take the study's.
+        **{"adv_epsilon": cfg.adv_epsilon, "adv_epsilon_scale": cfg.adv_epsilon_scale, **RM_VARIANTS[variant]},
     )
     trainer = _silenced(
         RobustRewardTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=dict(domains))
@@ -375,7 +376,7 @@ def optimize_policy(
         **{**_quiet_training_kwargs(output_dir, seed), "logging_steps": cfg.eval_steps},
         beta=cfg.beta if beta is None else beta,
         reward_label_smoothing=spec.label_smoothing,
-        reward_adv_epsilon=cfg.adv_epsilon,
+        # The reward's ε_adv and its scale rule are the RM's own (saved in its config with the rest of its loss).
         reward_adv_alpha=spec.adv_alpha,
         reward_weights=weights if reward_funcs else None,
         **gate,
@@ -480,7 +481,7 @@ def build_corpora(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed: int)
     )
     rm = make_emotion_corpus(
         "alpha",
-        cfg.num_train,
+        cfg.num_train if cfg.rm_num_train is None else cfg.rm_num_train,
         0,
         world=world,
         seed=seed,
@@ -530,21 +531,107 @@ def build_corpora(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed: int)
     }
 
 
+def _reward_model_corpus(variant: str, corpora: dict[str, Any], reward_models: dict[str, Any]):
+    """What an `RM_VARIANTS` row trains on: the clean corpus, the fine-tuning set (then it fine-tunes the base RM of
+    `reward_models`), or the RM corpus; ``(corpus, pretrained RM or None)``."""
+    if variant in CLEAN_CORPUS_VARIANTS:
+        return corpora["clean"], None
+    if variant in FINETUNED_VARIANTS and corpora["finetune"] is not None:
+        return corpora["finetune"], reward_models["base"]
+    return corpora["rm"], None
+
+
+def _train_reward_model_row(cfg, variant, corpora, reward_models, seed, workdir):
+    """The RM of one `RM_VARIANTS` row, trained on its corpus; the model and its Table 2 scores."""
+    corpus, pretrained = _reward_model_corpus(variant, corpora, reward_models)
+    return train_reward_model(
+        cfg, variant, corpus, corpora["domains"], seed, f"{workdir}/rm_{variant}", pretrained=pretrained
+    )
+
+
+def gate_utterances(cfg: RewardHackingStudyConfig, world: EmotionWorld, seed: int):
+    """The speech the mechanism gate attacks: alpha test utterances at the SFT corpus's intensity (the policy's
+    operating point), every emotion; the gate selects the target ones."""
+    return make_emotion_corpus(
+        "alpha", 0, cfg.num_test, world=world, seed=seed, intensity=_intensity(cfg.sft_intensity)
+    )["test"]
+
+
+def run_gate_seed(
+    cfg: RewardHackingStudyConfig, seed: int, workdir: str, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """The mechanism gate of one seed (:mod:`rrpo_hf.study.gate`): its vanilla (base) RM, trained as `run_seed`
+    trains it, and the gate's figures on that RM alone. Returns ``gate`` (the figures), ``base`` (the model and its
+    Table 2 scores, handed to `run_seed` when the gate passes) and ``seconds``."""
+    log = log or print_flushed
+    start = time.perf_counter()
+    world = EmotionWorld(cfg.testbed_config())
+    corpora = build_corpora(cfg, world, seed)
+    log(f"[seed {seed}] mechanism gate: vanilla reward model")
+    model, table2 = _train_reward_model_row(cfg, "base", corpora, {}, seed, workdir)
+    figures = measure_gate(
+        cfg.gate(),
+        model,
+        gate_utterances(cfg, world, seed),
+        Oracle(world, cfg.oracle_config()),
+        cfg.policy_target_emotions or list(CANONICAL_EMOTIONS),
+        [int(i) for i in world.artifact_token_ids],
+        corpora["rm"]["speech_tokens"],
+    )
+    log(
+        f"[seed {seed}] mechanism gate: first edit +{figures['first_edit_gain']:.3f} nats, artifact/rare share "
+        f"{figures['artifact_or_rare_share']:.2f}, oracle P(target) {figures['oracle_p_rise']:+.4f}"
+    )
+    return {"gate": figures, "base": (model, table2), "seconds": time.perf_counter() - start}
+
+
+def stage_times(timings: dict[str, float]) -> dict[str, float]:
+    """A seed's `timings_s` summed by kind of stage: corpora, SFT, RM training, probes, audits, policy optimisation
+    steps and policy evaluation (a row's seconds less its optimisation steps), and the total."""
+    suffix = " (optimisation steps)"
+    policy_rows = {key.removesuffix(suffix) for key in timings if key.endswith(suffix)}
+    totals: dict[str, float] = {}
+    for key, seconds in timings.items():
+        if key.endswith(suffix):
+            totals["policy steps"] = totals.get("policy steps", 0.0) + seconds
+            continue
+        if key in policy_rows:
+            kind = "policy evaluation"
+            seconds -= timings[key + suffix]
+        else:
+            kind = {"rm": "RM training", "ensemble": "RM training", "probes": "probes", "audit": "audit"}.get(
+                key.split(" ", 1)[0], key
+            )
+        totals[kind] = totals.get(kind, 0.0) + seconds
+    totals["total"] = sum(totals.values())
+    return totals
+
+
+def format_stage_times(timings: dict[str, float]) -> str:
+    """One line of :func:`stage_times`: ``SFT 87 s, RM training 40 s, ... total 400 s``."""
+    return ", ".join(f"{kind} {seconds:.0f} s" for kind, seconds in stage_times(timings).items())
+
+
 def run_seed(
     cfg: RewardHackingStudyConfig,
     seed: int,
     workdir: str,
     log: Callable[[str], None] | None = None,
     multitask_rm=None,
+    trained_reward_models: dict[str, tuple[Any, dict]] | None = None,
 ) -> dict:
     """The whole pipeline for one seed; ``log`` gets one line per stage (default: print, flushed). ``multitask_rm``:
-    the study's multi-task RM, for the rows with ASR / quality rewards or the CER gate."""
+    the study's multi-task RM, for the rows with ASR / quality rewards or the CER gate. ``trained_reward_models``:
+    RM rows already trained for this seed (variant -> (model, Table 2 scores)), e.g. the base RM the mechanism gate
+    trained; they are used as they are."""
     log = log or print_flushed
     timings: dict[str, float] = {}
     world = EmotionWorld(cfg.testbed_config())  # the study's `testbed` overrides; see its help
     oracle = Oracle(world, cfg.oracle_config())
+    start = time.perf_counter()
     corpora = build_corpora(cfg, world, seed)
     natural, domains = corpora["natural"], corpora["domains"]
+    timings["corpora"] = time.perf_counter() - start
 
     start = time.perf_counter()
     log(f"[seed {seed}] SFT policy")
@@ -555,19 +642,21 @@ def run_seed(
     reward_models, table2, probes, audits = {}, {}, {}, {}
     for variant in cfg.rm_variants:
         start = time.perf_counter()
-        log(f"[seed {seed}] reward model {variant}")
-        corpus, pretrained = corpora["rm"], None
-        if variant in CLEAN_CORPUS_VARIANTS:
-            corpus = corpora["clean"]
-        elif variant in FINETUNED_VARIANTS and corpora["finetune"] is not None:
-            corpus, pretrained = corpora["finetune"], reward_models["base"]
-        reward_models[variant], table2[variant] = train_reward_model(
-            cfg, variant, corpus, domains, seed, f"{workdir}/rm_{variant}", pretrained=pretrained
-        )
-        probes[variant] = run_probes(cfg, reward_models[variant], domains, world, seed, corpora["exaggerated"])
-        if audit_dataset is not None:
-            audits[variant] = run_audit(cfg, reward_models[variant], audit_dataset, world, seed)
+        if variant in (trained_reward_models or {}):
+            reward_models[variant], table2[variant] = trained_reward_models[variant]
+        else:
+            log(f"[seed {seed}] reward model {variant}")
+            reward_models[variant], table2[variant] = _train_reward_model_row(
+                cfg, variant, corpora, reward_models, seed, workdir
+            )
         timings[f"rm {variant}"] = time.perf_counter() - start
+        start = time.perf_counter()
+        probes[variant] = run_probes(cfg, reward_models[variant], domains, world, seed, corpora["exaggerated"])
+        timings[f"probes {variant}"] = time.perf_counter() - start
+        if audit_dataset is not None:
+            start = time.perf_counter()
+            audits[variant] = run_audit(cfg, reward_models[variant], audit_dataset, world, seed)
+            timings[f"audit {variant}"] = time.perf_counter() - start
 
     # Ensemble rows: ensemble_size - 1 more RMs of the row's variant, same data and recipe, other training seeds.
     ensembles = {}
@@ -575,11 +664,7 @@ def run_seed(
         {POLICY_METHODS[m].rm_variant for m, _ in cfg.policy_rows().values() if POLICY_METHODS[m].ensemble}
     ):
         start = time.perf_counter()
-        corpus, pretrained = corpora["rm"], None
-        if variant in CLEAN_CORPUS_VARIANTS:
-            corpus = corpora["clean"]
-        elif variant in FINETUNED_VARIANTS and corpora["finetune"] is not None:
-            corpus, pretrained = corpora["finetune"], reward_models["base"]
+        corpus, pretrained = _reward_model_corpus(variant, corpora, reward_models)
         members = [reward_models[variant]]
         for k in range(1, cfg.ensemble_size):
             log(f"[seed {seed}] reward model {variant}, ensemble member {k + 1}/{cfg.ensemble_size}")
@@ -621,6 +706,7 @@ def run_seed(
         # Wall-clock, so with the other timings (kept out of the results that must repeat exactly).
         if "step_seconds" in policies[row]:
             timings[step_time_key(row)] = policies[row].pop("step_seconds")
+    log(f"[seed {seed}] stage times: {format_stage_times(timings)}")
     return {
         "seed": seed,
         "sft": sft_metrics,
@@ -642,8 +728,12 @@ __all__ = [
     "policy_prompts",
     "print_flushed",
     "run_audit",
+    "format_stage_times",
+    "gate_utterances",
+    "run_gate_seed",
     "run_probes",
     "run_seed",
+    "stage_times",
     "train_multitask_reward_model",
     "train_reward_model",
     "train_sft_policy",
