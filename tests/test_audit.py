@@ -97,6 +97,20 @@ def test_greedy_gain_per_edit_is_the_closed_form_of_a_linear_count_rm():
     assert row["p_target"] == pytest.approx(math.exp(log_p_angry(1)), rel=1e-5)
 
 
+def test_greedy_edits_return_the_sequences_they_wrote():
+    model = linear_count_rm()
+    tokens = utterances(4)
+    result = greedy_token_edits(model, tokens, 1, budget=2, num_candidates=8)
+    for before, after, written in zip(tokens, result["tokens"], result["new_tokens"].tolist()):
+        assert len(after) == len(before)
+        changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+        assert sorted(after[i] for i in changed) == sorted(t for t in written if t >= 0)
+        assert after.count(TOKEN) == 1 + len(changed)  # every profitable edit writes the counted id
+    assert [log_p_angry(row.count(TOKEN)) for row in result["tokens"]] == pytest.approx(
+        result["log_prob"][:, -1].tolist(), rel=1e-4
+    )
+
+
 def test_greedy_edits_write_only_allowed_ids_and_stop_when_nothing_helps():
     model = linear_count_rm()
     tokens = utterances(3)

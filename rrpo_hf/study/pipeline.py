@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -34,6 +35,7 @@ def _worker_count(cfg: RewardHackingStudyConfig) -> int:
 def _seed_in_worker(cfg: RewardHackingStudyConfig, seed: int, workdir: str, multitask_rm, trained) -> dict:
     torch.set_num_threads(cfg.threads_per_seed)
     datasets.disable_progress_bars()
+    trained = {variant: (_model_from_bytes(model), table2) for variant, (model, table2) in (trained or {}).items()}
     return run_seed(
         cfg, seed, f"{workdir}/seed{seed}", print_flushed, multitask_rm=multitask_rm, trained_reward_models=trained
     )
@@ -42,7 +44,20 @@ def _seed_in_worker(cfg: RewardHackingStudyConfig, seed: int, workdir: str, mult
 def _gate_in_worker(cfg: RewardHackingStudyConfig, seed: int, workdir: str) -> dict:
     torch.set_num_threads(cfg.threads_per_seed)
     datasets.disable_progress_bars()
-    return run_gate_seed(cfg, seed, f"{workdir}/seed{seed}", print_flushed)
+    result = run_gate_seed(cfg, seed, f"{workdir}/seed{seed}", print_flushed)
+    # A tensor sent back through the pipe would be shared memory owned by this process, gone when it exits: send bytes.
+    model, table2 = result["base"]
+    return {**result, "base": (_model_bytes(model), table2)}
+
+
+def _model_bytes(model) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    return buffer.getvalue()
+
+
+def _model_from_bytes(data):
+    return torch.load(io.BytesIO(data), weights_only=False) if isinstance(data, bytes) else data
 
 
 def run_gate(cfg: RewardHackingStudyConfig, workdir: str, log: Callable[[str], None]) -> tuple[dict, dict]:
@@ -55,6 +70,7 @@ def run_gate(cfg: RewardHackingStudyConfig, workdir: str, log: Callable[[str], N
         runs = {seed: run_gate_seed(cfg, seed, f"{workdir}/seed{seed}", log) for seed in cfg.seeds}
     else:
         runs = run_in_processes(_gate_in_worker, [(seed, (cfg, seed, workdir)) for seed in cfg.seeds], workers)
+    base_models = {seed: (_model_from_bytes(runs[seed]["base"][0]), runs[seed]["base"][1]) for seed in cfg.seeds}
     figures = [runs[seed]["gate"] for seed in cfg.seeds]
     verdict = {
         **decide_gate(cfg.gate(), figures),
@@ -63,7 +79,7 @@ def run_gate(cfg: RewardHackingStudyConfig, workdir: str, log: Callable[[str], N
         "seconds": {seed: runs[seed]["seconds"] for seed in cfg.seeds},
     }
     log(f"mechanism gate {'PASSED' if verdict['passed'] else 'FAILED: mechanism absent'}")
-    return verdict, {seed: runs[seed]["base"] for seed in cfg.seeds}
+    return verdict, base_models
 
 
 def seed_result_path(output_dir: str | os.PathLike, seed: int) -> Path:

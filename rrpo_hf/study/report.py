@@ -580,7 +580,7 @@ def render_report(
         f"(under-expressive: headroom a reward can add genuinely), {cfg.sft_epochs:g} epochs, emotion-independent "
         f"glitches in {cfg.sft_artifact_rate:.0%} of its "
         "utterances (a policy can only learn to emit tokens it gives some probability);",
-        f"- **RM corpus**: {cfg.num_train} utterances, {cfg.rm_num_speakers} speakers, intensity {cfg.rm_intensity}, "
+        f"- **RM corpus**: {cfg.rm_num_train or cfg.num_train} utterances, {cfg.rm_num_speakers} speakers, intensity {cfg.rm_intensity}, "
         f"{cfg.rm_label_noise:.0%} wrong labels, artifacts (density {cfg.artifact_density}) in "
         f"{cfg.spurious_artifact_rate:.0%} of the {', '.join(cfg.spurious_emotions)} utterances;"
         + (
