@@ -79,6 +79,8 @@ STUDY_PRESETS: dict[str, StudyPreset] = {
                 rm_finetune_num_train=240,
                 rm_variants=["base", "+FT", "+LS", "+EAM", "+Adv", "clean"],
                 policy_methods=["DiffRO", "DiffRO-FT", "RRPO", "DiffRO-clean"],
+                # The primary test first: the regularisers' effect beyond the clean fine-tune's.
+                headline_pairs=["RRPO − DiffRO-FT", "RRPO − DiffRO", "DiffRO − SFT"],
             ),
         ),
         StudyPreset(
