@@ -12,6 +12,7 @@ from test_study_overoptimisation import _curve, _seed_run
 from test_study_presets import TINY  # the tiny study's sizes, shared with the preset tests
 
 from rrpo_hf.evaluation.metrics import emotion_recognition_scores
+from rrpo_hf.script_utils import parse_study_configs
 from rrpo_hf.study import (
     MECHANISM_DESCRIPTIONS,
     MECHANISM_PREDICTION,
@@ -158,6 +159,11 @@ def test_headline_pairs_are_parsed_checked_and_paper_protocol_tests_rrpo_against
     assert RewardHackingStudyConfig().headline_pairs == ["RRPO − DiffRO", "DiffRO − SFT"]
     assert RewardHackingStudyConfig.from_preset("paper-protocol").headline_pairs[0] == "RRPO − DiffRO-FT"
     assert get_preset("paper-protocol").settings["headline_pairs"][0] == "RRPO − DiffRO-FT"
+    # as the scripts take them: flags over the preset, plain hyphens
+    (config,) = parse_study_configs(
+        ["--preset", "paper-protocol", "--mechanism_rows", "true", "--headline_pairs", "RRPO-DiffRO-FT", "DiffRO-SFT"]
+    )
+    assert config.headline_pairs == ["RRPO − DiffRO-FT", "DiffRO − SFT"] and "RRPO-norm" in config.policy_rows()
     for pair in ["RRPO − PPO", "RRPO", "RRPO − RRPO"]:
         with pytest.raises(ValueError, match="headline_pairs entry"):
             RewardHackingStudyConfig(headline_pairs=[pair])

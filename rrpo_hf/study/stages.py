@@ -588,7 +588,7 @@ def run_seed(
         if audit_dataset is not None:
             audits[variant] = run_audit(cfg, reward_models[variant], audit_dataset, world, seed)
         check = target_emotion_check(
-            table2[variant]["alpha"],
+            table2[variant].get("alpha", {}),
             audits.get(variant),
             check_targets(cfg),
             cfg.target_check_min_recall,
