@@ -12,10 +12,11 @@ For each of 3 seeds, on the built-in testbed:
    DiffRO-clean (control: an RM without the shortcut) and score the samples with the testbed oracle (Table 1
    analogue: emotion score, naturalness, CER, artifact rate, the RM's own reward).
 
-Prints both tables (mean ± 95% CI over seeds), the paired differences against DiffRO and the over-optimisation
-table, and writes `outputs/study/{report.md, results.json, curve_*.png, overoptimisation.png}`. Every number is
-measured in the run. Every preset, 5 seeds: `examples/reward_hacking_study.py --config recipes/toy/study.yaml`; any
-of its options can be passed here too (e.g. `--seeds 0 --policy_steps 20`, `--preset brittle`).
+Prints the headline comparisons (RRPO − DiffRO-FT first), both tables (mean ± 95% CI over seeds), the paired
+differences against DiffRO and the over-optimisation table, and writes `outputs/study/{report.md, results.json,
+curve_*.png, overoptimisation.png}`. Every number is measured in the run. Every preset, 5 seeds:
+`examples/reward_hacking_study.py --config recipes/toy/study.yaml`; any of its options can be passed here too
+(e.g. `--seeds 0 --policy_steps 20`, `--preset brittle`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 
 from rrpo_hf.script_utils import parse_study_configs, run_studies
 from rrpo_hf.study import RewardHackingStudyConfig, format_probe_table, format_table1, format_table2, run_study
-from rrpo_hf.study.report import format_overoptimisation_table, format_paired_table
+from rrpo_hf.study.report import format_headline_table, format_overoptimisation_table, format_paired_table
 
 
 # Under 15 minutes on 2 CPU cores, the seeds in parallel (num_workers 0: one process per core); the study recipe runs
@@ -37,6 +38,8 @@ def main(config: RewardHackingStudyConfig) -> dict:
     results = run_study(config)
     summary = results["summary"]
     print(f"\n{'=' * 30} RRPO demo ({config.preset}): {len(config.seeds)} seed(s), mean ± 95% CI {'=' * 30}")
+    print("\nHeadline comparisons (paired per seed; minimum detectable effects at 80% power)\n")
+    print(format_headline_table(summary, config.confidence))
     print("\nTable 2 analogue: the reward models (WA / UA %)\n")
     print(format_table2(summary))
     print("\nRobustness probes of the reward models\n")

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from rrpo_hf.script_utils import parse_study_configs, run_studies
 from rrpo_hf.study import RewardHackingStudyConfig, format_table1, format_table2, run_study
-from rrpo_hf.study.report import format_overoptimisation_table, format_paired_table, format_presets_overview
+from rrpo_hf.study.report import (
+    format_headline_table,
+    format_overoptimisation_table,
+    format_paired_table,
+    format_presets_overview,
+    format_target_check_table,
+)
 from rrpo_hf.utils.saving import atomic_write_text
 
 
@@ -29,6 +35,10 @@ def main(config: RewardHackingStudyConfig) -> dict:
     results = run_study(config)
     summary = results["summary"]
     print(f"\n{'=' * 30} preset {config.preset}: {len(config.seeds)} seed(s) {'=' * 30}")
+    print("\nHeadline comparisons (paired per seed; minimum detectable effects at 80% power)\n")
+    print(format_headline_table(summary, config.confidence))
+    print("\nTarget emotion check (does each reward model see the target emotion?)\n")
+    print(format_target_check_table(config, summary))
     print("\nTable 1 analogue (oracle scores of the policies)\n")
     print(format_table1(summary))
     print("\nPaired differences against DiffRO (per seed: same corpora and SFT policy)\n")

@@ -255,7 +255,10 @@ def test_results_and_report_record_the_world_and_the_paired_differences(monkeypa
     assert saved["config"]["testbed"] == {"duration_jitter": 0.05}
     assert saved["summary"]["paired"]["RRPO − DiffRO"]["oracle_naturalness"]["mean"] == pytest.approx(0.5)
     report = (tmp_path / "study" / "report.md").read_text()
-    assert report.index("## Table 1 analogue") < report.index("| RRPO − DiffRO | ") < report.index("## Table 2")
+    # the headline comparisons lead the results; the paired table against DiffRO follows Table 1
+    table1 = report.index("## Table 1 analogue")
+    assert report.index("## Headline comparisons") < report.index("| RRPO − DiffRO | end | 3 |") < table1
+    assert table1 < report.index("| RRPO − DiffRO | ", table1) < report.index("## Table 2")
     configuration = report[report.index("## Configuration") :]
     assert "| `duration_jitter` | `0.05` |" in configuration and "languages[beta]" in configuration
     assert "| `policy_steps` | `60` |" in configuration

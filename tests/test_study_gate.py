@@ -134,7 +134,12 @@ def test_a_failed_gate_builds_no_robust_row_and_reports_the_mechanism_absent(tmp
 @pytest.mark.slow
 def test_a_passed_gate_comes_before_every_robust_row_and_its_vanilla_rm_is_reused(tmp_path, recorded):
     config = RewardHackingStudyConfig.from_preset(
-        "chance-glitches", **TINY, output_dir=str(tmp_path), mechanism_gate=ALWAYS, policy_methods=["DiffRO"]
+        "chance-glitches",
+        **TINY,
+        output_dir=str(tmp_path),
+        mechanism_gate=ALWAYS,
+        policy_methods=["DiffRO"],
+        mechanism_rows=False,
     )
     results = run_study(config, log=lambda message: None)
     gate_at = recorded.index(("gate",))
@@ -174,6 +179,7 @@ def test_a_gated_study_in_two_processes_reproduces_the_sequential_run(tmp_path):
             mechanism_gate=ALWAYS,
             rm_variants=["base", "+Adv"],
             policy_methods=["DiffRO", "RRPO"],
+            mechanism_rows=False,
         )
         run_study(config, log=lambda message: None)
         results = json.loads((tmp_path / name / "results.json").read_text())

@@ -51,7 +51,7 @@ def emotion_names(dataset, column="emotion") -> np.ndarray:
 
 
 def test_every_preset_is_a_valid_documented_study():
-    assert list(STUDY_PRESETS) == ["dataset-bias", "paper-protocol", "brittle", "cue-exaggeration"]
+    assert list(STUDY_PRESETS) == ["dataset-bias", "paper-protocol", "brittle", "cue-exaggeration", "chance-glitches"]
     fields = {f.name for f in dataclasses.fields(RewardHackingStudyConfig)}
     for name, preset in STUDY_PRESETS.items():
         assert set(preset.settings) <= fields, name
@@ -128,7 +128,8 @@ def test_the_study_recipe_runs_every_preset_with_five_seeds():
     assert [c.preset for c in configs] == list(STUDY_PRESETS)
     for config in configs:
         assert len(config.seeds) >= 5
-        assert config.beta_sweep == [0.0, 1.0] and config.beta == 0.1  # the β sweep {0, 0.1, 1}
+        sweep = [] if config.preset == "chance-glitches" else [0.0, 1.0]  # the β sweep {0, 0.1, 1}; none gate-first
+        assert config.beta_sweep == sweep and config.beta == 0.1
         assert config.preset_deviations() == {}, config.preset
 
 
@@ -183,6 +184,20 @@ def test_brittle_rm_corpora_never_show_artifacts_with_a_label_and_the_rm_corpus_
     clean_emotions = emotion_names(corpora["clean"])
     rates = [clean_hit[clean_emotions == e].mean() for e in set(clean_emotions)]
     assert max(rates) - min(rates) < 0.15  # no label correlation in the control either
+
+
+def test_chance_glitches_rm_corpus_is_small_single_speaker_with_glitches_in_every_emotion():
+    config, world, corpora = corpora_of("chance-glitches")
+    rm = corpora["rm"]
+    assert len(rm) == config.rm_num_train == 120 and set(rm["speaker"]) == {"alpha_spk0"}
+    assert "true_emotion" not in rm.column_names  # correct labels
+    hit = artifact_counts(rm, world) > 0
+    emotions = emotion_names(rm)
+    # glitches in ~30% of the utterances of every emotion: only chance ties them to a label
+    assert 0.15 < hit.mean() < 0.45 and all(hit[emotions == e].any() for e in set(emotions))
+    assert config.gate() is not None and config.rm_epochs == 60 and config.adv_epsilon_scale == "relative"
+    assert {"+Adv", "+Adv-0.5"} <= set(config.rm_variants) and "RRPO-0.5" in config.policy_rows()
+    assert len(config.policy_target_emotions) == 5
 
 
 def test_cue_exaggeration_grades_the_rm_emotion_and_has_no_artifacts_anywhere():
@@ -246,6 +261,11 @@ def test_a_tiny_study_of_each_preset_finishes_and_writes_its_figures(name, tmp_p
     overrides = dict(TINY, output_dir=str(tmp_path / name))
     if name == "paper-protocol":
         overrides["rm_finetune_num_train"] = 24
+    if name == "chance-glitches":
+        # A tiny RM fails the preset's gate, which stops the study (tests/test_study_gate.py); let every row run.
+        overrides["mechanism_gate"] = dict(
+            min_first_edit_gain=-1e9, min_artifact_or_rare_share=0, max_oracle_p_rise=1, num_utterances=2
+        )
     config = RewardHackingStudyConfig.from_preset(name, **overrides)
     run_study(config, log=lambda message: None)
     out = Path(config.output_dir)

@@ -125,8 +125,11 @@ class EmotionRecognitionMetrics(evaluate.Metric):
         return emotion_recognition_scores(predictions, references, num_labels, label_names, return_per_class)
 
 
-def compute_emotion_metrics(eval_prediction, label_names: Sequence[str] | None = None) -> dict[str, float]:
-    """``compute_metrics`` for :class:`transformers.Trainer`: argmax the logits and score them with the metric.
+def compute_emotion_metrics(
+    eval_prediction, label_names: Sequence[str] | None = None, return_per_class: bool = False
+) -> dict[str, float]:
+    """``compute_metrics`` for :class:`transformers.Trainer`: argmax the logits and score them with the metric
+    (with ``return_per_class``, also ``recall_<label>`` of every class the references hold).
 
     The metric is kept in memory (no cache file), so every process of a distributed run can call it on the gathered
     predictions without contending for an `evaluate` lock file.
@@ -144,6 +147,7 @@ def compute_emotion_metrics(eval_prediction, label_names: Sequence[str] | None =
         references=references[keep],
         num_labels=num_labels,
         label_names=list(label_names) if label_names is not None else None,
+        return_per_class=return_per_class,
     )
 
 

@@ -70,10 +70,18 @@ class PolicyMethod(NamedTuple):
     #: "diffro" (the analytical gradient through the Gumbel sample) or "grpo" (`CosyVoiceGRPOTrainer`: the policy
     #: gradient of group-relative advantages of the same reward, read on generated tokens)
     optimizer: str = "diffro"
+    #: scale the emotion reward by 1 / (1 + adv_alpha) (`DiffROConfig.reward_weights`): Eq. 5's loss is the
+    #: label-smoothed CE plus α times its FGM-perturbed copy, ~(1 + α) times the CE where ε is small against ‖h'‖
+    normalize_reward: bool = False
 
     @property
     def needs_multitask_rm(self) -> bool:
         return self.asr_reward or self.quality_reward or self.cer_gate
+
+    @property
+    def reward_weight(self) -> float:
+        """Weight of the emotion reward in the trainer's loss: 1, or 1 / (1 + α) with `normalize_reward`."""
+        return 1.0 / (1.0 + self.adv_alpha) if self.normalize_reward else 1.0
 
 
 #: Policy-optimisation rows of the paper's Table 1, and of the other remedies (`reward_remedies`). DiffRO's reward
@@ -104,7 +112,38 @@ POLICY_METHODS: dict[str, PolicyMethod] = {
     "GRPO": PolicyMethod("base", optimizer="grpo"),
     "GRPO-robust": PolicyMethod("+Adv", 0.1, 0.5, optimizer="grpo"),
     "GRPO-clean": PolicyMethod("clean", optimizer="grpo"),
+    # Robust RM or robust reward (`mechanism_rows`): the +Adv RM with DiffRO's plain CE; RRPO's Eq. 5 reward on it
+    # scaled by 1 / (1 + α); and RRPO's reward (ε = 0.1, no adversarial term) on each earlier row of the ablation.
+    "DiffRO-Adv": PolicyMethod("+Adv"),
+    "RRPO-norm": PolicyMethod("+Adv", 0.1, 0.5, normalize_reward=True),
+    "RRPO-LS": PolicyMethod("+LS", 0.1),
+    "RRPO-EAM": PolicyMethod("+EAM", 0.1),
 }
+
+#: The rows `mechanism_rows` adds (each where the study trains its RM) and what each separates.
+MECHANISM_DESCRIPTIONS: dict[str, str] = {
+    "DiffRO-Adv": "DiffRO's plain cross-entropy reward against RRPO's +Adv RM: the robust RM without the robust "
+    "reward. RRPO − DiffRO-Adv is what Eq. 5's label smoothing and adversarial term add on that RM.",
+    "RRPO-norm": "RRPO's Eq. 5 reward on the +Adv RM scaled by 1 / (1 + α) (the emotion reward's weight in "
+    "`DiffROConfig.reward_weights`): the same gradient direction as RRPO at the size of one cross-entropy, so "
+    "RRPO − RRPO-norm is the effect of the reward's scale alone (against the KL term). Table 1's reward column "
+    "is the unscaled Eq. 5 reward, as for RRPO.",
+    "RRPO-LS": "RRPO's reward with label smoothing ε = 0.1 (no adversarial term, α = 0) against the +LS RM.",
+    "RRPO-EAM": "the same reward against the +EAM RM (label smoothing and Energy-Adaptive Mixup, no adversarial "
+    "training).",
+}
+
+#: What the mechanism rows were predicted to do, written before their first run (the report prints it).
+MECHANISM_PREDICTION = (
+    "On an RM whose Eq. 5 reward gradient is nearly collinear with its cross-entropy gradient (measured on seed 0's "
+    "+Adv RM: cosine 0.9999998 and 1.32 times its norm, the FGM radius being ~1% of the norm of h'), "
+    "RRPO is DiffRO at an effective KL weight of about β / (1 + α): it moves further from the SFT policy per step, "
+    "so it gains more emotion and loses more naturalness at matched steps and nothing at matched sqrt KL. "
+    "RRPO-norm removes that scale: RRPO-norm ≈ DiffRO-Adv (paired differences near 0 at matched steps and at "
+    "matched sqrt KL). Where the flaw is a shortcut in the RM's data (dataset-bias, paper-protocol), the "
+    "regularisers do not remove it: RRPO-LS, RRPO-EAM and RRPO hack alike, and DiffRO-Adv − DiffRO is about "
+    "the difference between their RMs' shortcuts, not that of their rewards."
+)
 
 #: Each GRPO row and the DiffRO-family row on the same reward it is compared with (paired, end and matched sqrt KL).
 GRPO_COUNTERPARTS: dict[str, str] = {"GRPO": "DiffRO", "GRPO-robust": "RRPO", "GRPO-clean": "DiffRO-clean"}
@@ -156,6 +195,9 @@ REMEDY_DESCRIPTIONS: dict[str, str] = {
     "DiffRO-gated": "DiffRO whose emotion loss counts only for samples the multi-task RM's ASR head transcribes with "
     "CER <= gate_max_cer (the 'expressive gibberish' gate of expressive-TTS RL).",
 }
+
+#: The name of the starting (SFT) policy in `headline_pairs`.
+HEADLINE_START = "SFT"
 
 #: Table 1 columns: key in the evaluation metrics -> (header, higher is better).
 TABLE1_COLUMNS: dict[str, tuple[str, bool]] = {
@@ -395,6 +437,25 @@ class RewardHackingStudyConfig:
             "ASR, quality and gate rows share one multi-task reward model trained once per study."
         },
     )
+    mechanism_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Add the rows that separate RRPO's robust RM from its robust reward, after the other rows, each "
+            "where the study trains its RM (default False): DiffRO-Adv (plain CE on the +Adv RM), RRPO-norm "
+            "(Eq. 5 on the +Adv RM scaled by 1/(1+α)), RRPO-LS and RRPO-EAM (RRPO's reward, ε = 0.1, on the +LS "
+            "and +EAM RMs). Rows already in policy_methods or reward_remedies are not repeated."
+        },
+    )
+    headline_pairs: list[str] = field(
+        default_factory=lambda: ["RRPO − DiffRO", "DiffRO − SFT"],
+        metadata={
+            "help": "The paired comparisons the report leads with, 'A − B' or 'A-B' (A, B: Table 1 rows, or SFT, "
+            "the starting policy; default RRPO − DiffRO and DiffRO − SFT): differences at the end and at matched "
+            "sqrt KL, their paired SD, the minimum detectable effect at 80 percent power and the seeds needed to detect "
+            "0.2 naturalness. A name that is no row fails; a pair whose rows this run does not have is listed as "
+            "not run."
+        },
+    )
     asr_reward_weight: float = field(
         default=1.0, metadata={"help": "Weight of the ASR reward in the +ASR and +MTR rows (emotion reward: 1)."}
     )
@@ -511,6 +572,27 @@ class RewardHackingStudyConfig:
             "likely token can change only after ~9 steps); 0: skip it."
         },
     )
+    target_check: str = field(
+        default="flag",
+        metadata={
+            "help": "What a reward model that does not see the target emotion does to the run (the target check: "
+            "its recall of each target emotion on the natural alpha test set and the audit's rise of P(target) "
+            "from intensity 0 to 1, per seed). 'flag' (default): a WARNING line per failing seed and RM row, a FLAG "
+            "in the report's target check table, and a ⚠ on every Table 1 / headline row optimised against it; "
+            "'fail': raise before policy optimisation when an RM a policy row optimises against fails."
+        },
+    )
+    target_check_min_recall: float = field(
+        default=0.5,
+        metadata={"help": "The target check's bar on each target emotion's recall (natural alpha test set)."},
+    )
+    target_check_min_rise: float = field(
+        default=0.1,
+        metadata={
+            "help": "The target check's bar on the audit's intensity rise: P(target) at intensity 1 minus at 0 "
+            "(not checked without the audit, audit_num_utterances = 0)."
+        },
+    )
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the intervals over seeds."})
 
     def __post_init__(self):
@@ -580,6 +662,14 @@ class RewardHackingStudyConfig:
             raise ValueError(f"threads_per_seed must be >= 1, got {self.threads_per_seed}.")
         if self.rollout not in ("online", "offline"):
             raise ValueError(f"rollout must be 'online' or 'offline', got {self.rollout!r}.")
+        if self.target_check not in ("flag", "fail"):
+            raise ValueError(f"target_check must be 'flag' or 'fail', got {self.target_check!r}.")
+        if not 0 <= self.target_check_min_recall <= 1 or not -1 <= self.target_check_min_rise <= 1:
+            raise ValueError(
+                "target_check_min_recall must be in [0, 1] and target_check_min_rise in [-1, 1] (a probability "
+                f"difference), got {self.target_check_min_recall} and {self.target_check_min_rise}."
+            )
+        self.headline_pairs = [" − ".join(self.headline_pair(pair)) for pair in self.headline_pairs]
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must be in (0, 1), got {self.confidence}.")
         if self.probe_exaggeration <= 1:
@@ -623,12 +713,37 @@ class RewardHackingStudyConfig:
     def policy_rows(self) -> dict[str, tuple[str, float]]:
         """Table 1 rows in order: row name -> (policy method of :data:`POLICY_METHODS`, KL weight β)."""
         rows = {method: (method, self.beta) for method in [*self.policy_methods, *self.reward_remedies]}
+        if self.mechanism_rows:
+            for method in MECHANISM_DESCRIPTIONS:
+                if method not in rows and POLICY_METHODS[method].rm_variant in self.rm_variants:
+                    rows[method] = (method, self.beta)
         rows.update({f"DiffRO-beta{beta:g}": ("DiffRO", float(beta)) for beta in self.beta_sweep})
         return rows
 
     def gate(self) -> MechanismGate | None:
         """The preset's mechanism gate (None: no gate)."""
         return None if self.mechanism_gate is None else MechanismGate.from_dict(self.mechanism_gate)
+
+    def headline_pair(self, pair: str) -> tuple[str, str]:
+        """``(A, B)`` of a headline pair ``"A − B"`` or ``"A-B"``: A and B are policy rows or ``SFT``.
+
+        Row names hold hyphens (``DiffRO-FT``), so a bare ``-`` is split where both sides are names.
+        """
+        names = {*POLICY_METHODS, *self.policy_rows(), HEADLINE_START}
+        for separator in (" − ", " - ", "−"):
+            if separator in pair:
+                a, _, b = (part.strip() for part in pair.partition(separator))
+                splits = [(a, b)]
+                break
+        else:
+            splits = [(pair[:i].strip(), pair[i + 1 :].strip()) for i, c in enumerate(pair) if c == "-"]
+        known = [(a, b) for a, b in splits if a in names and b in names]
+        if len(known) != 1 or known[0][0] == known[0][1]:
+            raise ValueError(
+                f"headline_pairs entry {pair!r} must be 'A − B' with two different names of {sorted(names)} "
+                "(SFT: the starting policy)."
+            )
+        return known[0]
 
     def oracle_config(self) -> OracleConfig:
         """The oracle every seed is scored by: `OracleConfig` defaults, then `oracle`."""
@@ -655,6 +770,9 @@ __all__ = [
     "FINETUNED_VARIANTS",
     "GRPO_COUNTERPARTS",
     "GRPO_PREDICTION",
+    "HEADLINE_START",
+    "MECHANISM_DESCRIPTIONS",
+    "MECHANISM_PREDICTION",
     "POLICY_METHODS",
     "REMEDY_DESCRIPTIONS",
     "REMEDY_PREDICTION",

@@ -79,6 +79,8 @@ STUDY_PRESETS: dict[str, StudyPreset] = {
                 rm_finetune_num_train=240,
                 rm_variants=["base", "+FT", "+LS", "+EAM", "+Adv", "clean"],
                 policy_methods=["DiffRO", "DiffRO-FT", "RRPO", "DiffRO-clean"],
+                # The primary test first: the regularisers' effect beyond the clean fine-tune's.
+                headline_pairs=["RRPO − DiffRO-FT", "RRPO − DiffRO", "DiffRO − SFT"],
             ),
         ),
         StudyPreset(
@@ -171,6 +173,7 @@ STUDY_PRESETS: dict[str, StudyPreset] = {
                 policy_methods=["DiffRO", "RRPO", "RRPO-0.5"],
                 policy_target_emotions=["angry", "happy", "sad", "surprised", "fearful"],
                 beta_sweep=[],
+                mechanism_rows=True,
                 mechanism_gate=dict(min_first_edit_gain=0.5, min_artifact_or_rare_share=0.5, max_oracle_p_rise=0.02),
             ),
         ),

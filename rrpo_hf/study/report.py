@@ -18,6 +18,9 @@ from .config import (
     FINETUNED_VARIANTS,
     GRPO_COUNTERPARTS,
     GRPO_PREDICTION,
+    HEADLINE_START,
+    MECHANISM_DESCRIPTIONS,
+    MECHANISM_PREDICTION,
     POLICY_METHODS,
     REMEDY_DESCRIPTIONS,
     REMEDY_PREDICTION,
@@ -31,16 +34,159 @@ from .config import (
 from .gate import format_gate_section
 from .overoptimisation import MIN_BOOTSTRAP_SEEDS, gao_reward
 from .presets import get_preset
-from .statistics import GOLD_KEY, MATCHED_SQRT_KL_KEYS, SQRT_KL_KEY, format_mean_ci
+from .statistics import (
+    GOLD_KEY,
+    HEADLINE_END_KEYS,
+    HEADLINE_MATCHED_KEYS,
+    MATCHED_SQRT_KL_KEYS,
+    SQRT_KL_KEY,
+    format_mean_ci,
+)
 from .statistics import gao_fits as fit_gao_per_method
 
 
+#: The marker of a row optimised against a reward model the target check flags.
+FLAG_MARK = "⚠"
+
+
+def _flag_footnote(summary: dict) -> list[str]:
+    """The footnote under a table with flagged rows: which RMs the target check flagged."""
+    flagged = [variant for variant, entry in (summary.get("target_check") or {}).items() if entry["flagged"]]
+    return [
+        "",
+        f"{FLAG_MARK}: the row optimises against a reward model the target check flags ({', '.join(flagged)}: "
+        "it does not see the target emotion; see 'Target emotion check'); read it as exploitation of what else "
+        "that RM reads, not as the method's effect.",
+    ]
+
+
 def format_table1(summary: dict) -> str:
+    """Table 1 (mean ± CI over seeds); a row optimised against an RM the target check flags carries ⚠."""
     headers = [TABLE1_COLUMNS[key][0] for key in TABLE1_COLUMNS]
     lines = ["| method | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(headers)]
+    flagged = {f"+{row}" for row in summary.get("flagged_rows") or []}
     for row, scores in summary["table1"].items():
         cells = [format_mean_ci(scores[key]["mean"], scores[key]["ci"]) for key in TABLE1_COLUMNS]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        name = f"{row} {FLAG_MARK}" if row in flagged else row
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if flagged & set(summary["table1"]):
+        lines += _flag_footnote(summary)
+    return "\n".join(lines)
+
+
+#: Short headers of the headline table's end-of-run and matched columns.
+_HEADLINE_HEADERS = {
+    "oracle_emotion_score": "Δ E",
+    "oracle_naturalness": "Δ N",
+    GOLD_KEY: "Δ gold",
+    "oracle_cer": "Δ CER",
+    "oracle_artifact_rate": "Δ artifact rate",
+}
+
+
+def format_headline_table(summary: dict, confidence: float = 0.95) -> str:
+    """The headline paired comparisons (``summary["headline"]``): per pair, the differences at the end of training
+    with their paired SD and minimum detectable effect, the differences at matched sqrt KL, and the seeds needed to
+    detect the naturalness effect; a pair optimised against a flagged RM carries ⚠."""
+    headline = summary.get("headline") or {}
+    if not headline:
+        return "(no headline comparisons: headline_pairs is empty)"
+    flagged = set(summary.get("flagged_rows") or [])
+    power = next((entry["power"] for entry in headline.values() if "power" in entry), 0.8)
+    effect = next((entry["naturalness_effect"] for entry in headline.values() if "power" in entry), 0.2)
+    end_keys = list(HEADLINE_END_KEYS)
+    lines = [
+        "| comparison | where | n | " + " | ".join(_HEADLINE_HEADERS[k] for k in end_keys) + " | seeds for "
+        f"±{effect:g} N at {power:.0%} power |",
+        "|---|---|---:|" + "---:|" * (len(end_keys) + 1),
+    ]
+    marked = False
+    for pair, entry in headline.items():
+        name = pair
+        if "missing" not in entry and {entry["treatment"], entry["control"]} & flagged:
+            name, marked = f"{pair} {FLAG_MARK}", True
+        if "missing" in entry:
+            lines.append(
+                f"| {name} | not run ({', '.join(entry['missing'])} not among the rows) |" + " |" * (len(end_keys) + 2)
+            )
+            continue
+        end = entry["end"]
+        n = max((cell["n"] for cell in end.values()), default=0)
+        needed = entry["seeds_needed"]
+        lines.append(
+            f"| {name} | end | {n} | "
+            + " | ".join(_difference_cell(end.get(k)) for k in end_keys)
+            + f" | {'n/a' if needed is None else needed} |"
+        )
+        lines.append(
+            f"| {name} | paired SD; MDE at {power:.0%} power | {n} | "
+            + " | ".join(_sd_mde_cell(end.get(k)) for k in end_keys)
+            + " | |"
+        )
+        matched = entry.get("matched") or {}
+        if matched:
+            cells = [_difference_cell(matched.get(k)) if k in HEADLINE_MATCHED_KEYS else "—" for k in end_keys]
+            lines.append(f"| {name} | sqrt KL {matched['sqrt_kl']:.2f} | {n} | " + " | ".join(cells) + " | |")
+        elif HEADLINE_START in (entry["treatment"], entry["control"]):
+            lines.append(f"| {name} | matched sqrt KL | | " + " | ".join("—" for _ in end_keys) + " | |")
+    lines += [
+        "",
+        f"Rows 'end': mean over the n seeds of the per-seed difference (row A − B after the last step) ± the "
+        f"half-width of its {confidence:.0%} t-interval. Rows 'paired SD; MDE': the SD of those per-seed "
+        f"differences and the minimum detectable effect at {power:.0%} power for this n, MDE = "
+        f"(t(1 − a/2, n − 1) + t({power:g}, n − 1)) · SD / √n with a = {1 - confidence:.2g} (two-sided paired "
+        "t-test): a true difference smaller than the MDE is more likely missed than found. 'seeds for "
+        f"±{effect:g} N': the fewest seeds whose MDE of the naturalness difference is at most {effect:g}, at this "
+        "SD. Rows 'sqrt KL': the same differences read off each seed's curve where both policies are equally far "
+        "from the SFT policy (as in 'Paired differences at matched sqrt KL'); none for a pair with SFT, which sits "
+        "at sqrt KL 0. SFT is the starting policy scored by the other row's RM on the same evaluation prompts.",
+    ]
+    if marked:
+        lines += _flag_footnote(summary)
+    return "\n".join(lines)
+
+
+def _sd_mde_cell(cell: dict | None) -> str:
+    if cell is None or not math.isfinite(cell.get("sd", math.nan)):
+        return "n/a"
+    return f"{cell['sd']:.3f}; {cell['mde']:.3f}"
+
+
+def format_target_check_table(cfg: RewardHackingStudyConfig, summary: dict) -> str:
+    """The target check per RM row (``summary["target_check"]``): recall of each target emotion on the natural
+    alpha test set, the audit's intensity rise, PASS / FLAG on the means over seeds, and the seeds whose own check
+    failed."""
+    checks = summary.get("target_check") or {}
+    if not checks:
+        return "(no target check in these results)"
+    targets = list(next(iter(checks.values()))["recall"])
+    lines = [
+        "| reward model | "
+        + " | ".join(f"recall {t}" for t in targets)
+        + " | intensity rise of P(target) | check | seeds flagged |",
+        "|---|" + "---:|" * (len(targets) + 1) + "---|---|",
+    ]
+    for variant, entry in checks.items():
+        cells = [
+            "n/a"
+            if entry["recall"][t] is None
+            else format_mean_ci(entry["recall"][t]["mean"], entry["recall"][t]["ci"])
+            for t in targets
+        ]
+        rise = entry["intensity_rise"]
+        cells.append("n/a" if rise is None else format_mean_ci(rise["mean"], rise["ci"]))
+        cells.append(f"FLAG {FLAG_MARK}" if entry["flagged"] else "PASS")
+        cells.append(", ".join(str(seed) for seed in entry["flagged_seeds"]) or "none")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"An RM row is flagged when the mean over seeds of a target emotion's recall is below "
+        f"{cfg.target_check_min_recall:g} (`target_check_min_recall`) or of the rise of P(target) from intensity 0 "
+        f"to 1 (the audit's, for `{audit_target(cfg)}`) below {cfg.target_check_min_rise:g} "
+        "(`target_check_min_rise`); 'seeds flagged': the seeds whose own check failed (each logged a WARNING). "
+        f"The policy rows were run (target_check = '{cfg.target_check}'); those optimised against a flagged RM "
+        f"carry {FLAG_MARK}.",
+    ]
     return "\n".join(lines)
 
 
@@ -455,6 +601,22 @@ def format_remedies(cfg: RewardHackingStudyConfig, summary: dict) -> list[str]:
     return lines
 
 
+def format_mechanism_rows(cfg: RewardHackingStudyConfig) -> list[str]:
+    """The report's lines on the rows that separate the robust RM from the robust reward (`mechanism_rows`): what
+    each optimises and the prediction written before their first run; empty when the run has none."""
+    rows = [method for method, _ in cfg.policy_rows().values() if method in MECHANISM_DESCRIPTIONS]
+    if not rows:
+        return []
+    return [
+        "### Robust reward model or robust reward",
+        "",
+        *[f"- **{row}**: {MECHANISM_DESCRIPTIONS[row]}" for row in rows],
+        "",
+        f"**Prediction (written before their first run).** {MECHANISM_PREDICTION}",
+        "",
+    ]
+
+
 def format_sampling_rows(cfg: RewardHackingStudyConfig) -> list[str]:
     """The report's lines on the rows whose reward reads another Gumbel sample than DiffRO's (e.g.
     `DiffRO-nucleus`); empty when the run has none."""
@@ -580,9 +742,10 @@ def render_report(
         f"(under-expressive: headroom a reward can add genuinely), {cfg.sft_epochs:g} epochs, emotion-independent "
         f"glitches in {cfg.sft_artifact_rate:.0%} of its "
         "utterances (a policy can only learn to emit tokens it gives some probability);",
-        f"- **RM corpus**: {cfg.rm_num_train or cfg.num_train} utterances, {cfg.rm_num_speakers} speakers, intensity {cfg.rm_intensity}, "
-        f"{cfg.rm_label_noise:.0%} wrong labels, artifacts (density {cfg.artifact_density}) in "
-        f"{cfg.spurious_artifact_rate:.0%} of the {', '.join(cfg.spurious_emotions)} utterances;"
+        f"- **RM corpus**: {cfg.rm_num_train or cfg.num_train} utterances, {cfg.rm_num_speakers} speakers, "
+        f"intensity {cfg.rm_intensity}, {cfg.rm_label_noise:.0%} wrong labels, artifacts (density "
+        f"{cfg.artifact_density}) in {cfg.spurious_artifact_rate:.0%} of the "
+        f"{', '.join(cfg.spurious_emotions)} utterances;"
         + (
             f" then a fine-tune ({cfg.rm_finetune_epochs:g} epochs, lr {cfg.rm_finetune_learning_rate}) on "
             f"{cfg.rm_finetune_num_train} clean utterances of {cfg.rm_finetune_num_speakers} speaker(s) for the rows "
@@ -603,6 +766,14 @@ def render_report(
         "preset's flaw); DiffRO-FT against the vanilla fine-tune (the clean data without the regularisers); "
         "DiffRO-beta<β> is DiffRO at another KL weight (how much the KL term alone holds hacking back).",
         "",
+        "## Headline comparisons",
+        "",
+        format_headline_table(summary, cfg.confidence),
+        "",
+        "## Target emotion check",
+        "",
+        format_target_check_table(cfg, summary),
+        "",
         "## Table 1 analogue: policies scored by the oracle",
         "",
         "The +SFT row is the starting policy scored by the first row's RM; each method's reward is measured with the "
@@ -611,6 +782,7 @@ def render_report(
         + "). A row with several rewards reports its emotion reward there.",
         "",
         *format_remedies(cfg, summary),
+        *format_mechanism_rows(cfg),
         *format_sampling_rows(cfg),
         *format_grpo_section(cfg, summary),
         format_table1(summary),
@@ -713,7 +885,9 @@ __all__ = [
     "format_changes",
     "format_gao_table",
     "format_grpo_section",
+    "format_headline_table",
     "format_matched_sqrt_kl_table",
+    "format_mechanism_rows",
     "format_remedies",
     "format_sampling_rows",
     "format_configuration",
@@ -723,6 +897,7 @@ __all__ = [
     "format_probe_table",
     "format_table1",
     "format_table2",
+    "format_target_check_table",
     "plot_curves",
     "format_stage_times",
     "render_gate_report",

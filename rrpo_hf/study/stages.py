@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from transformers.trainer_callback import PrinterCallback
 from ..audit import AuditConfig, audit_reward_model
 from ..data.labels import CANONICAL_EMOTIONS, normalize_emotion
 from ..evaluation import robustness
+from ..evaluation.metrics import compute_emotion_metrics
 from ..models.robust_ser import RobustMultiTaskRMConfig
 from ..rewards import ASRErrorRate, ASRReward, QualityReward
 from ..testbed import (
@@ -45,6 +47,7 @@ from ..trainers import (
     build_robust_ser_config,
     build_tiny_cosyvoice2_policy,
 )
+from .checks import check_targets, raise_on_failed_targets, target_emotion_check
 from .config import (
     AUDIT_INTENSITIES,
     CLEAN_CORPUS_VARIANTS,
@@ -149,7 +152,8 @@ def train_reward_model(
     output_dir: str,
     pretrained=None,
 ):
-    """One ablation row: a RobustSER reward model trained on `train_dataset`, scored (WA/UA) on every domain.
+    """One ablation row: a RobustSER reward model trained on `train_dataset`, scored on every domain: WA, UA,
+    macro-F1 and ``recall_<emotion>`` of each emotion the domain's test set holds (the target check reads them).
 
     From scratch, or, given `pretrained` (a reward model, left untouched), a fine-tune of a copy of it with the
     study's `rm_finetune_*` epochs and learning rate.
@@ -178,13 +182,28 @@ def train_reward_model(
         # A row may fix its own radius (+Adv-0.5); the others take the study's.
         **{"adv_epsilon": cfg.adv_epsilon, "adv_epsilon_scale": cfg.adv_epsilon_scale, **RM_VARIANTS[variant]},
     )
+    config = getattr(model, "config", model)  # from scratch, `model` is the config the trainer builds it from
+    label_names = [config.id2label[i] for i in range(config.num_labels)]
     trainer = _silenced(
-        RobustRewardTrainer(model=model, args=args, train_dataset=train_dataset, eval_dataset=dict(domains))
+        RobustRewardTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=dict(domains),
+            compute_metrics=partial(compute_emotion_metrics, label_names=label_names, return_per_class=True),
+        )
     )
     trainer.train()
-    trainer.evaluate()
+    metrics = trainer.evaluate()
     model = trainer.model.eval()
-    return model, {domain: dict(scores) for domain, scores in trainer.eval_results.items()}
+    scores = {}
+    for domain, table in trainer.eval_results.items():
+        prefix = f"eval_{domain}_recall_"
+        recalls = {
+            k.removeprefix("eval_" + domain + "_"): float(v) for k, v in metrics.items() if k.startswith(prefix)
+        }
+        scores[domain] = {**table, **recalls}
+    return model, scores
 
 
 def train_multitask_reward_model(cfg: RewardHackingStudyConfig, world: EmotionWorld, output_dir: str):
@@ -353,11 +372,11 @@ def optimize_policy(
     (training reward and KL per logging window), ``start`` and ``final`` (first and last curve points), ``steps``
     and ``step_seconds`` (optimisation steps taken and their seconds, evaluations left out; `run_seed` moves the
     seconds into its ``timings_s``). A `"grpo"` method trains with `CosyVoiceGRPOTrainer` instead of DiffRO. A row with
-    several rewards reports its emotion reward as ``reward`` (Table 1's "reward of the method's own RM") and their
-    weighted sum as ``reward_total``.
+    several rewards, or a weighted one (`normalize_reward`), reports its emotion reward unweighted as ``reward``
+    (Table 1's "reward of the method's own RM") and the weighted sum the trainer optimised as ``reward_total``.
     """
     spec = POLICY_METHODS[method]
-    reward_funcs, weights, gate = [], [1.0], {}
+    reward_funcs, weights, gate = [], [spec.reward_weight], {}
     if spec.needs_multitask_rm and multitask_rm is None:
         raise ValueError(f"Policy method {method!r} needs the multi-task reward model (ASR / quality heads).")
     if spec.asr_reward:
@@ -378,7 +397,7 @@ def optimize_policy(
         reward_label_smoothing=spec.label_smoothing,
         # The reward's ε_adv and its scale rule are the RM's own (saved in its config with the rest of its loss).
         reward_adv_alpha=spec.adv_alpha,
-        reward_weights=weights if reward_funcs else None,
+        reward_weights=weights if reward_funcs or spec.normalize_reward else None,
         **gate,
         lr_scheduler_type="constant",
         max_steps=cfg.policy_steps,
@@ -434,7 +453,8 @@ def optimize_policy(
     for point in curve:
         point.pop("runtime", None)
         point.pop("samples", None)
-        if len(trainer.reward_funcs) > 1:
+        if len(trainer.reward_funcs) > 1 or spec.normalize_reward:
+            # Table 1's reward is the emotion reward unweighted (RRPO-norm: the unscaled Eq. 5 reward).
             point["reward_total"], point["reward"] = point["reward"], point["rewards/emotion/mean"]
     train_log = [
         {"step": int(entry["step"]), "reward": float(entry["reward"]), "kl": float(entry.get("kl", float("nan")))}
@@ -639,7 +659,7 @@ def run_seed(
     timings["sft"] = time.perf_counter() - start
 
     audit_dataset = build_audit_dataset(cfg, world, seed)
-    reward_models, table2, probes, audits = {}, {}, {}, {}
+    reward_models, table2, probes, audits, target_checks = {}, {}, {}, {}, {}
     for variant in cfg.rm_variants:
         start = time.perf_counter()
         if variant in (trained_reward_models or {}):
@@ -657,6 +677,19 @@ def run_seed(
             start = time.perf_counter()
             audits[variant] = run_audit(cfg, reward_models[variant], audit_dataset, world, seed)
             timings[f"audit {variant}"] = time.perf_counter() - start
+        check = target_emotion_check(
+            table2[variant].get("alpha", {}),
+            audits.get(variant),
+            check_targets(cfg),
+            cfg.target_check_min_recall,
+            cfg.target_check_min_rise,
+        )
+        target_checks[variant] = check
+        if not check["passed"]:
+            log(
+                f"[seed {seed}] WARNING: reward model {variant} fails the target check: {'; '.join(check['failures'])}"
+            )
+    raise_on_failed_targets(cfg, seed, target_checks)  # with target_check='fail', before any policy row
 
     # Ensemble rows: ensemble_size - 1 more RMs of the row's variant, same data and recipe, other training seeds.
     ensembles = {}
@@ -713,6 +746,7 @@ def run_seed(
         "table2": table2,
         "probes": probes,
         "audit": audits,
+        "target_check": target_checks,
         "policies": policies,
         "timings_s": timings,
     }

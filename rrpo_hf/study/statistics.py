@@ -8,7 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from .config import GRPO_COUNTERPARTS, TABLE1_COLUMNS, TABLE2_DOMAINS, RewardHackingStudyConfig, step_time_key
+from .config import (
+    GRPO_COUNTERPARTS,
+    HEADLINE_START,
+    POLICY_METHODS,
+    TABLE1_COLUMNS,
+    TABLE2_DOMAINS,
+    RewardHackingStudyConfig,
+    step_time_key,
+)
 from .overoptimisation import fit_gao_over_seeds, value_at_sqrt_kl
 
 
@@ -102,7 +110,15 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
             audit[variant] = {
                 key: ci([row[key] for row in audited if isinstance(row.get(key), (int, float))]) for key in scalar
             }
+    target_check = target_check_summary(cfg, per_seed)
+    flagged = {variant for variant, entry in target_check.items() if entry["flagged"]}
     return {
+        "headline": headline_comparisons(cfg.headline_pairs, rows, per_seed, cfg.confidence),
+        "target_check": target_check,
+        # Table 1 / headline rows optimised against an RM the target check flags (the report marks them).
+        "flagged_rows": [
+            row for row, (method, _) in cfg.policy_rows().items() if POLICY_METHODS[method].rm_variant in flagged
+        ],
         "table1": table1,
         "table2": table2,
         "probes": probes,
@@ -286,6 +302,143 @@ def grpo_comparisons(methods: Sequence[str], per_seed: list[dict], confidence: f
     return {"pairs": pairs, "cost": cost}
 
 
+#: The end-of-run values of the headline comparisons: emotion (E), naturalness (N), gold, CER, artifact rate.
+HEADLINE_END_KEYS = ("oracle_emotion_score", "oracle_naturalness", GOLD_KEY, "oracle_cer", "oracle_artifact_rate")
+
+#: The values the headline comparisons read at matched sqrt KL.
+HEADLINE_MATCHED_KEYS = (*MATCHED_SQRT_KL_KEYS, "oracle_artifact_rate")
+
+#: Power of the minimum detectable effects and of the seeds-needed estimate of the headline comparisons.
+HEADLINE_POWER = 0.8
+
+#: The naturalness difference whose seeds-needed estimate the headline comparisons report (the issue's ±0.2 N).
+HEADLINE_NATURALNESS_EFFECT = 0.2
+
+
+def minimum_detectable_effect(sd: float, n: int, confidence: float = 0.95, power: float = HEADLINE_POWER) -> float:
+    """The smallest true mean difference a two-sided paired t-test at level ``1 − confidence`` detects with
+    probability ``power`` from ``n`` pairs of standard deviation ``sd``:
+    ``(t_{1−a/2, n−1} + t_{power, n−1}) · sd / √n`` (the usual t approximation of the noncentral t); ``nan`` below
+    two pairs or without a finite ``sd``."""
+    from scipy import stats
+
+    if n < 2 or not math.isfinite(sd):
+        return float("nan")
+    quantiles = stats.t.ppf(0.5 + confidence / 2, df=n - 1) + stats.t.ppf(power, df=n - 1)
+    return float(quantiles * sd / math.sqrt(n))
+
+
+def seeds_to_detect(
+    effect: float, sd: float, confidence: float = 0.95, power: float = HEADLINE_POWER, max_seeds: int = 10_000
+) -> int | None:
+    """The fewest seeds whose :func:`minimum_detectable_effect` is at most ``|effect|`` (paired SD ``sd``); None
+    without a finite ``sd`` or beyond ``max_seeds``. ``sd = 0``: two seeds."""
+    if not math.isfinite(sd) or effect == 0:
+        return None
+    for n in range(2, max_seeds + 1):
+        if minimum_detectable_effect(sd, n, confidence, power) <= abs(effect):
+            return n
+    return None
+
+
+def _pair_values(row: str, other: str, per_seed: list[dict], where: str) -> list[dict]:
+    """Per seed, the points a headline pair reads for ``row``: its ``final`` (or ``start``) point; SFT = the other
+    row's step 0 (the SFT policy scored under that row's RM, on the same evaluation prompts)."""
+    if row == HEADLINE_START:
+        return [run["policies"][other]["start"] for run in per_seed]
+    return [run["policies"][row][where] for run in per_seed]
+
+
+def headline_comparisons(
+    pairs: Sequence[str],
+    rows: Sequence[str],
+    per_seed: list[dict],
+    confidence: float = 0.95,
+    power: float = HEADLINE_POWER,
+    naturalness_effect: float = HEADLINE_NATURALNESS_EFFECT,
+) -> dict[str, dict[str, Any]]:
+    """The study's headline paired comparisons (`headline_pairs`, each ``"A − B"``; A or B may be ``SFT``).
+
+    Per pair: ``end`` -> for each of :data:`HEADLINE_END_KEYS` the paired difference at the end of training
+    (:func:`paired_difference_ci`: ``mean``, ``half_width``, ``n``) with the paired ``sd`` (of the per-seed
+    differences) and ``mde``, the minimum detectable effect at ``power`` for that ``n``
+    (:func:`minimum_detectable_effect`); ``matched`` -> the same differences at the largest sqrt KL both reach
+    (:func:`matched_sqrt_kl_differences`, keys :data:`HEADLINE_MATCHED_KEYS`; empty for a pair with SFT, which sits
+    at sqrt KL 0); ``seeds_needed`` -> seeds for the naturalness difference ``±naturalness_effect`` at ``power``
+    (:func:`seeds_to_detect` with the naturalness ``sd``). A pair whose rows were not run gets ``{"missing": [...]}``.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        treatment, _, control = pair.partition(" − ")
+        missing = [name for name in (treatment, control) if name != HEADLINE_START and name not in rows]
+        if missing:
+            results[pair] = {"treatment": treatment, "control": control, "missing": missing}
+            continue
+        treated = _pair_values(treatment, control, per_seed, "final")
+        controls = _pair_values(control, treatment, per_seed, "final")
+        end = {}
+        for key in HEADLINE_END_KEYS:
+            a, b = [p.get(key) for p in treated], [p.get(key) for p in controls]
+            mean, half_width, n = paired_difference_ci(a, b, confidence)
+            differences = [x - y for x, y in zip(a, b) if x is not None and y is not None and math.isfinite(x - y)]
+            sd = float(np.std(differences, ddof=1)) if len(differences) > 1 else float("nan")
+            end[key] = {
+                "mean": mean,
+                "half_width": half_width,
+                "n": n,
+                "sd": sd,
+                "mde": minimum_detectable_effect(sd, n, confidence, power),
+            }
+        matched = {}
+        if HEADLINE_START not in (treatment, control):
+            matched = matched_sqrt_kl_differences(
+                [treatment, control], per_seed, control, confidence, HEADLINE_MATCHED_KEYS
+            ).get(f"{treatment} − {control}", {})
+        results[pair] = {
+            "treatment": treatment,
+            "control": control,
+            "end": end,
+            "matched": matched,
+            "seeds_needed": seeds_to_detect(naturalness_effect, end["oracle_naturalness"]["sd"], confidence, power),
+            "naturalness_effect": naturalness_effect,
+            "power": power,
+        }
+    return results
+
+
+def target_check_summary(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per RM row, the target check (:func:`~rrpo_hf.study.checks.target_emotion_check`) over seeds: ``recall`` ->
+    target -> mean ± CI, ``intensity_rise`` (mean ± CI, None without audit), ``flagged`` (a mean below its bar:
+    `target_check_min_recall`, `target_check_min_rise`) and ``flagged_seeds`` (seeds whose own check failed).
+    Results without the check (older runs) give no entry."""
+
+    def ci(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return None
+        mean, half = mean_confidence_interval(values, cfg.confidence)
+        return {"mean": mean, "ci": half, "n": len(values)}
+
+    summary = {}
+    for variant in cfg.rm_variants:
+        checks = [(run["seed"], run.get("target_check", {}).get(variant)) for run in per_seed]
+        checks = [(seed, check) for seed, check in checks if check]
+        if not checks:
+            continue
+        targets = list(checks[0][1]["recall"])
+        recall = {t: ci([check["recall"].get(t) for _, check in checks]) for t in targets}
+        rise = ci([check["intensity_rise"] for _, check in checks])
+        flagged = any(entry is not None and entry["mean"] < cfg.target_check_min_recall for entry in recall.values())
+        flagged = flagged or (rise is not None and rise["mean"] < cfg.target_check_min_rise)
+        summary[variant] = {
+            "recall": recall,
+            "intensity_rise": rise,
+            "flagged": flagged,
+            "flagged_seeds": [seed for seed, check in checks if not check["passed"]],
+        }
+    return summary
+
+
 #: The method every paired difference is taken against: the vanilla-RM baseline whose hacking RRPO should reduce.
 PAIRED_CONTROL = "DiffRO"
 
@@ -316,14 +469,20 @@ def paired_differences(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> d
 
 
 __all__ = [
+    "HEADLINE_END_KEYS",
+    "HEADLINE_MATCHED_KEYS",
     "MATCHED_SQRT_KL_KEYS",
     "PAIRED_CONTROL",
     "aggregate",
     "format_mean_ci",
     "gao_fits",
     "grpo_comparisons",
+    "headline_comparisons",
     "matched_sqrt_kl_differences",
     "mean_confidence_interval",
+    "minimum_detectable_effect",
     "paired_difference_ci",
     "paired_differences",
+    "seeds_to_detect",
+    "target_check_summary",
 ]
