@@ -254,6 +254,15 @@ class RewardHackingStudyConfig:
         },
     )
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One full pipeline per seed."})
+    resume: bool = field(
+        default=False,
+        metadata={
+            "help": "Reuse the seeds a previous run of the same study saved in output_dir/seeds/ (each file holds "
+            "the settings that produced it) and run only the others: a seed's numbers do not depend on the other "
+            "seeds, so the study is the one an uninterrupted run gives. A saved seed of other settings is an error "
+            "naming them. Default False: every seed runs (and its file is rewritten)."
+        },
+    )
     num_workers: int = field(
         default=1,
         metadata={
@@ -451,9 +460,9 @@ class RewardHackingStudyConfig:
         metadata={
             "help": "The paired comparisons the report leads with, 'A − B' or 'A-B' (A, B: Table 1 rows, or SFT, "
             "the starting policy; default RRPO − DiffRO and DiffRO − SFT): differences at the end and at matched "
-            "sqrt KL, their paired SD, the minimum detectable effect at 80 percent power and the seeds needed to detect "
-            "0.2 naturalness. A name that is no row fails; a pair whose rows this run does not have is listed as "
-            "not run."
+            "sqrt KL, their paired SD, the minimum detectable effect at 80 percent power and the seeds needed to "
+            "detect 0.2 naturalness. A name that is no row fails; a pair whose rows this run does not have is listed "
+            "as not run."
         },
     )
     asr_reward_weight: float = field(
@@ -701,7 +710,7 @@ class RewardHackingStudyConfig:
             return {}
         reference = type(self).from_preset(self.preset).to_dict()
         mine = self.to_dict()
-        skip = {"output_dir", "seeds", "num_workers"}  # where, how often and how many at once, not what
+        skip = {"output_dir", "seeds", "num_workers", "resume"}  # where, how often and how many at once, not what
         return {k: (reference[k], mine[k]) for k in mine if k not in skip and mine[k] != reference[k]}
 
     def testbed_config(self) -> TestbedConfig:
@@ -751,6 +760,11 @@ class RewardHackingStudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def seed_settings(self) -> dict[str, Any]:
+        """What decides one seed's numbers: every field but where results go, which and how many seeds run, at once
+        or not (`seeds/seed<N>.json` stores it, so that `resume` reuses only a seed of the same study)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "seeds", "num_workers", "resume")}
 
 
 def step_time_key(row: str) -> str:

@@ -87,28 +87,53 @@ def seed_result_path(output_dir: str | os.PathLike, seed: int) -> Path:
     return Path(output_dir) / "seeds" / f"seed{seed}.json"
 
 
-def _save_seed(output_dir: Path, seed: int, result: dict) -> None:
-    atomic_write_text(seed_result_path(output_dir, seed), json.dumps(result, indent=2, default=float))
+def _save_seed(output_dir: Path, seed: int, result: dict, settings: dict) -> None:
+    payload = {**result, "study_settings": settings}
+    atomic_write_text(seed_result_path(output_dir, seed), json.dumps(payload, indent=2, default=float))
+
+
+def load_saved_seeds(cfg: RewardHackingStudyConfig) -> dict[int, dict]:
+    """The seeds of `cfg.seeds` already saved in `output_dir/seeds/` by a run of the same settings (`resume`).
+
+    A seed file written by other settings, or by a version that did not record them, raises a `ValueError` that names
+    the file and the fields that differ, before anything runs."""
+    settings = json.loads(json.dumps(cfg.seed_settings(), default=float))  # as the file holds them
+    saved = {}
+    for seed in cfg.seeds:
+        path = seed_result_path(cfg.output_dir, seed)
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        theirs = result.pop("study_settings", None) or {}
+        if theirs != settings:
+            differing = sorted(k for k in set(settings) | set(theirs) if theirs.get(k) != settings.get(k))
+            raise ValueError(
+                f"{path} was saved by a study with other settings ({', '.join(differing[:8]) or 'none recorded'}); "
+                "resume only reuses seeds of the same study. Use another output_dir, or move the file away."
+            )
+        saved[seed] = result
+    return saved
 
 
 def _run_seeds_in_processes(
     cfg: RewardHackingStudyConfig,
+    seeds: list[int],
     workers: int,
     workdir: str,
     multitask_rm,
     trained: dict[int, dict],
     on_result: Callable[[int, dict], None],
 ) -> list[dict]:
-    """Every seed in a pool of `workers` fresh ("spawn") processes with `threads_per_seed` threads each; the results
-    in the order of `cfg.seeds`. A seed seeds everything it draws, so its result is the one a sequential run gives.
+    """Each of `seeds` in a pool of `workers` fresh ("spawn") processes with `threads_per_seed` threads each; the
+    results in the order of `seeds`. A seed seeds everything it draws, so its result is the one a sequential run gives.
     Ctrl-C or SIGTERM stops every worker within seconds (`run_in_processes`); finished seeds are on disk already."""
     results = run_in_processes(
         _seed_in_worker,
-        [(seed, (cfg, seed, workdir, multitask_rm, trained.get(seed))) for seed in cfg.seeds],
+        [(seed, (cfg, seed, workdir, multitask_rm, trained.get(seed))) for seed in seeds],
         workers,
         on_result=on_result,
     )
-    return [results[seed] for seed in cfg.seeds]
+    return [results[seed] for seed in seeds]
 
 
 def mean_stage_times(per_seed: list[dict]) -> dict[str, float]:
@@ -142,6 +167,8 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
         raise ImportError("The study draws its curves with matplotlib: pip install 'rrpo-hf[plots]'.") from error
     start = time.perf_counter()
     output_dir = Path(cfg.output_dir)
+    saved = load_saved_seeds(cfg) if cfg.resume else {}
+    to_run = [seed for seed in cfg.seeds if seed not in saved]
     output_dir.mkdir(parents=True, exist_ok=True)
 
     per_seed = []
@@ -166,17 +193,19 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
                     cfg, EmotionWorld(cfg.testbed_config()), f"{workdir}/multitask_rm"
                 )
             workers = _worker_count(cfg)
-            done: list[int] = []
+            done: list[int] = list(saved)
+            if saved:
+                log(f"resume: seeds {sorted(saved)} read from {output_dir / 'seeds'}; running {to_run}")
 
             def on_result(seed: int, result: dict) -> None:
                 # Each seed is saved when it finishes: an interrupted study keeps what it has computed.
-                _save_seed(output_dir, seed, result)
+                _save_seed(output_dir, seed, result, cfg.seed_settings())
                 done.append(seed)
                 log(f"seed {seed} done ({len(done)}/{len(cfg.seeds)}): {seed_result_path(output_dir, seed)}")
 
-            log(f"{len(cfg.seeds)} seed(s), {workers} at a time; each stage reports its steps as it trains")
+            log(f"{len(to_run)} seed(s), {workers} at a time; each stage reports its steps as it trains")
             if workers == 1:
-                for seed in cfg.seeds:
+                for seed in to_run:
                     per_seed.append(
                         run_seed(
                             cfg,
@@ -188,8 +217,10 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
                         )
                     )
                     on_result(seed, per_seed[-1])
-            else:
-                per_seed = _run_seeds_in_processes(cfg, workers, workdir, multitask_rm, trained, on_result)
+            elif to_run:
+                per_seed = _run_seeds_in_processes(cfg, to_run, workers, workdir, multitask_rm, trained, on_result)
+            computed = dict(zip(to_run, per_seed))
+            per_seed = [saved[seed] if seed in saved else computed[seed] for seed in cfg.seeds]
     finally:
         torch.set_num_threads(threads_before)
         if progress_bars_were_enabled:
@@ -237,4 +268,4 @@ def _write_gate_only(cfg: RewardHackingStudyConfig, gate: dict, output_dir: Path
     return {**results, "report": report, "plots": []}
 
 
-__all__ = ["run_gate", "run_study", "seed_result_path"]
+__all__ = ["load_saved_seeds", "run_gate", "run_study", "seed_result_path"]
