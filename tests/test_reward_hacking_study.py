@@ -238,7 +238,7 @@ def test_results_and_report_record_the_world_and_the_paired_differences(monkeypa
 
     naturalness = {0: 1.0, 1: 1.5, 2: 2.0}
     monkeypatch.setattr(
-        pipeline, "run_seed", lambda cfg, seed, workdir, log, multitask_rm=None: _fake_run(seed, naturalness[seed])
+        pipeline, "run_seed", lambda cfg, seed, workdir, log, **kwargs: _fake_run(seed, naturalness[seed])
     )
     config = RewardHackingStudyConfig(
         output_dir=str(tmp_path / "study"),
@@ -400,7 +400,7 @@ def test_beta_sweep_adds_diffro_control_rows_at_each_kl_weight(monkeypatch, tmp_
     assert calls == [("DiffRO", "base", 0.1), ("RRPO", "+Adv", 0.1), ("DiffRO", "base", 0.0), ("DiffRO", "base", 1.0)]
 
     # The rows reach Table 1 and the paired differences.
-    def fake_run(cfg, seed, workdir, log, multitask_rm=None):
+    def fake_run(cfg, seed, workdir, log, **kwargs):
         run = _fake_run(seed, 1.0 + seed)
         for row, beta in (("DiffRO-beta0", 0.0), ("DiffRO-beta1", 1.0)):
             run["policies"][row] = _fake_run(seed, 1.0 + seed + beta)["policies"]["DiffRO"]

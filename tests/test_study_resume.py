@@ -17,7 +17,7 @@ def results_without_times(path):
     results = json.loads((path / "results.json").read_text())
     for seed in results["per_seed"]:
         seed.pop("timings_s")
-    results["summary"].pop("stage_times")
+    results.pop("stage_times_s")
     results.pop("wall_time_s")
     results["config"].pop("output_dir")
     results["config"].pop("resume")

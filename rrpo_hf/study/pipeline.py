@@ -228,7 +228,6 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
     summary = aggregate(cfg, per_seed)
     if gate is not None:
         summary["gate"] = gate
-    summary["stage_times"] = mean_stage_times(per_seed)
     if multitask_rm_scores is not None:
         summary["multitask_rm"] = multitask_rm_scores
     rows = list(cfg.policy_rows())
@@ -243,9 +242,11 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
         "summary": summary,
         "per_seed": per_seed,
         "wall_time_s": wall_time,
+        # Wall-clock, so kept out of the summary, which repeats exactly for the same seeds.
+        "stage_times_s": mean_stage_times(per_seed),
     }
     atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2, default=float))
-    report = render_report(cfg, summary, plots, wall_time, world=world)
+    report = render_report(cfg, summary, plots, wall_time, world=world, stage_times=results["stage_times_s"])
     atomic_write_text(output_dir / "report.md", report)
     return {**results, "report": report, "plots": plots}
 

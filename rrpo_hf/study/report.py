@@ -715,8 +715,10 @@ def render_report(
     plots: Sequence[str],
     wall_time_s: float,
     world: dict | None = None,
+    stage_times: dict[str, float] | None = None,
 ) -> str:
-    """``report.md``; ``world`` (the resolved `TestbedConfig` as a dict) joins the Configuration section."""
+    """``report.md``; ``world`` (the resolved `TestbedConfig` as a dict) joins the Configuration section;
+    ``stage_times`` (mean seconds per seed by stage) gives the time table."""
     seeds = len(cfg.seeds)
     ci_note = f"mean ± {cfg.confidence:.0%} CI (t-distribution) over {seeds} seeds" if seeds > 1 else "1 seed (no CI)"
     preset = get_preset(cfg.preset)
@@ -834,7 +836,7 @@ def render_report(
         "",
         *[f"![{Path(p).stem}]({Path(p).name})" for p in plots],
         "",
-        *format_stage_times(summary.get("stage_times")),
+        *format_stage_time_table(stage_times),
         "## Configuration",
         "",
         format_configuration(cfg, world),
@@ -843,7 +845,7 @@ def render_report(
     return "\n".join(parts)
 
 
-def format_stage_times(stage_times: dict[str, float] | None) -> list[str]:
+def format_stage_time_table(stage_times: dict[str, float] | None) -> list[str]:
     """The report's section on where a seed's time goes (mean seconds per seed, one process each)."""
     if not stage_times:
         return []
@@ -899,7 +901,7 @@ __all__ = [
     "format_table2",
     "format_target_check_table",
     "plot_curves",
-    "format_stage_times",
+    "format_stage_time_table",
     "render_gate_report",
     "render_report",
 ]
