@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_study_presets import TINY as SIZES
 
 import rrpo_hf.study.stages as stages
 from rrpo_hf.study import RewardHackingStudyConfig, run_study
@@ -16,27 +17,8 @@ from rrpo_hf.study.stages import build_corpora, gate_utterances, stage_times, tr
 from rrpo_hf.testbed import EmotionWorld, Oracle
 
 
-TINY = dict(
-    seeds=[0],
-    num_train=96,
-    sft_num_train=96,
-    num_test=60,
-    policy_hidden_size=32,
-    sft_epochs=1,
-    rm_hidden_size=32,
-    rm_num_layers=1,
-    rm_epochs=1,
-    policy_steps=2,
-    eval_steps=1,
-    policy_batch_size=4,
-    max_new_tokens=24,
-    num_eval_prompts=4,
-    probe_num_utterances=12,
-    probe_substitutions=1,
-    probe_pgd_steps=2,
-    audit_num_utterances=6,
-    audit_gumbel_steps=2,
-)
+# The tiny study's sizes, with a test split that holds every target emotion the gate attacks.
+TINY = {**SIZES, "num_test": 60}
 ALWAYS = dict(num_utterances=2, edit_budget=2, min_first_edit_gain=-1e9, min_artifact_or_rare_share=0.0)
 NEVER = dict(num_utterances=2, edit_budget=2, min_first_edit_gain=1e9)
 

@@ -729,15 +729,7 @@ def render_report(
         f"rollouts, {cfg.policy_steps} steps, lr {cfg.policy_learning_rate}, β {cfg.beta}, target emotions "
         f"{cfg.policy_target_emotions or 'all'}.",
         "",
-        f"## Preset `{preset.name}`: {preset.summary}",
-        "",
-        f"**Mechanism.** {preset.mechanism}",
-        "",
-        f"**Prediction (written when the preset was designed, before its first run).** {preset.prediction}",
-        "",
-        format_preset_deviations(cfg),
-        "",
-        *format_gate_section(summary.get("gate")),
+        *format_preset_header(cfg, summary.get("gate")),
         "## Setting",
         "",
         f"- **SFT corpus**: {cfg.sft_num_train or cfg.num_train} utterances at emotion intensity {cfg.sft_intensity} "
@@ -856,6 +848,23 @@ def format_stage_time_table(stage_times: dict[str, float] | None) -> list[str]:
     return [*lines, ""]
 
 
+def format_preset_header(cfg: RewardHackingStudyConfig, gate: dict | None) -> list[str]:
+    """The report's lines above any measured table: the preset's summary, mechanism and prediction, the settings this
+    run changed, and the mechanism gate where the preset has one."""
+    preset = get_preset(cfg.preset)
+    return [
+        f"## Preset `{preset.name}`: {preset.summary}",
+        "",
+        f"**Mechanism.** {preset.mechanism}",
+        "",
+        f"**Prediction (written when the preset was designed, before its first run).** {preset.prediction}",
+        "",
+        format_preset_deviations(cfg),
+        "",
+        *format_gate_section(gate),
+    ]
+
+
 def render_gate_report(
     cfg: RewardHackingStudyConfig, gate: dict, wall_time_s: float, world: dict | None = None
 ) -> str:
@@ -866,15 +875,7 @@ def render_gate_report(
         "",
         f"Seeds: {cfg.seeds}. Wall time: {wall_time_s:.0f} s.",
         "",
-        f"## Preset `{preset.name}`: {preset.summary}",
-        "",
-        f"**Mechanism.** {preset.mechanism}",
-        "",
-        f"**Prediction (written when the preset was designed, before its first run).** {preset.prediction}",
-        "",
-        format_preset_deviations(cfg),
-        "",
-        *format_gate_section(gate),
+        *format_preset_header(cfg, gate),
         "## Configuration",
         "",
         format_configuration(cfg, world),
