@@ -343,3 +343,43 @@ def test_target_check_settings_are_checked():
     for overrides in (dict(target_check="abort"), dict(target_check_min_recall=1.5), dict(target_check_min_rise=2)):
         with pytest.raises(ValueError, match="target_check"):
             RewardHackingStudyConfig(**overrides)
+
+
+def test_every_ensemble_member_is_target_checked_and_a_failing_member_flags_the_ensemble_rows(monkeypatch, tmp_path):
+    reached, lines = [], []
+    _fake_rm_stages(monkeypatch, reached)
+    seeds_trained = []
+
+    def train(cfg, variant, corpus, domains, seed, *args, **kwargs):
+        seeds_trained.append(seed)
+        # the third member (second extra seed) does not see anger; the RM row itself and member 2 do
+        recall = 0.1 if seed == 3 + 2 * stages.ENSEMBLE_SEED_OFFSET else 0.8
+        return f"{variant}@{seed}", {"alpha": {"wa": 0.5, "ua": 0.5, "recall_angry": recall}}
+
+    monkeypatch.setattr(stages, "train_reward_model", train)
+    config = RewardHackingStudyConfig(
+        **{**TINY, "rm_variants": ["base", "+Adv"], "policy_methods": ["DiffRO", "RRPO"], "beta_sweep": []},
+        reward_remedies=["DiffRO-ens-mean"],
+        ensemble_size=3,
+    )
+    result = stages.run_seed(config, 3, str(tmp_path), log=lines.append)
+    checks = result["target_check"]
+    assert list(checks) == ["base", "+Adv", "base member 2", "base member 3"]
+    assert checks["base member 2"]["passed"] and not checks["base member 3"]["passed"]
+    assert [line for line in lines if "WARNING" in line] == [
+        "[seed 3] WARNING: reward model base member 3 fails the target check: recall of angry 0.100 < 0.5"
+    ]
+    # flagged over seeds: only the ensemble row, not DiffRO (its own RM passes), is marked
+    runs = _three_seed_study()
+    for run in runs:
+        run["target_check"] = checks
+        run["policies"]["DiffRO-ens-mean"] = run["policies"]["DiffRO"]
+    summary = aggregate(RewardHackingStudyConfig(**{**config.to_dict(), "seeds": [0, 1, 2]}), runs)
+    assert summary["target_check"]["base member 3"]["flagged"] and not summary["target_check"]["base"]["flagged"]
+    assert summary["flagged_rows"] == ["DiffRO-ens-mean"]
+    assert "| base member 3 | 0.100 ± 0.000 |" in format_target_check_table(config, summary)
+    # 'fail' stops on the member before any policy row is optimised
+    reached.clear()
+    with pytest.raises(TargetCheckError, match=r"reward model 'base member 3' \(optimised by \['DiffRO-ens-mean'\]\)"):
+        stages.run_seed(RewardHackingStudyConfig(**{**config.to_dict(), "target_check": "fail"}), 3, str(tmp_path))
+    assert reached == []

@@ -44,12 +44,29 @@ def target_emotion_check(
     return {"recall": recall, "intensity_rise": rise, "passed": not failures, "failures": failures}
 
 
+def ensemble_member_name(variant: str, member: int) -> str:
+    """The name an ensemble member's target check is reported under: member 1 is the RM row `variant` itself,
+    members 2..`ensemble_size` the extra RMs trained for the ensemble rows with other seeds."""
+    return f"{variant} member {member}"
+
+
 def optimised_rm_rows(cfg: RewardHackingStudyConfig) -> dict[str, list[str]]:
-    """RM row -> the policy rows that optimise against it (an ensemble row counts its variant's RM)."""
+    """Checked RM -> the policy rows that optimise against it: an RM row, or an ensemble member
+    (:func:`ensemble_member_name`), which every ensemble row of its variant optimises against as well."""
     rows: dict[str, list[str]] = {}
     for row, (method, _) in cfg.policy_rows().items():
-        rows.setdefault(POLICY_METHODS[method].rm_variant, []).append(row)
+        spec = POLICY_METHODS[method]
+        rows.setdefault(spec.rm_variant, []).append(row)
+        if spec.ensemble:
+            for member in range(2, cfg.ensemble_size + 1):
+                rows.setdefault(ensemble_member_name(spec.rm_variant, member), []).append(row)
     return rows
+
+
+def checked_rm_names(cfg: RewardHackingStudyConfig) -> list[str]:
+    """Every RM the target check reads, in report order: the RM rows, then each ensemble member beyond the first."""
+    members = [name for name in optimised_rm_rows(cfg) if name not in cfg.rm_variants]
+    return list(cfg.rm_variants) + members
 
 
 class TargetCheckError(RuntimeError):
@@ -82,6 +99,8 @@ def raise_on_failed_targets(cfg: RewardHackingStudyConfig, seed: int, checks: Ma
 __all__ = [
     "TargetCheckError",
     "check_targets",
+    "checked_rm_names",
+    "ensemble_member_name",
     "optimised_rm_rows",
     "raise_on_failed_targets",
     "target_emotion_check",

@@ -60,10 +60,11 @@ def _model_from_bytes(data):
     return torch.load(io.BytesIO(data), weights_only=False) if isinstance(data, bytes) else data
 
 
-def run_gate(cfg: RewardHackingStudyConfig, workdir: str, log: Callable[[str], None]) -> tuple[dict, dict]:
+def run_gate(cfg: RewardHackingStudyConfig, workdir: str, log: Callable[[str], None]) -> tuple[dict, dict, dict]:
     """The mechanism gate on every seed's vanilla RM (`workers` at a time), before anything else of the study is
-    built. Returns the verdict (:func:`~rrpo_hf.study.gate.decide_gate` plus each seed's figures and seconds) and the
-    base RM of each seed (seed -> (model, Table 2 scores)) for `run_seed` to reuse."""
+    built. Returns the verdict (:func:`~rrpo_hf.study.gate.decide_gate` plus each seed's figures), the base RM of
+    each seed (seed -> (model, Table 2 scores)) for `run_seed` to reuse, and each seed's seconds (wall-clock, so
+    apart from the verdict, which repeats exactly)."""
     workers = _worker_count(cfg)
     log(f"mechanism gate on the vanilla RM of {len(cfg.seeds)} seed(s), {workers} at a time")
     if workers == 1:
@@ -76,10 +77,13 @@ def run_gate(cfg: RewardHackingStudyConfig, workdir: str, log: Callable[[str], N
         **decide_gate(cfg.gate(), figures),
         "thresholds": cfg.gate().to_dict(),
         "per_seed": {seed: runs[seed]["gate"] for seed in cfg.seeds},
-        "seconds": {seed: runs[seed]["seconds"] for seed in cfg.seeds},
     }
-    log(f"mechanism gate {'PASSED' if verdict['passed'] else 'FAILED: mechanism absent'}")
-    return verdict, base_models
+    seconds = {seed: runs[seed]["seconds"] for seed in cfg.seeds}
+    log(
+        f"mechanism gate {'PASSED' if verdict['passed'] else 'FAILED: mechanism absent'} "
+        f"({sum(seconds.values()) / len(seconds):.0f} s per seed)"
+    )
+    return verdict, base_models, seconds
 
 
 def seed_result_path(output_dir: str | os.PathLike, seed: int) -> Path:
@@ -172,7 +176,7 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
     output_dir.mkdir(parents=True, exist_ok=True)
 
     per_seed = []
-    multitask_rm_scores, gate = None, None
+    multitask_rm_scores, gate, gate_seconds = None, None, None
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads_per_seed)  # see its help: the thread count is part of the result
     progress_bars_were_enabled = datasets.is_progress_bar_enabled()
@@ -182,9 +186,9 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
             trained: dict[int, dict] = {}
             if cfg.gate() is not None:
                 # The gate reads the vanilla RM alone: nothing robust is trained and no policy optimised before it.
-                gate, base_models = run_gate(cfg, workdir, log)
+                gate, base_models, gate_seconds = run_gate(cfg, workdir, log)
                 if not gate["passed"]:
-                    return _write_gate_only(cfg, gate, output_dir, time.perf_counter() - start)
+                    return _write_gate_only(cfg, gate, gate_seconds, output_dir, time.perf_counter() - start)
                 trained = {seed: {"base": base_models[seed]} for seed in cfg.seeds}
             multitask_rm = None
             if any(POLICY_METHODS[method].needs_multitask_rm for method, _ in cfg.policy_rows().values()):
@@ -244,6 +248,7 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
         "wall_time_s": wall_time,
         # Wall-clock, so kept out of the summary, which repeats exactly for the same seeds.
         "stage_times_s": mean_stage_times(per_seed),
+        **({"gate_seconds_s": gate_seconds} if gate_seconds is not None else {}),
     }
     atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2, default=float))
     report = render_report(cfg, summary, plots, wall_time, world=world, stage_times=results["stage_times_s"])
@@ -251,7 +256,9 @@ def run_study(cfg: RewardHackingStudyConfig, log: Callable[[str], None] | None =
     return {**results, "report": report, "plots": plots}
 
 
-def _write_gate_only(cfg: RewardHackingStudyConfig, gate: dict, output_dir: Path, wall_time: float) -> dict[str, Any]:
+def _write_gate_only(
+    cfg: RewardHackingStudyConfig, gate: dict, gate_seconds: dict, output_dir: Path, wall_time: float
+) -> dict[str, Any]:
     """The study of a failed gate: results.json and a report that says "mechanism absent" (no robust RM or policy
     was built, and the world is not to be re-tuned until it passes)."""
     world = asdict(cfg.testbed_config())
@@ -262,6 +269,7 @@ def _write_gate_only(cfg: RewardHackingStudyConfig, gate: dict, output_dir: Path
         "summary": {"gate": gate},
         "per_seed": [],
         "wall_time_s": wall_time,
+        "gate_seconds_s": gate_seconds,
     }
     atomic_write_text(output_dir / "results.json", json.dumps(results, indent=2, default=float))
     report = render_gate_report(cfg, gate, wall_time, world=world)

@@ -47,7 +47,7 @@ from ..trainers import (
     build_robust_ser_config,
     build_tiny_cosyvoice2_policy,
 )
-from .checks import check_targets, raise_on_failed_targets, target_emotion_check
+from .checks import check_targets, ensemble_member_name, raise_on_failed_targets, target_emotion_check
 from .config import (
     AUDIT_INTENSITIES,
     CLEAN_CORPUS_VARIANTS,
@@ -632,6 +632,18 @@ def format_stage_times(timings: dict[str, float]) -> str:
     return ", ".join(f"{kind} {seconds:.0f} s" for kind, seconds in stage_times(timings).items())
 
 
+def _check_target(
+    cfg: RewardHackingStudyConfig, seed: int, name: str, scores: dict, audit_row: dict | None, log: Callable
+) -> dict:
+    """The target check of one RM of one seed (its alpha test scores and audit row); a WARNING line when it fails."""
+    check = target_emotion_check(
+        scores.get("alpha", {}), audit_row, check_targets(cfg), cfg.target_check_min_recall, cfg.target_check_min_rise
+    )
+    if not check["passed"]:
+        log(f"[seed {seed}] WARNING: reward model {name} fails the target check: {'; '.join(check['failures'])}")
+    return check
+
+
 def run_seed(
     cfg: RewardHackingStudyConfig,
     seed: int,
@@ -677,18 +689,7 @@ def run_seed(
             start = time.perf_counter()
             audits[variant] = run_audit(cfg, reward_models[variant], audit_dataset, world, seed)
             timings[f"audit {variant}"] = time.perf_counter() - start
-        check = target_emotion_check(
-            table2[variant].get("alpha", {}),
-            audits.get(variant),
-            check_targets(cfg),
-            cfg.target_check_min_recall,
-            cfg.target_check_min_rise,
-        )
-        target_checks[variant] = check
-        if not check["passed"]:
-            log(
-                f"[seed {seed}] WARNING: reward model {variant} fails the target check: {'; '.join(check['failures'])}"
-            )
+        target_checks[variant] = _check_target(cfg, seed, variant, table2[variant], audits.get(variant), log)
     raise_on_failed_targets(cfg, seed, target_checks)  # with target_check='fail', before any policy row
 
     # Ensemble rows: ensemble_size - 1 more RMs of the row's variant, same data and recipe, other training seeds.
@@ -701,7 +702,7 @@ def run_seed(
         members = [reward_models[variant]]
         for k in range(1, cfg.ensemble_size):
             log(f"[seed {seed}] reward model {variant}, ensemble member {k + 1}/{cfg.ensemble_size}")
-            member, _ = train_reward_model(
+            member, scores = train_reward_model(
                 cfg,
                 variant,
                 corpus,
@@ -711,8 +712,13 @@ def run_seed(
                 pretrained=pretrained,
             )
             members.append(member)
+            # Each member is part of the reward the ensemble rows optimise: it must see the target emotion too.
+            audit = None if audit_dataset is None else run_audit(cfg, member, audit_dataset, world, seed)
+            name = ensemble_member_name(variant, k + 1)
+            target_checks[name] = _check_target(cfg, seed, name, scores, audit, log)
         ensembles[variant] = members
         timings[f"ensemble {variant}"] = time.perf_counter() - start
+    raise_on_failed_targets(cfg, seed, target_checks)  # the members', before any policy row
 
     train_prompts = policy_prompts(natural["train"], cfg.policy_target_emotions)
     eval_prompts = policy_prompts(domains["alpha"], cfg.policy_target_emotions, cfg.num_eval_prompts)

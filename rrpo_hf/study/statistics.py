@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from .checks import checked_rm_names, optimised_rm_rows
 from .config import (
     GRPO_COUNTERPARTS,
     HEADLINE_START,
-    POLICY_METHODS,
     TABLE1_COLUMNS,
     TABLE2_DOMAINS,
     RewardHackingStudyConfig,
@@ -112,13 +112,12 @@ def aggregate(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, 
             }
     target_check = target_check_summary(cfg, per_seed)
     flagged = {variant for variant, entry in target_check.items() if entry["flagged"]}
+    flagged_rows = {row for name, rows in optimised_rm_rows(cfg).items() if name in flagged for row in rows}
     return {
         "headline": headline_comparisons(cfg.headline_pairs, rows, per_seed, cfg.confidence),
         "target_check": target_check,
         # Table 1 / headline rows optimised against an RM the target check flags (the report marks them).
-        "flagged_rows": [
-            row for row, (method, _) in cfg.policy_rows().items() if POLICY_METHODS[method].rm_variant in flagged
-        ],
+        "flagged_rows": [row for row in cfg.policy_rows() if row in flagged_rows],
         "table1": table1,
         "table2": table2,
         "probes": probes,
@@ -407,10 +406,11 @@ def headline_comparisons(
 
 
 def target_check_summary(cfg: RewardHackingStudyConfig, per_seed: list[dict]) -> dict[str, dict[str, Any]]:
-    """Per RM row, the target check (:func:`~rrpo_hf.study.checks.target_emotion_check`) over seeds: ``recall`` ->
-    target -> mean ± CI, ``intensity_rise`` (mean ± CI, None without audit), ``flagged`` (a mean below its bar:
-    `target_check_min_recall`, `target_check_min_rise`) and ``flagged_seeds`` (seeds whose own check failed).
-    Results without the check (older runs) give no entry."""
+    """Per RM row and ensemble member (:func:`~rrpo_hf.study.checks.checked_rm_names`), the target check
+    (:func:`~rrpo_hf.study.checks.target_emotion_check`) over seeds: ``recall`` -> target -> mean ± CI,
+    ``intensity_rise`` (mean ± CI, None without audit), ``flagged`` (a mean below its bar: `target_check_min_recall`,
+    `target_check_min_rise`) and ``flagged_seeds`` (seeds whose own check failed). Results without the check (older
+    runs) give no entry."""
 
     def ci(values):
         values = [v for v in values if v is not None]
@@ -420,7 +420,7 @@ def target_check_summary(cfg: RewardHackingStudyConfig, per_seed: list[dict]) ->
         return {"mean": mean, "ci": half, "n": len(values)}
 
     summary = {}
-    for variant in cfg.rm_variants:
+    for variant in checked_rm_names(cfg):
         checks = [(run["seed"], run.get("target_check", {}).get(variant)) for run in per_seed]
         checks = [(seed, check) for seed, check in checks if check]
         if not checks:
