@@ -25,8 +25,8 @@ from rrpo_hf.study.report import (
     format_headline_table,
     format_overoptimisation_table,
     format_paired_table,
-    format_presets_overview,
     format_target_check_table,
+    render_presets_overview,
 )
 from rrpo_hf.utils.saving import atomic_write_text
 
@@ -55,9 +55,10 @@ if __name__ == "__main__":
     configs = parse_study_configs()
     summaries = {config.preset: result["summary"] for config, result in zip(configs, run_studies(configs, main))}
     if len(configs) > 1:
-        overview = format_presets_overview(summaries)
-        print("\nEvery preset: DiffRO's change from SFT and each row's paired difference against DiffRO\n")
-        print(overview)
+        # Presets whose gate failed have no policy rows to compare (their report says "mechanism absent").
+        compared = {preset: summary for preset, summary in summaries.items() if "table1" in summary}
+        overview = render_presets_overview(compared, {config.preset: len(config.seeds) for config in configs})
+        print(f"\n{overview}")
         path = Path(configs[0].output_dir).parent / "overview.md"
-        atomic_write_text(path, f"# Reward-hacking study: every preset\n\n{overview}\n")
-        print(f"\nOverview: {path}")
+        atomic_write_text(path, overview)
+        print(f"Overview: {path} (examples/study_overview.py joins studies run one preset at a time)")

@@ -383,3 +383,35 @@ def test_every_ensemble_member_is_target_checked_and_a_failing_member_flags_the_
     with pytest.raises(TargetCheckError, match=r"reward model 'base member 3' \(optimised by \['DiffRO-ens-mean'\]\)"):
         stages.run_seed(RewardHackingStudyConfig(**{**config.to_dict(), "target_check": "fail"}), 3, str(tmp_path))
     assert reached == []
+
+
+def test_the_overview_script_joins_studies_run_one_preset_at_a_time(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "study_overview", Path(__file__).parents[1] / "examples" / "study_overview.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config = RewardHackingStudyConfig(seeds=[0, 1, 2], policy_methods=["DiffRO", "RRPO"], beta_sweep=[])
+    summary = aggregate(config, _three_seed_study())
+    for preset in ("dataset-bias", "brittle"):
+        (tmp_path / preset).mkdir()
+        results = {"config": {**config.to_dict(), "preset": preset}, "summary": summary}
+        (tmp_path / preset / "results.json").write_text(json.dumps(results, default=float))
+    output = tmp_path / "overview.md"
+    overview = script.main([str(tmp_path / "dataset-bias"), str(tmp_path / "brittle"), "--output", str(output)])
+    assert output.read_text() == overview and "Presets: dataset-bias (3 seeds), brittle (3 seeds)" in overview
+    naturalness = summary["headline"]["RRPO − DiffRO"]["end"]["oracle_naturalness"]
+    assert naturalness["mean"] == pytest.approx((0.5 + 0.2 + 0.7) / 3)
+    expected = f"| brittle | RRPO − DiffRO | 3 | +{naturalness['mean']:.3f} ± {naturalness['half_width']:.3f} | "
+    expected += f"{naturalness['mde']:.3f} |"
+    assert expected in overview and "| dataset-bias | DiffRO − SFT | 3 |" in overview
+    assert "| brittle | RRPO − DiffRO | -0.200 ± 0.000 | +0.467 ± 0.625 |" in overview.split("## Every row against")[1]
+    # an existing overview is replaced only with --overwrite; a folder without results names the fix
+    with pytest.raises(SystemExit, match="--overwrite"):
+        script.main([str(tmp_path / "brittle"), "--output", str(output)])
+    with pytest.raises(SystemExit, match="no results.json"):
+        script.main([str(tmp_path)])

@@ -51,6 +51,7 @@ from .report import (
     format_configuration,
     format_gao_table,
     format_grpo_section,
+    format_headline_overview,
     format_headline_table,
     format_matched_sqrt_kl_table,
     format_mechanism_rows,
@@ -65,6 +66,7 @@ from .report import (
     format_target_check_table,
     plot_curves,
     plot_overoptimisation,
+    render_presets_overview,
     render_report,
 )
 from .stages import (
@@ -129,6 +131,7 @@ __all__ = [
     "format_overoptimisation_table",
     "format_paired_table",
     "format_preset_deviations",
+    "format_headline_overview",
     "format_presets_overview",
     "format_probe_table",
     "format_sampling_rows",
@@ -152,6 +155,7 @@ __all__ = [
     "plot_curves",
     "plot_overoptimisation",
     "policy_prompts",
+    "render_presets_overview",
     "render_report",
     "run_probes",
     "run_seed",

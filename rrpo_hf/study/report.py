@@ -353,6 +353,42 @@ OVERVIEW_COLUMNS = {
 }
 
 
+def format_headline_overview(summaries: dict[str, dict]) -> str:
+    """The headline comparisons of several presets' studies in one table (``summary["headline"]`` of each): per
+    preset and pair, n, the naturalness difference at the end with its MDE at the study's power, the naturalness
+    difference at matched sqrt KL, and the emotion, gold and artifact-rate differences at the end."""
+    lines = [
+        "| preset | comparison | n | Δ N (end) | MDE of Δ N | Δ N at matched sqrt KL | Δ E (end) | Δ gold (end) "
+        "| Δ artifact rate (end) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for preset, summary in summaries.items():
+        flagged = set(summary.get("flagged_rows") or [])
+        for pair, entry in (summary.get("headline") or {}).items():
+            if "missing" in entry:
+                lines.append(f"| {preset} | {pair} | not run |" + " |" * 6)
+                continue
+            name = f"{pair} {FLAG_MARK}" if {entry["treatment"], entry["control"]} & flagged else pair
+            end, matched = entry["end"], entry.get("matched") or {}
+            naturalness = end.get("oracle_naturalness")
+            finite_mde = naturalness is not None and math.isfinite(naturalness["mde"])
+            mde = f"{naturalness['mde']:.3f}" if finite_mde else "n/a"
+            at_kl = "—"
+            if matched:
+                at_kl = f"{_difference_cell(matched.get('oracle_naturalness'))} (sqrt KL {matched['sqrt_kl']:.2f})"
+            n = max((cell["n"] for cell in end.values()), default=0)
+            cells = [
+                _difference_cell(naturalness),
+                mde,
+                at_kl,
+                _difference_cell(end.get("oracle_emotion_score")),
+                _difference_cell(end.get(GOLD_KEY)),
+                _difference_cell(end.get("oracle_artifact_rate")),
+            ]
+            lines.append(f"| {preset} | {name} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_presets_overview(summaries: dict[str, dict]) -> str:
     """One table over several presets' studies: per preset, DiffRO's change from SFT and each other row's paired
     difference against DiffRO (mean ± t-interval half-width over seeds), for the oracle's scores.
@@ -382,6 +418,34 @@ def format_presets_overview(summaries: dict[str, dict]) -> str:
                     row.append(f"{sign * cell['mean']:+.3f} ± {cell['half_width']:.3f}")
             lines.append(f"| {preset} | {comparison} | " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def render_presets_overview(summaries: dict[str, dict], seeds: dict[str, int] | None = None) -> str:
+    """The cross-preset overview (``overview.md``): the headline comparisons of every preset
+    (:func:`format_headline_overview`), then DiffRO's change from SFT and every row's paired difference against
+    DiffRO (:func:`format_presets_overview`). ``seeds``: preset -> the seeds its study ran, for the header."""
+    runs = ", ".join(f"{preset} ({seeds[preset]} seeds)" for preset in summaries) if seeds else ", ".join(summaries)
+    return "\n".join(
+        [
+            "# Reward-hacking study: every preset",
+            "",
+            f"Presets: {runs}. Each difference is paired per seed (same corpora and SFT policy): mean over seeds ± "
+            "the half-width of its t-interval (each study's confidence); each preset's report.md has the details.",
+            "",
+            "## Headline comparisons",
+            "",
+            format_headline_overview(summaries),
+            "",
+            "MDE: the smallest naturalness difference the study detects at its power (a smaller true difference is "
+            "more likely missed than found). Matched sqrt KL: read off each seed's curves where both policies are "
+            "equally far from the SFT policy; none for a pair with SFT.",
+            "",
+            "## Every row against DiffRO",
+            "",
+            format_presets_overview(summaries),
+            "",
+        ]
+    )
 
 
 def format_configuration(cfg: RewardHackingStudyConfig, world: dict | None) -> str:
@@ -896,7 +960,9 @@ __all__ = [
     "format_configuration",
     "format_paired_table",
     "format_preset_deviations",
+    "format_headline_overview",
     "format_presets_overview",
+    "render_presets_overview",
     "format_probe_table",
     "format_table1",
     "format_table2",
