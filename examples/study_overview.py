@@ -29,12 +29,16 @@ def read_study(path: Path) -> tuple[str, dict, int]:
     return config["preset"], results["summary"], len(config["seeds"])
 
 
-def main(argv: list[str] | None = None) -> str:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("studies", nargs="+", type=Path, help="output folders (or results.json files) of studies")
     parser.add_argument("--output", type=Path, help="also write the overview to this Markdown file")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = make_parser().parse_args(argv)
     if args.output is not None and args.output.exists() and not args.overwrite:
         sys.exit(f"error: {args.output} exists; pass --overwrite to replace it, or choose another --output.")
     summaries, seeds = {}, {}

@@ -116,6 +116,9 @@ def test_a_readme_command_is_pasteable_and_its_script_accepts_it(number, line, v
 
         assert parse_study_configs(args)
         return
+    if script == "study_overview.py":  # argparse: the folders of studies the block's earlier commands write
+        assert load_example(script).make_parser().parse_args(args).studies
+        return
     parser = load_example(script).make_parser()
     if config_file is not None:  # a GPU command
         import torch
