@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -333,3 +335,24 @@ def test_the_presets_overview_turns_sft_minus_diffro_around_and_keeps_the_other_
     table = format_presets_overview({"brittle": summary})
     assert "| brittle | DiffRO − SFT | +0.500 ± 0.100 | +0.500 ± 0.100 |" in table
     assert "| brittle | RRPO − DiffRO | +0.250 | +0.250 |" in table
+
+
+@pytest.mark.slow
+def test_the_study_script_with_several_presets_writes_their_headline_overview(tmp_path, monkeypatch, capsys):
+    import runpy
+
+    flags = []
+    for key, value in TINY.items():
+        flags += [f"--{key}", *map(str, value if isinstance(value, list) else [value])]
+    argv = ["reward_hacking_study.py", "--preset", "brittle,cue-exaggeration", "--output_dir", str(tmp_path), *flags]
+    monkeypatch.setattr(sys, "argv", argv)
+    script = Path(__file__).resolve().parents[1] / "examples" / "reward_hacking_study.py"
+    runpy.run_path(str(script), run_name="__main__")
+    overview = (tmp_path / "overview.md").read_text()
+    assert overview.startswith("# Reward-hacking study: every preset")
+    assert "Presets: brittle (1 seeds), cue-exaggeration (1 seeds)" in overview
+    headline = overview.split("## Every row against DiffRO")[0]
+    for preset in ("brittle", "cue-exaggeration"):
+        for pair in ("RRPO − DiffRO", "DiffRO − SFT"):  # ⚠ where the tiny RMs fail the target check
+            assert re.search(rf"\| {preset} \| {pair}( ⚠)? \| 1 \| [+-]\d\.\d{{3}} \|", headline), (preset, pair)
+    assert overview in capsys.readouterr().out
