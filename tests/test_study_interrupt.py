@@ -69,6 +69,9 @@ def test_an_interrupted_two_worker_study_stops_every_process_and_keeps_finished_
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        # A terminal's study has Ctrl-C's default; one started in the background (`cmd &`, nohup) inherits SIGINT
+        # ignored, and so would this test's study if pytest was started that way.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seeds = tmp_path / "study" / "seeds"
     try:
