@@ -55,9 +55,7 @@ if __name__ == "__main__":
     configs = parse_study_configs()
     summaries = {config.preset: result["summary"] for config, result in zip(configs, run_studies(configs, main))}
     if len(configs) > 1:
-        # Presets whose gate failed have no policy rows to compare (their report says "mechanism absent").
-        compared = {preset: summary for preset, summary in summaries.items() if "table1" in summary}
-        overview = render_presets_overview(compared, {config.preset: len(config.seeds) for config in configs})
+        overview = render_presets_overview(summaries, {config.preset: len(config.seeds) for config in configs})
         print(f"\n{overview}")
         path = Path(configs[0].output_dir).parent / "overview.md"
         atomic_write_text(path, overview)

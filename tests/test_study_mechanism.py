@@ -348,10 +348,8 @@ def test_target_check_settings_are_checked():
 def test_every_ensemble_member_is_target_checked_and_a_failing_member_flags_the_ensemble_rows(monkeypatch, tmp_path):
     reached, lines = [], []
     _fake_rm_stages(monkeypatch, reached)
-    seeds_trained = []
 
     def train(cfg, variant, corpus, domains, seed, *args, **kwargs):
-        seeds_trained.append(seed)
         # the third member (second extra seed) does not see anger; the RM row itself and member 2 do
         recall = 0.1 if seed == 3 + 2 * stages.ENSEMBLE_SEED_OFFSET else 0.8
         return f"{variant}@{seed}", {"alpha": {"wa": 0.5, "ua": 0.5, "recall_angry": recall}}
@@ -415,3 +413,10 @@ def test_the_overview_script_joins_studies_run_one_preset_at_a_time(tmp_path, ca
         script.main([str(tmp_path / "brittle"), "--output", str(output)])
     with pytest.raises(SystemExit, match="no results.json"):
         script.main([str(tmp_path)])
+    # a study whose mechanism gate failed has no policy rows: named in the header, absent from the tables
+    (tmp_path / "chance-glitches").mkdir()
+    gated = {"config": {**config.to_dict(), "preset": "chance-glitches"}, "summary": {"gate": {"passed": False}}}
+    (tmp_path / "chance-glitches" / "results.json").write_text(json.dumps(gated))
+    overview = script.main([str(tmp_path / "brittle"), str(tmp_path / "chance-glitches")])
+    assert "Presets: brittle (3 seeds); without policy rows (mechanism gate failed" in overview
+    assert "| chance-glitches |" not in overview

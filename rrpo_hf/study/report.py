@@ -420,11 +420,16 @@ def format_presets_overview(summaries: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def render_presets_overview(summaries: dict[str, dict], seeds: dict[str, int] | None = None) -> str:
+def render_presets_overview(summaries: dict[str, dict], seeds: dict[str, int]) -> str:
     """The cross-preset overview (``overview.md``): the headline comparisons of every preset
     (:func:`format_headline_overview`), then DiffRO's change from SFT and every row's paired difference against
-    DiffRO (:func:`format_presets_overview`). ``seeds``: preset -> the seeds its study ran, for the header."""
-    runs = ", ".join(f"{preset} ({seeds[preset]} seeds)" for preset in summaries) if seeds else ", ".join(summaries)
+    DiffRO (:func:`format_presets_overview`). ``seeds``: preset -> the number of seeds its study ran. A preset whose
+    mechanism gate failed has no policy rows: the header names it and the tables leave it out."""
+    compared = {preset: summary for preset, summary in summaries.items() if "table1" in summary}
+    runs = ", ".join(f"{preset} ({seeds[preset]} seeds)" for preset in compared)
+    gated = [preset for preset in summaries if preset not in compared]
+    if gated:
+        runs += f"; without policy rows (mechanism gate failed, see its report.md): {', '.join(gated)}"
     return "\n".join(
         [
             "# Reward-hacking study: every preset",
@@ -434,7 +439,7 @@ def render_presets_overview(summaries: dict[str, dict], seeds: dict[str, int] | 
             "",
             "## Headline comparisons",
             "",
-            format_headline_overview(summaries),
+            format_headline_overview(compared),
             "",
             "MDE: the smallest naturalness difference the study detects at its power (a smaller true difference is "
             "more likely missed than found). Matched sqrt KL: read off each seed's curves where both policies are "
@@ -442,7 +447,7 @@ def render_presets_overview(summaries: dict[str, dict], seeds: dict[str, int] | 
             "",
             "## Every row against DiffRO",
             "",
-            format_presets_overview(summaries),
+            format_presets_overview(compared),
             "",
         ]
     )
